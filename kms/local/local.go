@@ -1,0 +1,155 @@
+// Package local is a software KMS held by ekm itself, for development, tests
+// and the operator's default key. It is NOT customer-held: whoever has the
+// server's root key file can read every project protected by a local key.
+//
+// Each local KEK is derived from the root key with HKDF-SHA256 over its key id
+// and version, so nothing but the root key has to be stored; every replica
+// that shares the root key file serves the same keys.
+package local
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/secret"
+)
+
+// Type is the external key type served by this package.
+const Type = "local"
+
+// Algorithm is the wrapping algorithm recorded in kms.Wrapped.
+const Algorithm = "A256GCM"
+
+// Param names on the external key object.
+const (
+	ParamKeyID      = "local_key_id"
+	ParamKeyVersion = "key_version"
+)
+
+var keyIDRE = regexp.MustCompile(`^[0-9a-z-]{1,64}$`)
+
+// Driver opens local keys derived from one root key.
+type Driver struct {
+	root secret.Key
+}
+
+// NewDriver returns a driver over root. The driver does not copy root.
+func NewDriver(root secret.Key) *Driver { return &Driver{root: root} }
+
+func (*Driver) Type() string { return Type }
+
+// Check fills in a fresh key id and version 1 when absent.
+func (*Driver) Check(_ string, p kms.Params) (kms.Params, error) {
+	out := kms.Params{}
+	id := p[ParamKeyID]
+	if id == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	if !keyIDRE.MatchString(id) {
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_local_key_id", Message: ParamKeyID + " must be 1-64 of [0-9a-z-]"}
+	}
+	out[ParamKeyID] = id
+	v := p[ParamKeyVersion]
+	if v == "" {
+		v = "1"
+	}
+	if n, err := strconv.Atoi(v); err != nil || n < 1 || strconv.Itoa(n) != v {
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_key_version", Message: ParamKeyVersion + " must be a positive integer"}
+	}
+	out[ParamKeyVersion] = v
+	for k := range p {
+		if k != ParamKeyID && k != ParamKeyVersion {
+			return nil, &kms.Error{Class: kms.Invalid, Code: "unknown_parameter", Message: fmt.Sprintf("unknown parameter %q for a local key", k)}
+		}
+	}
+	return out, nil
+}
+
+// Open returns the provider for checked params.
+func (d *Driver) Open(orgID string, p kms.Params) (kms.Provider, error) {
+	p, err := d.Check(orgID, p)
+	if err != nil {
+		return nil, err
+	}
+	return &Provider{root: d.root, id: p[ParamKeyID], version: p[ParamKeyVersion]}, nil
+}
+
+// Provider is one local KEK.
+type Provider struct {
+	root    secret.Key
+	id      string
+	version string
+}
+
+func (p *Provider) versionID(v string) string { return "local:" + p.id + "/" + v }
+
+func (p *Provider) kek(version string) (cipher.AEAD, error) {
+	if p.root.IsZero() {
+		return nil, &kms.Error{Class: kms.Operator, Code: "local_root_key_missing", Message: "the server's local root key is not loaded"}
+	}
+	k, err := hkdf.Key(sha256.New, p.root.Bytes(), nil, "ekm local kek v1|"+p.id+"|"+version, secret.Size)
+	if err != nil {
+		return nil, err
+	}
+	defer secret.Wipe(k)
+	b, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
+// Wrap seals plaintext under the current version; the version id is bound as
+// associated data.
+func (p *Provider) Wrap(_ context.Context, plaintext []byte) (kms.Wrapped, error) {
+	vid := p.versionID(p.version)
+	a, err := p.kek(p.version)
+	if err != nil {
+		return kms.Wrapped{}, err
+	}
+	nonce := make([]byte, a.NonceSize(), a.NonceSize()+len(plaintext)+a.Overhead())
+	_, _ = rand.Read(nonce)
+	return kms.Wrapped{KeyVersion: vid, Algorithm: Algorithm, Ciphertext: a.Seal(nonce, nonce, plaintext, []byte(vid))}, nil
+}
+
+// Unwrap opens w with the version recorded in it.
+func (p *Provider) Unwrap(_ context.Context, w kms.Wrapped) ([]byte, error) {
+	prefix := "local:" + p.id + "/"
+	v, ok := strings.CutPrefix(w.KeyVersion, prefix)
+	if !ok || w.Algorithm != Algorithm {
+		return nil, &kms.Error{Class: kms.Invalid, Code: "wrong_key", Message: "wrapped key was not produced by this local key"}
+	}
+	if n, err := strconv.Atoi(v); err != nil || n < 1 {
+		return nil, &kms.Error{Class: kms.Invalid, Code: "wrong_key", Message: "wrapped key names an invalid version"}
+	}
+	a, err := p.kek(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.Ciphertext) < a.NonceSize()+a.Overhead() {
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_ciphertext", Message: "wrapped key is too short"}
+	}
+	ns := a.NonceSize()
+	pt, err := a.Open(nil, w.Ciphertext[:ns], w.Ciphertext[ns:], []byte(w.KeyVersion))
+	if err != nil {
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_ciphertext", Message: "wrapped key failed authentication", Err: err}
+	}
+	return pt, nil
+}
+
+// Describe reports the configured version.
+func (p *Provider) Describe(context.Context) (kms.KeyInfo, error) {
+	return kms.KeyInfo{CurrentVersion: p.versionID(p.version), KeyType: "AES", Enabled: true, Operations: []string{"encrypt", "decrypt"}}, nil
+}

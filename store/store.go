@@ -1,0 +1,239 @@
+// Package store defines ekm's persistent state and the interface every
+// database backend implements (package sqlstore: SQLite embedded by default,
+// PostgreSQL for several replicas). Backends pass the shared suite in package
+// storetest.
+//
+// Tenant isolation: every read or write of an org's objects takes the org id
+// and matches it in the query, so a wrong id yields ErrNotFound, never another
+// org's row.
+//
+// Nothing in the store is secret in the clear: project keys are stored only
+// wrapped by a KEK, API keys only as SHA-256 hashes, file names and contents
+// only as ciphertext.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: no such object in this org.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a uniqueness or state precondition failed (duplicate id,
+	// stale compare-and-set).
+	ErrConflict = errors.New("store: conflict")
+)
+
+// Org is a customer organization.
+type Org struct {
+	ID        string // org-…
+	Name      string
+	CreatedAt time.Time
+}
+
+// Key kinds.
+const (
+	KindAdmin   = "admin"   // sk-admin-…, manages the org
+	KindProject = "project" // sk-proj-…, data plane of one project
+)
+
+// APIKey is a bearer credential, stored only as the SHA-256 of its value.
+type APIKey struct {
+	ID               string // key_…
+	OrgID            string
+	Kind             string // KindAdmin or KindProject
+	ProjectID        string // KindProject only
+	ServiceAccountID string // KindProject only
+	Name             string
+	Hash             []byte // sha256(value)
+	RedactedValue    string // e.g. "sk-admin-abc…xyz"
+	CreatedAt        time.Time
+}
+
+// ServiceAccount owns one project API key.
+type ServiceAccount struct {
+	ID        string // svc_acct_…
+	OrgID     string
+	ProjectID string
+	Name      string
+	Role      string // "member"
+	CreatedAt time.Time
+}
+
+// External key statuses.
+const (
+	StatusValid       = "valid"
+	StatusDegraded    = "degraded"    // outage-class failures; cached keys still served
+	StatusUnavailable = "unavailable" // revocation-class failure; nothing served
+)
+
+// ExternalKey is a customer KEK registered with ekm.
+type ExternalKey struct {
+	ID      string // extkey_…
+	OrgID   string
+	Type    string // "local", "azure", …
+	Name    string
+	Purpose string            // "ekm"
+	Params  map[string]string // provider fields as on the API object
+	// Health, maintained by validation and the probe.
+	Status        string // StatusValid, StatusDegraded, StatusUnavailable
+	StatusCode    string // diagnosis code of the last failure, "" when valid
+	StatusMessage string
+	StatusAt      time.Time
+	// CurrentKEKVersion is the KEK version the KMS last reported as current.
+	CurrentKEKVersion string
+	CreatedAt         time.Time
+}
+
+// KeyHealth is a status update for an external key.
+type KeyHealth struct {
+	Status            string
+	Code              string
+	Message           string
+	At                time.Time
+	CurrentKEKVersion string // "" leaves it unchanged
+}
+
+// Project is a unit of data protected by one project key.
+type Project struct {
+	ID            string // proj_…
+	OrgID         string
+	Name          string
+	ExternalKeyID string // "" = the operator's default key
+	CreatedAt     time.Time
+	ArchivedAt    *time.Time
+	// CurrentKeyVersion is the project key version new data is written under.
+	CurrentKeyVersion int
+}
+
+// ProjectKey is one version of a project key, wrapped by a KEK.
+type ProjectKey struct {
+	OrgID         string
+	ProjectID     string
+	Version       int    // 1, 2, …
+	ExternalKeyID string // "" = the operator's default key
+	KEKVersion    string // full KEK version identity as the KMS returned it
+	Algorithm     string
+	Wrapped       []byte
+	CreatedAt     time.Time
+}
+
+// AuditEvent is one entry of an org's audit log.
+type AuditEvent struct {
+	ID          string // audit_log-…
+	OrgID       string
+	Type        string // e.g. "project.created"
+	EffectiveAt time.Time
+	// Actor is the API key id that caused the event ("" for the system).
+	Actor string
+	// ProjectID, when the event concerns one project.
+	ProjectID string
+	// Data is the event-type payload, rendered under the event type's key.
+	Data json.RawMessage
+}
+
+// AuditFilter selects audit events. Zero fields do not filter.
+type AuditFilter struct {
+	Types      []string
+	ProjectIDs []string
+	// EffectiveAt bounds (unix seconds semantics: gt, gte, lt, lte).
+	GT, GTE, LT, LTE *time.Time
+	// After / Before are event-id cursors; results are newest first.
+	After, Before string
+	Limit         int
+}
+
+// File is a stored object's metadata. The name is stored only encrypted.
+type File struct {
+	ID             string // file-…
+	OrgID          string
+	ProjectID      string
+	Purpose        string
+	Bytes          int64 // plaintext size
+	CreatedAt      time.Time
+	KeyVersion     int    // project key version of name and content
+	NameCiphertext []byte // envelope ciphertext of the file name
+	BlobKey        string // where the content ciphertext lives in the blob store
+}
+
+// Page is a cursor request: items strictly after the id After, in id order
+// (ascending unless Desc). Limit is already validated by the API layer.
+type Page struct {
+	After string
+	Limit int
+	Desc  bool
+}
+
+// Queries is what can be done inside or outside a transaction.
+type Queries interface {
+	CreateOrg(ctx context.Context, o Org) error
+	GetOrg(ctx context.Context, id string) (Org, error)
+
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// APIKeyByHash finds a key by the hash of its value (any org).
+	APIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
+	GetAPIKey(ctx context.Context, orgID, id string) (APIKey, error)
+	ListAPIKeys(ctx context.Context, orgID, kind string, p Page) ([]APIKey, error)
+	DeleteAPIKey(ctx context.Context, orgID, id string) error
+
+	CreateServiceAccount(ctx context.Context, s ServiceAccount) error
+	GetServiceAccount(ctx context.Context, orgID, projectID, id string) (ServiceAccount, error)
+	ListServiceAccounts(ctx context.Context, orgID, projectID string, p Page) ([]ServiceAccount, error)
+	// DeleteServiceAccount also deletes its API keys.
+	DeleteServiceAccount(ctx context.Context, orgID, projectID, id string) error
+
+	CreateExternalKey(ctx context.Context, k ExternalKey) error
+	GetExternalKey(ctx context.Context, orgID, id string) (ExternalKey, error)
+	// ListExternalKeys lists an org's keys; purpose "" means all.
+	ListExternalKeys(ctx context.Context, orgID, purpose string, p Page) ([]ExternalKey, error)
+	SetExternalKeyHealth(ctx context.Context, orgID, id string, h KeyHealth) error
+	// UpdateExternalKeyParams replaces Params (e.g. a local key's version).
+	UpdateExternalKeyParams(ctx context.Context, orgID, id string, params map[string]string) error
+	DeleteExternalKey(ctx context.Context, orgID, id string) error
+	// ExternalKeysInUse lists, across all orgs, keys that wrap at least one
+	// project key of a non-archived project (what the health probe watches).
+	ExternalKeysInUse(ctx context.Context) ([]ExternalKey, error)
+
+	CreateProject(ctx context.Context, p Project) error
+	GetProject(ctx context.Context, orgID, id string) (Project, error)
+	ListProjects(ctx context.Context, orgID string, includeArchived bool, p Page) ([]Project, error)
+	// UpdateProject writes Name, ExternalKeyID, ArchivedAt, CurrentKeyVersion.
+	UpdateProject(ctx context.Context, p Project) error
+	// ProjectIDsByExternalKey lists projects whose ExternalKeyID is extKeyID.
+	ProjectIDsByExternalKey(ctx context.Context, orgID, extKeyID string, includeArchived bool) ([]string, error)
+
+	// PutProjectKey inserts a version, or replaces the wrapping of an
+	// existing version (rewrap).
+	PutProjectKey(ctx context.Context, k ProjectKey) error
+	GetProjectKey(ctx context.Context, orgID, projectID string, version int) (ProjectKey, error)
+	ListProjectKeys(ctx context.Context, orgID, projectID string) ([]ProjectKey, error)
+	// CountProjectKeysByKEKVersion counts project key versions wrapped by each
+	// version of an external key.
+	CountProjectKeysByKEKVersion(ctx context.Context, orgID, extKeyID string) (map[string]int, error)
+
+	AppendAudit(ctx context.Context, e AuditEvent) error
+	ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEvent, error)
+	// PruneAudit deletes events older than before (retention).
+	PruneAudit(ctx context.Context, before time.Time) (int64, error)
+
+	CreateFile(ctx context.Context, f File) error
+	GetFile(ctx context.Context, orgID, projectID, id string) (File, error)
+	// ListFiles lists a project's files; purpose "" means all.
+	ListFiles(ctx context.Context, orgID, projectID, purpose string, p Page) ([]File, error)
+	DeleteFile(ctx context.Context, orgID, projectID, id string) error
+}
+
+// Store is a database. Methods on Store itself run in their own transaction.
+type Store interface {
+	Queries
+	// InTx runs fn in one transaction: all of its writes commit, or none.
+	// fn may be retried on serialization failures, so it must not have side
+	// effects outside the transaction.
+	InTx(ctx context.Context, fn func(q Queries) error) error
+	// Ping checks the database is reachable (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
