@@ -83,10 +83,12 @@ func Wipe(b []byte) {
 	clear(b)
 }
 
-func (Key) String() string                 { return redacted }
-func (Key) GoString() string               { return redacted }
-func (Key) Format(f fmt.State, _ rune)     { _, _ = f.Write([]byte(redacted)) }
-func (Key) MarshalJSON() ([]byte, error)   { return nil, errors.New("secret: refusing to marshal a key") }
-func (Key) MarshalText() ([]byte, error)   { return nil, errors.New("secret: refusing to marshal a key") }
-func (Key) MarshalBinary() ([]byte, error) { return nil, errors.New("secret: refusing to marshal a key") }
-func (Key) LogValue() slog.Value           { return slog.StringValue(redacted) }
+func (Key) String() string               { return redacted }
+func (Key) GoString() string             { return redacted }
+func (Key) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(redacted)) }
+func (Key) MarshalJSON() ([]byte, error) { return nil, errors.New("secret: refusing to marshal a key") }
+func (Key) MarshalText() ([]byte, error) { return nil, errors.New("secret: refusing to marshal a key") }
+func (Key) MarshalBinary() ([]byte, error) {
+	return nil, errors.New("secret: refusing to marshal a key")
+}
+func (Key) LogValue() slog.Value { return slog.StringValue(redacted) }
