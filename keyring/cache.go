@@ -1,0 +1,126 @@
+package keyring
+
+import (
+	"container/list"
+	"sync"
+	"time"
+
+	"github.com/ekm-dev/ekm/secret"
+)
+
+type cacheKey struct {
+	projectID string
+	version   int
+}
+
+type entry struct {
+	k        cacheKey
+	key      secret.Key
+	extKeyID string // "" = operator default key
+	expires  time.Time
+	elem     *list.Element
+}
+
+// cache holds unwrapped project keys: bounded (LRU), with a hard TTL, and
+// evictable by the external key that wraps them. Evicted keys are zeroed.
+// Callers only ever receive copies, so zeroing never pulls a key out from
+// under a request that is using it.
+type cache struct {
+	mu   sync.Mutex
+	ttl  time.Duration
+	max  int
+	now  func() time.Time
+	m    map[cacheKey]*entry
+	lru  *list.List // front = most recently used
+	byEK map[string]map[cacheKey]struct{}
+}
+
+func newCache(ttl time.Duration, max int, now func() time.Time) *cache {
+	return &cache{ttl: ttl, max: max, now: now, m: map[cacheKey]*entry{}, lru: list.New(), byEK: map[string]map[cacheKey]struct{}{}}
+}
+
+// get returns a copy of the cached key and the external key that wraps it.
+func (c *cache) get(k cacheKey) (secret.Key, string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok {
+		return secret.Key{}, "", false
+	}
+	if !c.now().Before(e.expires) {
+		c.removeLocked(e)
+		return secret.Key{}, "", false
+	}
+	c.lru.MoveToFront(e.elem)
+	cp, _ := secret.FromBytes(e.key.Bytes())
+	return cp, e.extKeyID, true
+}
+
+// put stores a copy of key.
+func (c *cache) put(k cacheKey, extKeyID string, key secret.Key) {
+	if c.max <= 0 || c.ttl <= 0 {
+		return
+	}
+	cp, err := secret.FromBytes(key.Bytes())
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[k]; ok {
+		c.removeLocked(old)
+	}
+	e := &entry{k: k, key: cp, extKeyID: extKeyID, expires: c.now().Add(c.ttl)}
+	e.elem = c.lru.PushFront(e)
+	c.m[k] = e
+	set := c.byEK[extKeyID]
+	if set == nil {
+		set = map[cacheKey]struct{}{}
+		c.byEK[extKeyID] = set
+	}
+	set[k] = struct{}{}
+	for c.lru.Len() > c.max {
+		c.removeLocked(c.lru.Back().Value.(*entry))
+	}
+}
+
+func (c *cache) removeLocked(e *entry) {
+	e.key.Zero()
+	c.lru.Remove(e.elem)
+	delete(c.m, e.k)
+	if set := c.byEK[e.extKeyID]; set != nil {
+		delete(set, e.k)
+		if len(set) == 0 {
+			delete(c.byEK, e.extKeyID)
+		}
+	}
+}
+
+// evictExternalKey drops every key wrapped by extKeyID and reports how many.
+func (c *cache) evictExternalKey(extKeyID string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k := range c.byEK[extKeyID] {
+		c.removeLocked(c.m[k])
+		n++
+	}
+	return n
+}
+
+// evictProject drops every version of one project's key.
+func (c *cache) evictProject(projectID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if k.projectID == projectID {
+			c.removeLocked(e)
+		}
+	}
+}
+
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
