@@ -1,0 +1,114 @@
+// Package httpx has the HTTP plumbing every ekm endpoint shares: request ids,
+// structured access logs, metrics and panic recovery.
+package httpx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/metrics"
+)
+
+type reqIDKey struct{}
+
+// RequestID returns the request id of ctx ("" if none).
+func RequestID(ctx context.Context) string {
+	s, _ := ctx.Value(reqIDKey{}).(string)
+	return s
+}
+
+var clientReqID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and trailers.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Wrap adds a request id (the caller's X-Request-Id if well-formed, else a
+// fresh one, echoed back), an access log line, metrics by route pattern, and
+// recovery from panics as a generic 500. Bodies are never logged.
+func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !clientReqID.MatchString(id) {
+			id = newID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		ctx := context.WithValue(r.Context(), reqIDKey{}, id)
+		r = r.WithContext(ctx)
+		rec := &recorder{ResponseWriter: w}
+		start := time.Now()
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
+					log.Warn("request aborted", "request_id", id, "method", r.Method, "route", r.Pattern)
+					panic(v)
+				}
+				log.Error("panic serving request", "request_id", id, "method", r.Method, "route", r.Pattern, "panic", v)
+				if rec.status == 0 {
+					apierr.Write(rec, apierr.Internal())
+				}
+			}
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			d := time.Since(start)
+			if m != nil {
+				m.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Observe(d.Seconds())
+			}
+			log.Info("http request", "request_id", id, "method", r.Method, "route", route, "status", status,
+				"bytes", rec.bytes, "duration_ms", float64(d.Microseconds())/1000)
+		}()
+		h.ServeHTTP(rec, r)
+	})
+}
+
+// IsClientGone reports whether err means the client went away mid-request.
+func IsClientGone(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, http.ErrBodyReadAfterClose)
+}
