@@ -18,16 +18,16 @@ const (
 
 // Registration (Check) diagnosis codes. Each is Class Invalid.
 const (
-	CodeInvalidTenantID          = "invalid_tenant_id"
-	CodeInvalidVaultURI          = "invalid_vault_uri"
-	CodeCloudNotEnabled          = "azure_cloud_not_enabled"
-	CodeInvalidKeyName           = "invalid_key_name"
-	CodeKeyNameOrgMismatch       = "key_name_org_mismatch"
-	CodeKeyVersionNotSupported   = "key_version_not_supported"
-	CodeUnknownParameter         = "unknown_parameter"
-	CodeInvalidOrgID             = "invalid_org_id"
-	CodeMissingParameter         = "missing_parameter"
-	CodeUnsupportedParameterSize = "parameter_too_long"
+	CodeInvalidTenantID        = "invalid_tenant_id"
+	CodeInvalidVaultURI        = "invalid_vault_uri"
+	CodeCloudNotEnabled        = "azure_cloud_not_enabled"
+	CodeInvalidKeyName         = "invalid_key_name"
+	CodeKeyNameOrgMismatch     = "key_name_org_mismatch"
+	CodeKeyVersionNotSupported = "key_version_not_supported"
+	CodeUnknownParameter       = "unknown_parameter"
+	CodeInvalidOrgID           = "invalid_org_id"
+	CodeMissingParameter       = "missing_parameter"
+	CodeParameterTooLong       = "parameter_too_long"
 )
 
 // Cloud is an Azure cloud, named by its Key Vault DNS suffix's owner.
@@ -140,7 +140,7 @@ func checkParams(orgID string, p kms.Params, clouds map[Cloud]bool) (kms.Params,
 			return nil, "", invalid(CodeUnknownParameter, k, fmt.Sprintf("unknown parameter %q for an azure key", k))
 		}
 		if len(v) > maxParamLen {
-			return nil, "", invalid(CodeUnsupportedParameterSize, k, fmt.Sprintf("%s is too long", k))
+			return nil, "", invalid(CodeParameterTooLong, k, fmt.Sprintf("%s is too long", k))
 		}
 	}
 	for _, k := range []string{ParamTenantID, ParamVaultURI, ParamKeyName} {
