@@ -8,7 +8,10 @@ import (
 	"github.com/ekm-dev/ekm/secret"
 )
 
+// cacheKey includes the org so that a cache hit is tenant-checked exactly like
+// a store lookup.
 type cacheKey struct {
+	orgID     string
 	projectID string
 	version   int
 }

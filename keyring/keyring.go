@@ -254,8 +254,8 @@ func (k *Keyring) wrap(ctx context.Context, orgID, projectID string, version int
 }
 
 // Prime caches a key just created (after its record committed).
-func (k *Keyring) Prime(projectID string, version int, extKeyID string, key secret.Key) {
-	k.cache.put(cacheKey{projectID, version}, extKeyID, key)
+func (k *Keyring) Prime(orgID, projectID string, version int, extKeyID string, key secret.Key) {
+	k.cache.put(cacheKey{orgID, projectID, version}, extKeyID, key)
 }
 
 // Current returns the version and plaintext key new data of a project is
@@ -271,7 +271,7 @@ func (k *Keyring) Current(ctx context.Context, orgID, projectID string) (int, se
 
 // Key returns a copy of the plaintext of one project key version.
 func (k *Keyring) Key(ctx context.Context, orgID, projectID string, version int) (secret.Key, error) {
-	ck := cacheKey{projectID, version}
+	ck := cacheKey{orgID, projectID, version}
 	if key, extID, ok := k.cache.get(ck); ok {
 		if err := k.checkGateID(extID); err != nil {
 			key.Zero()
@@ -283,7 +283,7 @@ func (k *Keyring) Key(ctx context.Context, orgID, projectID string, version int)
 	k.cfg.Metrics.CacheMiss()
 	// Coalesce concurrent misses for one version into a single KMS call. The
 	// shared result is a private copy that every waiter copies again.
-	v, err, _ := k.sf.Do(projectID+"/"+strconv.Itoa(version), func() (any, error) {
+	v, err, _ := k.sf.Do(orgID+"/"+projectID+"/"+strconv.Itoa(version), func() (any, error) {
 		return k.fill(context.WithoutCancel(ctx), orgID, projectID, version)
 	})
 	if err != nil {
@@ -321,7 +321,7 @@ func (k *Keyring) fill(ctx context.Context, orgID, projectID string, version int
 	}
 	// Cache only if no eviction (revocation) happened while we were unwrapping.
 	if k.epoch(rec.ExternalKeyID) == epoch {
-		k.cache.put(cacheKey{projectID, version}, rec.ExternalKeyID, key)
+		k.cache.put(cacheKey{orgID, projectID, version}, rec.ExternalKeyID, key)
 	}
 	return key, nil
 }
@@ -534,4 +534,51 @@ func (k *Keyring) Check(typ, orgID string, p kms.Params) (kms.Params, error) {
 	}
 	out, err := d.Check(orgID, maps.Clone(p))
 	return out, err
+}
+
+// RotateProjectKey creates a new project key version under the project's
+// current external key and makes it the version new data is written under.
+// Old versions stay for reads. It returns the new version.
+func (k *Keyring) RotateProjectKey(ctx context.Context, orgID, projectID string) (int, error) {
+	p, err := k.cfg.Store.GetProject(ctx, orgID, projectID)
+	if err != nil {
+		return 0, err
+	}
+	var ek *store.ExternalKey
+	if p.ExternalKeyID != "" {
+		e, err := k.cfg.Store.GetExternalKey(ctx, orgID, p.ExternalKeyID)
+		if err != nil {
+			return 0, err
+		}
+		ek = &e
+	}
+	next := p.CurrentKeyVersion + 1
+	rec, pk, err := k.NewVersion(ctx, orgID, projectID, next, ek)
+	if err != nil {
+		return 0, err
+	}
+	defer pk.Zero()
+	err = k.cfg.Store.InTx(ctx, func(q store.Queries) error {
+		cur, err := q.GetProject(ctx, orgID, projectID)
+		if err != nil {
+			return err
+		}
+		if cur.CurrentKeyVersion != p.CurrentKeyVersion || cur.ExternalKeyID != p.ExternalKeyID {
+			return fmt.Errorf("project %s changed while rotating its key: %w", projectID, store.ErrConflict)
+		}
+		if err := q.PutProjectKey(ctx, rec); err != nil {
+			return err
+		}
+		cur.CurrentKeyVersion = next
+		if err := q.UpdateProject(ctx, cur); err != nil {
+			return err
+		}
+		data, _ := json.Marshal(map[string]any{"project_id": projectID, "version": next})
+		return q.AppendAudit(ctx, store.AuditEvent{ID: ids.New("audit_log-"), OrgID: orgID, Type: "project.key_rotated", EffectiveAt: k.cfg.Now(), ProjectID: projectID, Data: data})
+	})
+	if err != nil {
+		return 0, err
+	}
+	k.Prime(orgID, projectID, next, rec.ExternalKeyID, pk)
+	return next, nil
 }
