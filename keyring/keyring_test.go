@@ -6,11 +6,11 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/internal/kmsfake"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/local"
@@ -19,68 +19,10 @@ import (
 	"github.com/ekm-dev/ekm/store/sqlstore"
 )
 
-// flaky is a test driver: local keys whose calls can be counted, blocked
-// and made to fail, standing in for a customer's KMS.
-type flaky struct {
-	inner   *local.Driver
-	unwraps atomic.Int64
-	wraps   atomic.Int64
-	mu      sync.Mutex
-	fail    error         // returned by every call while set
-	gate    chan struct{} // if non-nil, Unwrap waits for it
-}
-
-func (f *flaky) Type() string { return "flaky" }
-func (f *flaky) Check(org string, p kms.Params) (kms.Params, error) {
-	return f.inner.Check(org, p)
-}
-func (f *flaky) Open(org string, p kms.Params) (kms.Provider, error) {
-	inner, err := f.inner.Open(org, p)
-	return &flakyProvider{f: f, inner: inner}, err
-}
-func (f *flaky) setFail(err error) { f.mu.Lock(); f.fail = err; f.mu.Unlock() }
-func (f *flaky) state() (error, chan struct{}) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.fail, f.gate
-}
-
-type flakyProvider struct {
-	f     *flaky
-	inner kms.Provider
-}
-
-func (p *flakyProvider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
-	p.f.wraps.Add(1)
-	if err, _ := p.f.state(); err != nil {
-		return kms.Wrapped{}, err
-	}
-	return p.inner.Wrap(ctx, pt)
-}
-func (p *flakyProvider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
-	p.f.unwraps.Add(1)
-	err, gate := p.f.state()
-	if gate != nil {
-		<-gate
-	}
-	if err != nil {
-		return nil, err
-	}
-	return p.inner.Unwrap(ctx, w)
-}
-func (p *flakyProvider) Describe(ctx context.Context) (kms.KeyInfo, error) {
-	return p.inner.Describe(ctx)
-}
-
-var (
-	errRevoked = &kms.Error{Class: kms.Revoked, Code: "permission_denied", Message: "access withdrawn"}
-	errOutage  = &kms.Error{Class: kms.Outage, Code: "kms_unavailable", Message: "503 from the KMS"}
-)
-
 type env struct {
 	st    store.Store
 	kr    *keyring.Keyring
-	drv   *flaky
+	drv   *kmsfake.Driver
 	org   string
 	ek    store.ExternalKey
 	clock *fakeClock
@@ -103,7 +45,7 @@ func newEnv(t *testing.T, cacheSize int) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	root := secret.New()
-	drv := &flaky{inner: local.NewDriver(root)}
+	drv := kmsfake.New()
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	kr := keyring.New(keyring.Config{
 		Store: st, Registry: kms.NewRegistry(local.NewDriver(root), drv),
@@ -114,7 +56,7 @@ func newEnv(t *testing.T, cacheSize int) *env {
 	if err := st.CreateOrg(ctx, store.Org{ID: e.org, Name: "acme", CreatedAt: clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	e.ek = e.newExtKey(t, "flaky")
+	e.ek = e.newExtKey(t, kmsfake.Type)
 	return e
 }
 
@@ -167,7 +109,7 @@ func TestKeyRoundTripAndCache(t *testing.T) {
 		}
 		got.Zero() // the caller's copy; must not affect the cache
 	}
-	if n := e.drv.unwraps.Load(); n != 1 {
+	if n := e.drv.Unwraps.Load(); n != 1 {
 		t.Fatalf("%d unwraps for 5 reads, want 1 (cache)", n)
 	}
 	// Wrong org sees nothing.
@@ -180,7 +122,7 @@ func TestConcurrentMissesCoalesce(t *testing.T) {
 	e := newEnv(t, 100)
 	ctx := context.Background()
 	pid, want := e.newProject(t, &e.ek)
-	e.drv.gate = make(chan struct{})
+	release := e.drv.Hold()
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for range 50 {
@@ -195,16 +137,16 @@ func TestConcurrentMissesCoalesce(t *testing.T) {
 		})
 	}
 	// Wait until the single unwrap is in flight, then release it.
-	for e.drv.unwraps.Load() == 0 {
+	for e.drv.Unwraps.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	close(e.drv.gate)
+	release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if n := e.drv.unwraps.Load(); n != 1 {
+	if n := e.drv.Unwraps.Load(); n != 1 {
 		t.Fatalf("%d unwraps for 50 concurrent misses, want 1", n)
 	}
 }
@@ -220,14 +162,14 @@ func TestHardTTL(t *testing.T) {
 	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.drv.unwraps.Load(); n != 1 {
+	if n := e.drv.Unwraps.Load(); n != 1 {
 		t.Fatalf("unwraps before TTL = %d", n)
 	}
 	e.clock.Advance(2 * time.Minute)
 	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.drv.unwraps.Load(); n != 2 {
+	if n := e.drv.Unwraps.Load(); n != 2 {
 		t.Fatalf("unwraps after TTL = %d, want 2", n)
 	}
 }
@@ -249,7 +191,7 @@ func TestRevocationClosesGateAndEvicts(t *testing.T) {
 	e := newEnv(t, 100)
 	ctx := context.Background()
 	pid, _ := e.newProject(t, &e.ek)
-	other := e.newExtKey(t, "flaky")
+	other := e.newExtKey(t, kmsfake.Type)
 	pid2, _ := e.newProject(t, &other)
 	for _, p := range []string{pid, pid2} {
 		if _, err := e.kr.Key(ctx, e.org, p, 1); err != nil {
@@ -257,13 +199,13 @@ func TestRevocationClosesGateAndEvicts(t *testing.T) {
 		}
 	}
 	e.kr.MarkUnavailable(e.ek.ID, &keyring.UnavailableError{ExternalKeyID: e.ek.ID, Class: kms.Revoked, Code: "x", Message: "revoked"})
-	before := e.drv.unwraps.Load()
+	before := e.drv.Unwraps.Load()
 	_, err := e.kr.Key(ctx, e.org, pid, 1)
 	var u *keyring.UnavailableError
 	if !errors.As(err, &u) || u.Retryable() {
 		t.Fatalf("read after revocation: %v, want non-retryable UnavailableError", err)
 	}
-	if e.drv.unwraps.Load() != before {
+	if e.drv.Unwraps.Load() != before {
 		t.Fatal("a revoked key was sent to the KMS")
 	}
 	if _, err := e.kr.Key(ctx, e.org, pid2, 1); err != nil {
@@ -286,7 +228,7 @@ func TestRevokedUnwrapClosesGate(t *testing.T) {
 	if _, err := e.kr.Key(ctx, e.org, pid2, 1); err != nil {
 		t.Fatal(err)
 	}
-	e.drv.setFail(errRevoked)
+	e.drv.Fail(kmsfake.ErrRevoked)
 	if _, err := e.kr.Key(ctx, e.org, pid, 1); err == nil {
 		t.Fatal("unwrap succeeded while revoked")
 	}
@@ -307,7 +249,7 @@ func TestOutageServesFromCache(t *testing.T) {
 	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
 		t.Fatal(err)
 	}
-	e.drv.setFail(errOutage)
+	e.drv.Fail(kmsfake.ErrOutage)
 	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
 		t.Fatalf("cached key not served during outage: %v", err)
 	}
@@ -325,15 +267,15 @@ func TestEvictionRaceDoesNotCache(t *testing.T) {
 	e := newEnv(t, 100)
 	ctx := context.Background()
 	pid, _ := e.newProject(t, &e.ek)
-	e.drv.gate = make(chan struct{})
+	release := e.drv.Hold()
 	done := make(chan error)
 	go func() { _, err := e.kr.Key(ctx, e.org, pid, 1); done <- err }()
-	for e.drv.unwraps.Load() == 0 {
+	for e.drv.Unwraps.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	// The probe sees the revocation while the unwrap is in flight.
 	e.kr.MarkUnavailable(e.ek.ID, &keyring.UnavailableError{ExternalKeyID: e.ek.ID, Class: kms.Revoked, Code: "x", Message: "revoked"})
-	close(e.drv.gate)
+	release()
 	<-done
 	e.kr.MarkAvailable(e.ek.ID)
 	if n := e.kr.CachedKeys(); n != 0 {
@@ -364,7 +306,7 @@ func TestRewrapAndRotate(t *testing.T) {
 		}
 	}
 	// Failure leaves nothing half-done: Rewrap returns records, it stores none.
-	e.drv.setFail(errOutage)
+	e.drv.Fail(kmsfake.ErrOutage)
 	e.kr.EvictProject(pid)
 	if _, err := e.kr.Rewrap(ctx, e.org, pid, &to); err == nil {
 		t.Fatal("rewrap succeeded while the source KMS is down")
@@ -382,7 +324,7 @@ func TestValidate(t *testing.T) {
 	if _, err := e.kr.Validate(context.Background(), &e.ek); err != nil {
 		t.Fatal(err)
 	}
-	e.drv.setFail(errRevoked)
+	e.drv.Fail(kmsfake.ErrRevoked)
 	if _, err := e.kr.Validate(context.Background(), &e.ek); kms.ClassOf(err) != kms.Revoked {
 		t.Fatalf("Validate = %v", err)
 	}

@@ -1,0 +1,111 @@
+// Package kmsfake is a test KMS driver: local keys whose calls can be
+// counted, held and made to fail, standing in for a customer's KMS in tests
+// of what ekm does with KMS results. It is never linked into the binary.
+package kmsfake
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/secret"
+)
+
+// Type is the external key type the driver serves.
+const Type = "fake"
+
+// Driver serves Type keys backed by local keys.
+type Driver struct {
+	inner    *local.Driver
+	Unwraps  atomic.Int64
+	Wraps    atomic.Int64
+	Describs atomic.Int64
+
+	mu   sync.Mutex
+	fail error
+	hold chan struct{}
+}
+
+// New returns a driver over a fresh root key.
+func New() *Driver { return &Driver{inner: local.NewDriver(secret.New())} }
+
+func (d *Driver) Type() string { return Type }
+func (d *Driver) Check(org string, p kms.Params) (kms.Params, error) {
+	return d.inner.Check(org, p)
+}
+func (d *Driver) Open(org string, p kms.Params) (kms.Provider, error) {
+	inner, err := d.inner.Open(org, p)
+	return &provider{d: d, inner: inner}, err
+}
+
+// Fail makes every call return err (nil: work again).
+func (d *Driver) Fail(err error) { d.mu.Lock(); d.fail = err; d.mu.Unlock() }
+
+// Hold makes Unwrap calls wait until the returned func is called.
+func (d *Driver) Hold() (release func()) {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	d.hold = ch
+	d.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			d.hold = nil
+			d.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+func (d *Driver) state() (error, chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fail, d.hold
+}
+
+type provider struct {
+	d     *Driver
+	inner kms.Provider
+}
+
+func (p *provider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
+	p.d.Wraps.Add(1)
+	if err, _ := p.d.state(); err != nil {
+		return kms.Wrapped{}, err
+	}
+	return p.inner.Wrap(ctx, pt)
+}
+
+func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
+	p.d.Unwraps.Add(1)
+	err, hold := p.d.state()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		err, _ = p.d.state()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p.inner.Unwrap(ctx, w)
+}
+
+func (p *provider) Describe(ctx context.Context) (kms.KeyInfo, error) {
+	p.d.Describs.Add(1)
+	if err, _ := p.d.state(); err != nil {
+		return kms.KeyInfo{}, err
+	}
+	return p.inner.Describe(ctx)
+}
+
+// Errors of each class, as a provider would return them.
+var (
+	ErrRevoked = &kms.Error{Class: kms.Revoked, Code: "permission_denied", Message: "access to the key was withdrawn"}
+	ErrOutage  = &kms.Error{Class: kms.Outage, Code: "kms_unavailable", Message: "the KMS answered 503"}
+)

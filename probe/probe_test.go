@@ -1,0 +1,244 @@
+package probe_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/internal/kmsfake"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/probe"
+	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/store"
+	"github.com/ekm-dev/ekm/store/sqlstore"
+)
+
+type env struct {
+	st  store.Store
+	kr  *keyring.Keyring
+	drv *kmsfake.Driver
+	p   *probe.Prober
+	org string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "ekm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	drv := kmsfake.New()
+	kr := keyring.New(keyring.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), drv),
+		Default: keyring.DefaultKey{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
+	e := &env{st: st, kr: kr, drv: drv, org: ids.New("org-")}
+	e.p = probe.New(probe.Config{Store: st, Keyring: kr, Interval: time.Hour, EncryptEvery: 1})
+	if err := st.CreateOrg(context.Background(), store.Org{ID: e.org, Name: "o", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) extKey(t *testing.T, typ string) store.ExternalKey {
+	t.Helper()
+	p, err := e.kr.Check(typ, e.org, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek := store.ExternalKey{ID: ids.New("extkey_"), OrgID: e.org, Type: typ, Name: "k", Purpose: "ekm", Params: p, Status: store.StatusValid, CreatedAt: time.Now()}
+	if err := e.st.CreateExternalKey(context.Background(), ek); err != nil {
+		t.Fatal(err)
+	}
+	return ek
+}
+
+func (e *env) project(t *testing.T, ek store.ExternalKey) string {
+	t.Helper()
+	ctx := context.Background()
+	pid := ids.New("proj_")
+	rec, pk, err := e.kr.NewVersion(ctx, e.org, pid, 1, &ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk.Zero()
+	err = e.st.InTx(ctx, func(q store.Queries) error {
+		if err := q.CreateProject(ctx, store.Project{ID: pid, OrgID: e.org, Name: "p", ExternalKeyID: ek.ID, CreatedAt: time.Now(), CurrentKeyVersion: 1}); err != nil {
+			return err
+		}
+		return q.PutProjectKey(ctx, rec)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func (e *env) status(t *testing.T, id string) store.ExternalKey {
+	t.Helper()
+	ek, err := e.st.GetExternalKey(context.Background(), e.org, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ek
+}
+
+func (e *env) events(t *testing.T, typ string) int {
+	t.Helper()
+	evs, err := e.st.ListAudit(context.Background(), e.org, store.AuditFilter{Types: []string{typ}, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(evs)
+}
+
+func TestRevocationAndRestore(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ek := e.extKey(t, kmsfake.Type)
+	pid := e.project(t, ek)
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.p.Round(ctx)
+	if s := e.status(t, ek.ID).Status; s != store.StatusValid {
+		t.Fatalf("status %q", s)
+	}
+
+	e.drv.Fail(kmsfake.ErrRevoked)
+	e.p.Round(ctx)
+	e.p.Round(ctx)
+	got := e.status(t, ek.ID)
+	if got.Status != store.StatusUnavailable || got.StatusCode != kmsfake.ErrRevoked.Code {
+		t.Fatalf("after revocation: %+v", got)
+	}
+	// The key was cached, but reads now fail fast without a KMS call.
+	before := e.drv.Unwraps.Load()
+	_, err := e.kr.Key(ctx, e.org, pid, 1)
+	var u *keyring.UnavailableError
+	if !errors.As(err, &u) || u.Class != kms.Revoked {
+		t.Fatalf("read after revocation: %v", err)
+	}
+	if e.drv.Unwraps.Load() != before {
+		t.Fatal("read after revocation reached the KMS")
+	}
+	if n := e.events(t, "external_key.unavailable"); n != 1 {
+		t.Fatalf("%d unavailable events for one revocation", n)
+	}
+
+	e.drv.Fail(nil)
+	e.p.Round(ctx)
+	if s := e.status(t, ek.ID).Status; s != store.StatusValid {
+		t.Fatalf("after restore: %q", s)
+	}
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+		t.Fatalf("read after restore: %v", err)
+	}
+	if n := e.events(t, "external_key.restored"); n != 1 {
+		t.Fatalf("%d restored events", n)
+	}
+}
+
+func TestOutageDegradesWithoutEvicting(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ek := e.extKey(t, kmsfake.Type)
+	pid := e.project(t, ek)
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.drv.Fail(kmsfake.ErrOutage)
+	e.p.Round(ctx)
+	if s := e.status(t, ek.ID).Status; s != store.StatusDegraded {
+		t.Fatalf("status %q, want degraded", s)
+	}
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+		t.Fatalf("cached key not served during outage: %v", err)
+	}
+	e.drv.Fail(nil)
+	e.p.Round(ctx)
+	if s := e.status(t, ek.ID).Status; s != store.StatusValid {
+		t.Fatalf("status %q after outage ended", s)
+	}
+}
+
+func TestLoadIsIndependentOfRequests(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ek := e.extKey(t, kmsfake.Type)
+	var pids []string
+	for range 5 {
+		pids = append(pids, e.project(t, ek))
+	}
+	p := probe.New(probe.Config{Store: e.st, Keyring: e.kr, Interval: time.Hour, EncryptEvery: 10})
+	start := e.drv.Unwraps.Load()
+	for range 10 {
+		p.Round(ctx)
+		for _, pid := range pids {
+			for range 20 {
+				k, err := e.kr.Key(ctx, e.org, pid, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				k.Zero()
+			}
+		}
+	}
+	// 10 probe decrypts + one unwrap per project (then cached).
+	if n := e.drv.Unwraps.Load() - start; n != 10+5 {
+		t.Fatalf("%d unwraps for 10 rounds and 1000 reads, want 15", n)
+	}
+	if n := e.drv.Describs.Load(); n != 1 {
+		t.Fatalf("%d describes in 10 rounds with EncryptEvery=10, want 1", n)
+	}
+}
+
+func TestKEKRotationRewrapsInBackground(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ek := e.extKey(t, local.Type)
+	pid := e.project(t, ek)
+	if _, err := e.kr.RotateProjectKey(ctx, e.org, pid); err != nil {
+		t.Fatal(err)
+	}
+	e.p.Round(ctx) // first sight of the current version
+	v1 := e.status(t, ek.ID).CurrentKEKVersion
+	if v1 == "" {
+		t.Fatal("current KEK version not recorded")
+	}
+	// The customer rotates its KEK (for a local key: a new version).
+	params := ek.Params
+	params[local.ParamKeyVersion] = "2"
+	if err := e.st.UpdateExternalKeyParams(ctx, e.org, ek.ID, params); err != nil {
+		t.Fatal(err)
+	}
+	ek = e.status(t, ek.ID)
+	p := probe.New(probe.Config{Store: e.st, Keyring: e.kr, Interval: time.Hour, EncryptEvery: 1, RewrapPerRound: 1})
+	p.Round(ctx)
+	after := e.status(t, ek.ID)
+	if after.CurrentKEKVersion == v1 {
+		t.Fatal("rotation not noticed")
+	}
+	counts, _ := e.st.CountProjectKeysByKEKVersion(ctx, e.org, ek.ID)
+	if counts[v1] != 1 || counts[after.CurrentKEKVersion] != 1 {
+		t.Fatalf("after one round with budget 1: %v", counts)
+	}
+	p.Round(ctx)
+	counts, _ = e.st.CountProjectKeysByKEKVersion(ctx, e.org, ek.ID)
+	if counts[v1] != 0 || counts[after.CurrentKEKVersion] != 2 {
+		t.Fatalf("after two rounds: %v", counts)
+	}
+	e.kr.EvictProject(pid)
+	for v := 1; v <= 2; v++ {
+		if _, err := e.kr.Key(ctx, e.org, pid, v); err != nil {
+			t.Fatalf("version %d unreadable after rewrap: %v", v, err)
+		}
+	}
+	if e.events(t, "external_key.rotated") != 1 || e.events(t, "external_key.rewrapped") != 2 {
+		t.Fatal("rotation/rewrap not audited")
+	}
+}
