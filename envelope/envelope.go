@@ -25,16 +25,15 @@
 package envelope
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/ekm-dev/ekm/secret"
 )
@@ -90,7 +89,7 @@ const (
 	modeStream    = 0x02
 	saltSize      = 32
 	commitSize    = 32
-	prefixSize    = len(magic) + 1 + 1 + 4 // magic, version, mode, key version
+	prefixSize    = 4 + 1 + 1 + 4 // magic, version, mode, key version
 	HeaderSize    = prefixSize + saltSize + commitSize
 	TagSize       = 16 // AES-GCM tag
 	nonceSize     = 12
@@ -98,7 +97,7 @@ const (
 	finalFlag     = 0x01
 	nonFinalFlag  = 0x00
 	okmSize       = 32 + commitSize
-	offKeyVersion = len(magic) + 2
+	offKeyVersion = 6
 	offSalt       = prefixSize
 	offCommit     = prefixSize + saltSize
 )
@@ -119,8 +118,8 @@ func (h *header) commitment() []byte  { return h.raw[offCommit : offCommit+commi
 func (h *header) prefixBytes() []byte { return h.raw[:prefixSize] }
 
 // newHeader builds a header with the given salt and an unset commitment.
-func newHeader(mode byte, keyVersion uint32, salt []byte) *header {
-	h := new(header)
+func newHeader(mode byte, keyVersion uint32, salt []byte) header {
+	var h header
 	copy(h.raw[:], magic)
 	h.raw[4] = formatV1
 	h.raw[5] = mode
@@ -131,27 +130,27 @@ func newHeader(mode byte, keyVersion uint32, salt []byte) *header {
 
 // parseHeader validates b's header. It never reads past len(b) and only
 // fixed offsets are used: there are no length fields to trust.
-func parseHeader(b []byte, wantMode byte) (*header, error) {
+func parseHeader(b []byte, wantMode byte) (header, error) {
+	var h header
 	n := min(len(b), len(magic))
 	if string(b[:n]) != magic[:n] {
-		return nil, fmt.Errorf("%w: not an ekm envelope", ErrFormat)
+		return h, fmt.Errorf("%w: not an ekm envelope", ErrFormat)
 	}
 	if len(b) > len(magic) && b[4] != formatV1 {
-		return nil, fmt.Errorf("%w: unsupported format version %d", ErrFormat, b[4])
+		return h, fmt.Errorf("%w: unsupported format version %d", ErrFormat, b[4])
 	}
 	if len(b) > 5 && b[5] != modeSingle && b[5] != modeStream {
-		return nil, fmt.Errorf("%w: unknown mode %d", ErrFormat, b[5])
+		return h, fmt.Errorf("%w: unknown mode %d", ErrFormat, b[5])
 	}
 	if len(b) < HeaderSize {
-		return nil, fmt.Errorf("%w: header is %d bytes, need %d", ErrTruncated, len(b), HeaderSize)
+		return h, fmt.Errorf("%w: header is %d bytes, need %d", ErrTruncated, len(b), HeaderSize)
 	}
 	if wantMode != 0 && b[5] != wantMode {
 		if b[5] == modeStream {
-			return nil, fmt.Errorf("%w: streaming ciphertext, use NewReader", ErrFormat)
+			return h, fmt.Errorf("%w: streaming ciphertext, use NewReader", ErrFormat)
 		}
-		return nil, fmt.Errorf("%w: single-shot ciphertext, use Open", ErrFormat)
+		return h, fmt.Errorf("%w: single-shot ciphertext, use Open", ErrFormat)
 	}
-	h := new(header)
 	copy(h.raw[:], b)
 	return h, nil
 }
@@ -186,30 +185,68 @@ func appendInfo(dst []byte, h *header, c *Context) []byte {
 // derive computes the data key and commitment for h and c into okm:
 // okm = HKDF-SHA256(ikm=project key, salt=h.salt, info, L=64);
 // data key = okm[:32], commitment = okm[32:].
-// The HKDF is written out (RFC 5869, two expand blocks) rather than calling
-// crypto/hkdf so that the output and the info buffer can live on the stack
-// and be wiped; TestHKDFMatchesStdlib checks it against crypto/hkdf.
+//
+// HKDF and HMAC are written out (RFC 5869/2104 over one-shot sha256.Sum256)
+// instead of using crypto/hkdf because the allocations of crypto/hmac cost
+// more than the hashing for small objects; every intermediate lives on the
+// stack and is wiped. TestHKDFMatchesStdlib checks it against crypto/hkdf.
 func derive(okm *[okmSize]byte, projectKey []byte, h *header, c *Context) {
-	var infoBuf [512]byte
-	info := appendInfo(infoBuf[:0], h, c)
+	// Extract: PRK = HMAC(salt, project key).
+	var ext [blockSize + secret.Size]byte
+	xorPad(ext[:blockSize], h.salt(), ipadBlock)
+	copy(ext[blockSize:], projectKey)
+	prk := hmacOuter(h.salt(), sha256.Sum256(ext[:]))
+	secret.Wipe(ext[:])
 
-	var prk [sha256.Size]byte
-	ext := hmac.New(sha256.New, h.salt())
-	ext.Write(projectKey)
-	ext.Sum(prk[:0])
+	// Expand, two blocks. buf holds [pad slot | T1 | info | counter]: the
+	// T1 input is buf[32:] (PRK^ipad in buf[32:64+32]) and the T2 input is
+	// all of buf (PRK^ipad in buf[:64], T1 after it).
+	var stack [512]byte
+	buf := append(stack[:0], make([]byte, blockSize+sha256.Size)...)
+	buf = appendInfo(buf, h, c)
+	buf = append(buf, 1)
+	xorPad(buf[sha256.Size:blockSize+sha256.Size], prk[:], ipadBlock)
+	t1 := hmacOuter(prk[:], sha256.Sum256(buf[sha256.Size:]))
+	copy(okm[:32], t1[:])
 
-	exp := hmac.New(sha256.New, prk[:])
-	exp.Write(info)
-	exp.Write([]byte{1})
-	exp.Sum(okm[:0])
-	exp.Reset()
-	exp.Write(okm[:32])
-	exp.Write(info)
-	exp.Write([]byte{2})
-	exp.Sum(okm[32:32])
+	xorPad(buf[:blockSize], prk[:], ipadBlock)
+	copy(buf[blockSize:], t1[:])
+	buf[len(buf)-1] = 2
+	t2 := hmacOuter(prk[:], sha256.Sum256(buf))
+	copy(okm[32:], t2[:])
 
+	secret.Wipe(buf)
 	secret.Wipe(prk[:])
-	secret.Wipe(info)
+	secret.Wipe(t1[:])
+	secret.Wipe(t2[:])
+}
+
+const (
+	blockSize = 64 // SHA-256 block size
+	ipad      = 0x36
+	opad      = 0x5c
+)
+
+var (
+	ipadBlock = bytes.Repeat([]byte{ipad}, blockSize)
+	opadBlock = bytes.Repeat([]byte{opad}, blockSize)
+)
+
+// xorPad writes key (at most blockSize bytes) XOR pad, zero-extended, to
+// dst (blockSize bytes). padBlock is ipadBlock or opadBlock.
+func xorPad(dst, key, padBlock []byte) {
+	n := subtle.XORBytes(dst, key, padBlock)
+	copy(dst[n:], padBlock[n:])
+}
+
+// hmacOuter finishes HMAC-SHA256: H((key^opad) || inner).
+func hmacOuter(key []byte, inner [sha256.Size]byte) [sha256.Size]byte {
+	var o [blockSize + sha256.Size]byte
+	xorPad(o[:blockSize], key, opadBlock)
+	copy(o[blockSize:], inner[:])
+	sum := sha256.Sum256(o[:])
+	secret.Wipe(o[:])
+	return sum
 }
 
 // dataAEAD returns the AES-256-GCM AEAD for okm's data key. The caller wipes
@@ -261,6 +298,10 @@ func openKeys(keys KeyFunc, h *header, c *Context) (cipher.AEAD, error) {
 	return dataAEAD(&okm), nil
 }
 
+// singleNonce is the nonce of a single-shot body: the STREAM nonce of a lone
+// final segment (counter 0, final flag). It is never written to.
+var singleNonce = [nonceSize]byte{nonceSize - 1: finalFlag}
+
 // segmentNonce is the STREAM nonce: 11-byte big-endian counter || flag.
 func segmentNonce(n *[nonceSize]byte, counter uint64, final bool) {
 	*n = [nonceSize]byte{}
@@ -276,7 +317,7 @@ func segmentNonce(n *[nonceSize]byte, counter uint64, final bool) {
 // The result is SingleOverhead bytes longer than plaintext.
 func Seal(key secret.Key, c Context, plaintext []byte) ([]byte, error) {
 	var salt [saltSize]byte
-	if _, err := io.ReadFull(rand.Reader, salt[:]); err != nil {
+	if _, err := rand.Read(salt[:]); err != nil {
 		return nil, fmt.Errorf("envelope: reading randomness: %w", err)
 	}
 	return seal(key, &c, plaintext, salt[:])
@@ -288,15 +329,13 @@ func seal(key secret.Key, c *Context, plaintext, salt []byte) ([]byte, error) {
 		return nil, err
 	}
 	h := newHeader(modeSingle, c.KeyVersion, salt)
-	aead, err := sealKeys(key, h, c)
+	aead, err := sealKeys(key, &h, c)
 	if err != nil {
 		return nil, err
 	}
-	var nonce [nonceSize]byte
-	segmentNonce(&nonce, 0, true)
 	out := make([]byte, HeaderSize, HeaderSize+len(plaintext)+TagSize)
 	copy(out, h.raw[:])
-	return aead.Seal(out, nonce[:], plaintext, h.raw[:]), nil
+	return aead.Seal(out, singleNonce[:], plaintext, out[:HeaderSize]), nil
 }
 
 // Open decrypts a ciphertext made by Seal. The key version comes from the
@@ -313,13 +352,11 @@ func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {
 	if len(body) < TagSize {
 		return nil, fmt.Errorf("%w: body is %d bytes, need at least %d", ErrTruncated, len(body), TagSize)
 	}
-	aead, err := openKeys(keys, h, &c)
+	aead, err := openKeys(keys, &h, &c)
 	if err != nil {
 		return nil, err
 	}
-	var nonce [nonceSize]byte
-	segmentNonce(&nonce, 0, true)
-	pt, err := aead.Open(make([]byte, 0, len(body)-TagSize), nonce[:], body, h.raw[:])
+	pt, err := aead.Open(make([]byte, 0, len(body)-TagSize), singleNonce[:], body, ciphertext[:HeaderSize])
 	if err != nil {
 		return nil, ErrAuth
 	}

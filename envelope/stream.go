@@ -52,6 +52,7 @@ type writer struct {
 	aad     []byte
 	buf     []byte // len = buffered plaintext, cap = encSegmentSize (sealed in place)
 	counter uint64
+	nonce   [nonceSize]byte
 	err     error // sticky
 }
 
@@ -64,7 +65,7 @@ var errClosed = errors.New("envelope: write to closed writer")
 // stream length.
 func NewWriter(dst io.Writer, key secret.Key, c Context) (io.WriteCloser, error) {
 	var salt [saltSize]byte
-	if _, err := io.ReadFull(rand.Reader, salt[:]); err != nil {
+	if _, err := rand.Read(salt[:]); err != nil {
 		return nil, fmt.Errorf("envelope: reading randomness: %w", err)
 	}
 	return newWriter(dst, key, &c, salt[:])
@@ -76,7 +77,7 @@ func newWriter(dst io.Writer, key secret.Key, c *Context, salt []byte) (*writer,
 		return nil, err
 	}
 	h := newHeader(modeStream, c.KeyVersion, salt)
-	aead, err := sealKeys(key, h, c)
+	aead, err := sealKeys(key, &h, c)
 	if err != nil {
 		return nil, err
 	}
@@ -128,9 +129,8 @@ func (w *writer) Close() error {
 }
 
 func (w *writer) flush(final bool) error {
-	var nonce [nonceSize]byte
-	segmentNonce(&nonce, w.counter, final)
-	sealed := w.aead.Seal(w.buf[:0], nonce[:], w.buf, w.aad)
+	segmentNonce(&w.nonce, w.counter, final)
+	sealed := w.aead.Seal(w.buf[:0], w.nonce[:], w.buf, w.aad)
 	if _, err := w.dst.Write(sealed); err != nil {
 		w.err = fmt.Errorf("envelope: writing segment %d: %w", w.counter, err)
 		return w.err
@@ -153,6 +153,7 @@ type reader struct {
 	out     []byte // plaintext buffer, cap SegmentSize
 	pending []byte // authenticated plaintext not yet returned (slice of out)
 	counter uint64
+	nonce   [nonceSize]byte
 	err     error // sticky; io.EOF after the final segment
 }
 
@@ -176,7 +177,7 @@ func NewReader(src io.Reader, keys KeyFunc, c Context) (io.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	aead, err := openKeys(keys, h, &c)
+	aead, err := openKeys(keys, &h, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +263,6 @@ func (r *reader) next() error {
 }
 
 func (r *reader) open(seg []byte, final bool) ([]byte, error) {
-	var nonce [nonceSize]byte
-	segmentNonce(&nonce, r.counter, final)
-	return r.aead.Open(r.out[:0], nonce[:], seg, r.aad)
+	segmentNonce(&r.nonce, r.counter, final)
+	return r.aead.Open(r.out[:0], r.nonce[:], seg, r.aad)
 }
