@@ -51,3 +51,9 @@ func retryable(err error) bool {
 	}
 	return false
 }
+
+// sqliteBusy reports SQLITE_BUSY or one of its extended codes.
+func sqliteBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}

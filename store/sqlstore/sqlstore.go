@@ -23,8 +23,8 @@ import (
 type dialect int
 
 const (
-	sqlite dialect = iota
-	postgres
+	dialectSQLite dialect = iota
+	dialectPostgres
 )
 
 // sqliteBusyTimeout is how long an SQLite statement waits for another
@@ -65,10 +65,10 @@ func open(ctx context.Context, dsn string) (*DB, error) {
 		err error
 	)
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		d = postgres
+		d = dialectPostgres
 		db, err = sql.Open("pgx", dsn)
 	} else {
-		d = sqlite
+		d = dialectSQLite
 		var sdsn string
 		var memory bool
 		sdsn, memory, err = sqliteDSN(dsn)
@@ -90,7 +90,7 @@ func open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("sqlstore: open database: %w", err)
 	}
 	s := &DB{queries: queries{x: db, d: d}, db: db}
-	if err := db.PingContext(ctx); err != nil {
+	if err := connect(ctx, db, d); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlstore: connect: %w", redact(err))
 	}
@@ -99,6 +99,32 @@ func open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// connect opens the first connection. Two processes creating one new SQLite
+// file at once race to switch it to WAL, and SQLite fails the loser at once
+// with SQLITE_BUSY rather than waiting (the busy handler cannot run there);
+// retry that until the busy timeout. WAL is persistent, so only the first
+// connections to a new file can meet this.
+func connect(ctx context.Context, db *sql.DB, d dialect) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	wait := time.Millisecond
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || d != dialectSQLite || !sqliteBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(rand.N(wait) + time.Microsecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		if wait < 100*time.Millisecond {
+			wait *= 2
+		}
+	}
 }
 
 // redact drops errors that could carry connection secrets; the pgx driver
@@ -181,7 +207,7 @@ func hasPragma(ps []string, name string) bool {
 // again, up to maxTxAttempts times, after a short randomized backoff.
 func (s *DB) InTx(ctx context.Context, fn func(q store.Queries) error) error {
 	var opts *sql.TxOptions
-	if s.d == postgres {
+	if s.d == dialectPostgres {
 		opts = &sql.TxOptions{Isolation: sql.LevelSerializable}
 	}
 	backoff := time.Millisecond

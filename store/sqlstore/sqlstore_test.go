@@ -1,0 +1,382 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/store"
+	"github.com/ekm-dev/ekm/store/sqlstore/pgtest"
+	"github.com/ekm-dev/ekm/store/storetest"
+)
+
+func openT(t *testing.T, dsn string) *DB {
+	t.Helper()
+	s, err := open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func sqliteDSNForTest(t *testing.T) string {
+	return filepath.Join(t.TempDir(), "ekm.db")
+}
+
+func TestSQLite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openT(t, sqliteDSNForTest(t)) })
+}
+
+func TestPostgres(t *testing.T) {
+	pgtest.DSN(t) // skip early when unset
+	storetest.Run(t, func(t *testing.T) store.Store { return openT(t, pgtest.DSN(t)) })
+}
+
+// backends runs fn on a fresh SQLite file and, when configured, a fresh
+// PostgreSQL schema. dsn returns the same database on every call.
+func backends(t *testing.T, fn func(t *testing.T, dsn string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, sqliteDSNForTest(t)) })
+	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.DSN(t)) })
+}
+
+func TestSQLiteDSNForms(t *testing.T) {
+	dir := t.TempDir()
+	for _, dsn := range []string{
+		filepath.Join(dir, "plain.db"),
+		"sqlite://" + filepath.Join(dir, "scheme.db"),
+		"file:" + filepath.Join(dir, "uri.db") + "?cache=private",
+		// Caller settings that would break concurrency are overridden.
+		filepath.Join(dir, "override.db") + "?_txlock=deferred&_pragma=journal_mode(DELETE)&_pragma=foreign_keys(0)&_pragma=busy_timeout(1)",
+		":memory:",
+	} {
+		t.Run(dsn, func(t *testing.T) {
+			s := openT(t, dsn)
+			ctx := context.Background()
+			o := store.Org{ID: ids.New("org-"), Name: "x", CreatedAt: time.UnixMilli(1)}
+			if err := s.CreateOrg(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.GetOrg(ctx, o.ID); err != nil {
+				t.Fatal(err)
+			}
+			var fk, busy int
+			var mode string
+			if err := s.db.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.db.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&busy); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+				t.Fatal(err)
+			}
+			wantMode := "wal"
+			if dsn == ":memory:" {
+				wantMode = "memory" // SQLite has no WAL for in-memory databases
+			}
+			if fk != 1 || busy != int(sqliteBusyTimeout.Milliseconds()) || mode != wantMode {
+				t.Fatalf("foreign_keys=%d busy_timeout=%d journal_mode=%s", fk, busy, mode)
+			}
+		})
+	}
+	if _, err := Open(context.Background(), ""); err == nil {
+		t.Fatal("Open accepted an empty DSN")
+	}
+	if _, err := Open(context.Background(), "sqlite://"); err == nil {
+		t.Fatal("Open accepted sqlite:// without a path")
+	}
+}
+
+func TestSQLiteImmediateTransactions(t *testing.T) {
+	// With deferred transactions, two connections that both read then write
+	// deadlock on the lock upgrade and one fails at once with SQLITE_BUSY.
+	// Two stores on one file model the server and `ekm org create`.
+	dsn := sqliteDSNForTest(t)
+	a, b := openT(t, dsn), openT(t, dsn)
+	ctx := context.Background()
+	o := store.Org{ID: ids.New("org-"), Name: "x", CreatedAt: time.UnixMilli(1)}
+	if err := a.CreateOrg(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	aRead := make(chan struct{})
+	bStarted := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- a.InTx(ctx, func(q store.Queries) error {
+			if _, err := q.GetOrg(ctx, o.ID); err != nil {
+				return err
+			}
+			close(aRead)
+			<-bStarted
+			return q.CreateOrg(ctx, store.Org{ID: ids.New("org-"), CreatedAt: time.UnixMilli(1)})
+		})
+	}()
+	<-aRead
+	// b's transaction begins (and waits for the write lock) while a holds
+	// it; a's write then goes ahead and b follows.
+	var bErr error
+	bDone := make(chan struct{})
+	go func() {
+		defer close(bDone)
+		bErr = b.InTx(ctx, func(q store.Queries) error {
+			if _, err := q.GetOrg(ctx, o.ID); err != nil {
+				return err
+			}
+			return q.CreateOrg(ctx, store.Org{ID: ids.New("org-"), CreatedAt: time.UnixMilli(1)})
+		})
+	}()
+	// b cannot signal from inside its BEGIN; give a the go-ahead now. If b
+	// had got in first (deferred mode), a's upgrade would fail with BUSY.
+	close(bStarted)
+	if err := <-errc; err != nil {
+		t.Fatalf("first transaction: %v", err)
+	}
+	<-bDone
+	if bErr != nil {
+		t.Fatalf("second transaction: %v", bErr)
+	}
+}
+
+// increment runs one read-modify-write of a project's key version.
+func increment(ctx context.Context, s store.Store, orgID, projectID string) error {
+	return s.InTx(ctx, func(q store.Queries) error {
+		p, err := q.GetProject(ctx, orgID, projectID)
+		if err != nil {
+			return err
+		}
+		p.CurrentKeyVersion++
+		return q.UpdateProject(ctx, p)
+	})
+}
+
+// TestTwoStores opens one database twice — two replicas on PostgreSQL, the
+// server plus an operator command on SQLite — and writes and reads through
+// both at once.
+func TestTwoStores(t *testing.T) {
+	backends(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		a, b := openT(t, dsn), openT(t, dsn)
+		o := store.Org{ID: ids.New("org-"), Name: "x", CreatedAt: time.UnixMilli(1)}
+		if err := a.CreateOrg(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		p := store.Project{ID: ids.New("proj_"), OrgID: o.ID, CreatedAt: time.UnixMilli(1)}
+		if err := b.CreateProject(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		const workers, each = 4, 10
+		var wg sync.WaitGroup
+		errs := make(chan error, 4*workers)
+		var orgIDs sync.Map
+		for i := range workers {
+			s := []*DB{a, b}[i%2]
+			wg.Add(3)
+			go func() { // transactions
+				defer wg.Done()
+				for range each {
+					if err := increment(ctx, s, o.ID, p.ID); err != nil {
+						errs <- fmt.Errorf("increment: %w", err)
+						return
+					}
+				}
+			}()
+			go func() { // single writes, e.g. `ekm org create`
+				defer wg.Done()
+				for range each {
+					id := ids.New("org-")
+					if err := s.CreateOrg(ctx, store.Org{ID: id, CreatedAt: time.UnixMilli(1)}); err != nil {
+						errs <- fmt.Errorf("create org: %w", err)
+						return
+					}
+					orgIDs.Store(id, true)
+				}
+			}()
+			go func() { // reads
+				defer wg.Done()
+				for range each {
+					if _, err := s.GetProject(ctx, o.ID, p.ID); err != nil {
+						errs <- fmt.Errorf("read: %w", err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for _, s := range []*DB{a, b} {
+			got, err := s.GetProject(ctx, o.ID, p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.CurrentKeyVersion != workers*each {
+				t.Fatalf("CurrentKeyVersion = %d, want %d", got.CurrentKeyVersion, workers*each)
+			}
+			n := 0
+			orgIDs.Range(func(k, _ any) bool {
+				if _, err := s.GetOrg(ctx, k.(string)); err != nil {
+					t.Errorf("org %s: %v", k, err)
+				}
+				n++
+				return true
+			})
+			if n != workers*each {
+				t.Fatalf("%d orgs created, want %d", n, workers*each)
+			}
+		}
+	})
+}
+
+// TestConcurrentOpen starts several stores on one new database at once:
+// migrations must run exactly once and every Open must succeed.
+func TestConcurrentOpen(t *testing.T) {
+	backends(t, func(t *testing.T, dsn string) {
+		const n = 4
+		stores := make([]*DB, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				stores[i], errs[i] = open(context.Background(), dsn)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("Open %d: %v", i, errs[i])
+			}
+			defer stores[i].Close()
+		}
+		ms, err := migrations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var count, max int
+		if err := stores[0].db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&count, &max); err != nil {
+			t.Fatal(err)
+		}
+		if count != len(ms) || max != len(ms) {
+			t.Fatalf("schema_migrations has %d rows up to version %d, want %d", count, max, len(ms))
+		}
+		// Reopening finds nothing to do.
+		s := openT(t, dsn)
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestPostgresRetry forces a serialization failure: fn reads, another
+// transaction commits a write to the same row, then fn writes. InTx must run
+// fn again and the final value must include both increments.
+func TestPostgresRetry(t *testing.T) {
+	s := openT(t, pgtest.DSN(t))
+	ctx := context.Background()
+	o := store.Org{ID: ids.New("org-"), CreatedAt: time.UnixMilli(1)}
+	p := store.Project{ID: ids.New("proj_"), OrgID: o.ID, CreatedAt: time.UnixMilli(1), CurrentKeyVersion: 1}
+	if err := s.CreateOrg(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateProject(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	read, otherDone := make(chan struct{}), make(chan struct{})
+	var attempts atomic.Int32
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.InTx(ctx, func(q store.Queries) error {
+			n := attempts.Add(1)
+			cur, err := q.GetProject(ctx, o.ID, p.ID)
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				close(read)
+				<-otherDone
+			}
+			cur.CurrentKeyVersion++
+			return q.UpdateProject(ctx, cur)
+		})
+	}()
+	<-read
+	if err := increment(ctx, s, o.ID, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(otherDone)
+	if err := <-errc; err != nil {
+		t.Fatalf("InTx: %v", err)
+	}
+	if n := attempts.Load(); n != 2 {
+		t.Fatalf("fn ran %d times, want 2 (one serialization failure, one retry)", n)
+	}
+	got, err := s.GetProject(ctx, o.ID, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CurrentKeyVersion != 3 {
+		t.Fatalf("CurrentKeyVersion = %d, want 3", got.CurrentKeyVersion)
+	}
+}
+
+// TestInTxNoRetryOnOtherErrors: fn's own errors end InTx at once.
+func TestInTxNoRetryOnOtherErrors(t *testing.T) {
+	backends(t, func(t *testing.T, dsn string) {
+		s := openT(t, dsn)
+		var runs int
+		boom := errors.New("boom")
+		err := s.InTx(context.Background(), func(store.Queries) error { runs++; return boom })
+		if !errors.Is(err, boom) || runs != 1 {
+			t.Fatalf("InTx = %v after %d runs, want boom after 1", err, runs)
+		}
+	})
+}
+
+func TestSplitStatements(t *testing.T) {
+	got := splitStatements("-- comment\nCREATE TABLE a (\n  x BLOB -- trailing\n);\n\nCREATE INDEX i ON a (x);\nSELECT 1")
+	want := []string{"CREATE TABLE a (\n  x BLOB -- trailing\n);", "CREATE INDEX i ON a (x);", "SELECT 1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("splitStatements = %q, want %q", got, want)
+	}
+	if s := forDialect(dialectPostgres, "x BLOB, y BLOBS, BLOB_z"); s != "x BYTEA, y BLOBS, BLOB_z" {
+		t.Fatalf("forDialect = %q", s)
+	}
+	if s := forDialect(dialectSQLite, "x BLOB"); s != "x BLOB" {
+		t.Fatalf("forDialect sqlite = %q", s)
+	}
+}
+
+func TestRebind(t *testing.T) {
+	q := &queries{d: dialectPostgres}
+	if got := q.rebind("a = ? AND b IN (?, ?)"); got != "a = $1 AND b IN ($2, $3)" {
+		t.Fatalf("rebind = %q", got)
+	}
+	q.d = dialectSQLite
+	if got := q.rebind("a = ?"); got != "a = ?" {
+		t.Fatalf("sqlite rebind = %q", got)
+	}
+}
+
+func TestOpenErrorHidesPassword(t *testing.T) {
+	_, err := Open(context.Background(), "postgres://u:hunter2@127.0.0.1:1/db?connect_timeout=1&sslmode=disable")
+	if err == nil {
+		t.Fatal("Open succeeded against a closed port")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error reveals the password: %v", err)
+	}
+}
