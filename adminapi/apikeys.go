@@ -1,0 +1,335 @@
+package adminapi
+
+import (
+	"net/http"
+
+	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/auth"
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/store"
+)
+
+const (
+	kindAdminKey       = "admin API key"
+	kindServiceAccount = "service account"
+)
+
+// ownerObject is the owner of an admin key. ekm has no users: admin keys
+// belong to the organization itself.
+type ownerObject struct {
+	Type      string `json:"type"`
+	Object    string `json:"object"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	CreatedAt int64  `json:"created_at"`
+	Role      string `json:"role"`
+}
+
+// adminKeyObject is OpenAI's organization.admin_api_key. Value is set only
+// in the creation response.
+type adminKeyObject struct {
+	Object        string      `json:"object"`
+	ID            string      `json:"id"`
+	Name          string      `json:"name"`
+	RedactedValue string      `json:"redacted_value"`
+	Value         string      `json:"value,omitempty"`
+	CreatedAt     int64       `json:"created_at"`
+	ExpiresAt     *int64      `json:"expires_at"`
+	LastUsedAt    *int64      `json:"last_used_at"`
+	Owner         ownerObject `json:"owner"`
+}
+
+func adminKeyObj(k store.APIKey, org store.Org) adminKeyObject {
+	return adminKeyObject{Object: "organization.admin_api_key", ID: k.ID, Name: k.Name, RedactedValue: k.RedactedValue, CreatedAt: unix(k.CreatedAt),
+		Owner: ownerObject{Type: "organization", Object: "organization", ID: org.ID, Name: org.Name, CreatedAt: unix(org.CreatedAt), Role: "owner"}}
+}
+
+func (a *api) createAdminKey(w http.ResponseWriter, r *http.Request) error {
+	b, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	name, err := decodeAdminKeyCreate(b)
+	if err != nil {
+		return err
+	}
+	orgID := caller(r).OrgID
+	org, err := a.st.GetOrg(r.Context(), orgID)
+	if err != nil {
+		return err
+	}
+	value, hash, redacted := auth.NewKeyValue(store.KindAdmin)
+	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: orgID, Kind: store.KindAdmin, Name: name, Hash: hash, RedactedValue: redacted, CreatedAt: a.now()}
+	ev, err := a.event(r, "api_key.created", "", apiKeyCreated(k))
+	if err != nil {
+		return err
+	}
+	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+		if err := q.CreateAPIKey(r.Context(), k); err != nil {
+			return err
+		}
+		return q.AppendAudit(r.Context(), ev)
+	})
+	if err != nil {
+		return err
+	}
+	obj := adminKeyObj(k, org)
+	obj.Value = value
+	return writeJSON(w, http.StatusOK, obj)
+}
+
+// apiKeyCreated is the api_key.created payload. It never holds the value.
+func apiKeyCreated(k store.APIKey) map[string]any {
+	data := map[string]any{"kind": k.Kind, "name": k.Name, "redacted_value": k.RedactedValue}
+	if k.ServiceAccountID != "" {
+		data["service_account_id"] = k.ServiceAccountID
+	}
+	return map[string]any{"id": k.ID, "data": data}
+}
+
+func (a *api) getAdminKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id", prefixAPIKey, kindAdminKey)
+	if err != nil {
+		return err
+	}
+	orgID := caller(r).OrgID
+	k, err := a.st.GetAPIKey(r.Context(), orgID, id)
+	if err == nil && k.Kind != store.KindAdmin {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return storeErr(err, kindAdminKey, id)
+	}
+	org, err := a.st.GetOrg(r.Context(), orgID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, adminKeyObj(k, org))
+}
+
+func (a *api) listAdminKeys(w http.ResponseWriter, r *http.Request) error {
+	lq, err := parseList(r.URL.Query(), prefixAPIKey, true)
+	if err != nil {
+		return err
+	}
+	orgID := caller(r).OrgID
+	org, err := a.st.GetOrg(r.Context(), orgID)
+	if err != nil {
+		return err
+	}
+	p := lq.Page
+	p.Limit++
+	keys, err := a.st.ListAPIKeys(r.Context(), orgID, store.KindAdmin, p)
+	if err != nil {
+		return err
+	}
+	keys, more := trim(keys, lq.Page.Limit)
+	data := make([]adminKeyObject, len(keys))
+	for i, k := range keys {
+		data[i] = adminKeyObj(k, org)
+	}
+	return writeJSON(w, http.StatusOK, listPage(data, more, func(o adminKeyObject) string { return o.ID }))
+}
+
+type deletedObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Deleted bool   `json:"deleted"`
+}
+
+func (a *api) deleteAdminKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id", prefixAPIKey, kindAdminKey)
+	if err != nil {
+		return err
+	}
+	me := caller(r)
+	ev, err := a.event(r, "api_key.deleted", "", map[string]any{"id": id})
+	if err != nil {
+		return err
+	}
+	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+		k, err := q.GetAPIKey(r.Context(), me.OrgID, id)
+		if err == nil && k.Kind != store.KindAdmin {
+			err = store.ErrNotFound
+		}
+		if err != nil {
+			return storeErr(err, kindAdminKey, id)
+		}
+		// Deleting the key in use is refused: it is how an org would lock
+		// itself out (the last admin key can only be deleted with itself).
+		if k.ID == me.ID {
+			return apierr.Conflict("cannot_delete_current_key", "An admin key cannot delete itself; use another admin key of the organization.")
+		}
+		if err := q.DeleteAPIKey(r.Context(), me.OrgID, id); err != nil {
+			return storeErr(err, kindAdminKey, id)
+		}
+		return q.AppendAudit(r.Context(), ev)
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, deletedObject{ID: id, Object: "organization.admin_api_key.deleted", Deleted: true})
+}
+
+// --- service accounts ---
+
+type serviceAccountObject struct {
+	Object    string                `json:"object"`
+	ID        string                `json:"id"`
+	Name      string                `json:"name"`
+	Role      string                `json:"role"`
+	CreatedAt int64                 `json:"created_at"`
+	APIKey    *serviceAccountKeyObj `json:"api_key,omitempty"`
+}
+
+type serviceAccountKeyObj struct {
+	Object    string `json:"object"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	CreatedAt int64  `json:"created_at"`
+	ExpiresAt *int64 `json:"expires_at"`
+}
+
+func serviceAccountObj(s store.ServiceAccount) serviceAccountObject {
+	return serviceAccountObject{Object: "organization.project.service_account", ID: s.ID, Name: s.Name, Role: s.Role, CreatedAt: unix(s.CreatedAt)}
+}
+
+// pathProject loads the {id} project of the caller's org.
+func (a *api) pathProject(r *http.Request) (store.Project, error) {
+	id, err := pathID(r, "id", prefixProject, kindProject)
+	if err != nil {
+		return store.Project{}, err
+	}
+	p, err := a.st.GetProject(r.Context(), caller(r).OrgID, id)
+	if err != nil {
+		return store.Project{}, storeErr(err, kindProject, id)
+	}
+	return p, nil
+}
+
+func (a *api) createServiceAccount(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.pathProject(r)
+	if err != nil {
+		return err
+	}
+	b, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	name, err := decodeServiceAccountCreate(b)
+	if err != nil {
+		return err
+	}
+	if p.ArchivedAt != nil {
+		return archivedErr(p.ID)
+	}
+	now := a.now()
+	sa := store.ServiceAccount{ID: ids.New(prefixServiceAccount), OrgID: p.OrgID, ProjectID: p.ID, Name: name, Role: "member", CreatedAt: now}
+	value, hash, redacted := auth.NewKeyValue(store.KindProject)
+	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: p.OrgID, Kind: store.KindProject, ProjectID: p.ID, ServiceAccountID: sa.ID,
+		Name: name, Hash: hash, RedactedValue: redacted, CreatedAt: now}
+	saEv, err := a.event(r, "service_account.created", p.ID, map[string]any{"id": sa.ID, "data": map[string]any{"role": sa.Role, "name": sa.Name}})
+	if err != nil {
+		return err
+	}
+	keyEv, err := a.event(r, "api_key.created", p.ID, apiKeyCreated(k))
+	if err != nil {
+		return err
+	}
+	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+		// Re-read: the project may have been archived meanwhile.
+		cur, err := q.GetProject(r.Context(), p.OrgID, p.ID)
+		if err != nil {
+			return storeErr(err, kindProject, p.ID)
+		}
+		if cur.ArchivedAt != nil {
+			return archivedErr(p.ID)
+		}
+		if err := q.CreateServiceAccount(r.Context(), sa); err != nil {
+			return err
+		}
+		if err := q.CreateAPIKey(r.Context(), k); err != nil {
+			return err
+		}
+		if err := q.AppendAudit(r.Context(), saEv); err != nil {
+			return err
+		}
+		return q.AppendAudit(r.Context(), keyEv)
+	})
+	if err != nil {
+		return err
+	}
+	obj := serviceAccountObj(sa)
+	obj.APIKey = &serviceAccountKeyObj{Object: "organization.project.service_account.api_key", ID: k.ID, Name: k.Name, Value: value, CreatedAt: unix(now)}
+	return writeJSON(w, http.StatusOK, obj)
+}
+
+func (a *api) pathServiceAccount(r *http.Request) (store.ServiceAccount, error) {
+	p, err := a.pathProject(r)
+	if err != nil {
+		return store.ServiceAccount{}, err
+	}
+	id, err := pathID(r, "sa", prefixServiceAccount, kindServiceAccount)
+	if err != nil {
+		return store.ServiceAccount{}, err
+	}
+	s, err := a.st.GetServiceAccount(r.Context(), p.OrgID, p.ID, id)
+	if err != nil {
+		return store.ServiceAccount{}, storeErr(err, kindServiceAccount, id)
+	}
+	return s, nil
+}
+
+func (a *api) getServiceAccount(w http.ResponseWriter, r *http.Request) error {
+	s, err := a.pathServiceAccount(r)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, serviceAccountObj(s))
+}
+
+func (a *api) listServiceAccounts(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.pathProject(r)
+	if err != nil {
+		return err
+	}
+	lq, err := parseList(r.URL.Query(), prefixServiceAccount, false)
+	if err != nil {
+		return err
+	}
+	pg := lq.Page
+	pg.Limit++
+	ss, err := a.st.ListServiceAccounts(r.Context(), p.OrgID, p.ID, pg)
+	if err != nil {
+		return err
+	}
+	ss, more := trim(ss, lq.Page.Limit)
+	data := make([]serviceAccountObject, len(ss))
+	for i, s := range ss {
+		data[i] = serviceAccountObj(s)
+	}
+	return writeJSON(w, http.StatusOK, listPage(data, more, func(o serviceAccountObject) string { return o.ID }))
+}
+
+func (a *api) deleteServiceAccount(w http.ResponseWriter, r *http.Request) error {
+	s, err := a.pathServiceAccount(r)
+	if err != nil {
+		return err
+	}
+	ev, err := a.event(r, "service_account.deleted", s.ProjectID, map[string]any{"id": s.ID})
+	if err != nil {
+		return err
+	}
+	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+		// Deleting the account revokes its API keys with it.
+		if err := q.DeleteServiceAccount(r.Context(), s.OrgID, s.ProjectID, s.ID); err != nil {
+			return storeErr(err, kindServiceAccount, s.ID)
+		}
+		return q.AppendAudit(r.Context(), ev)
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, deletedObject{ID: s.ID, Object: "organization.project.service_account.deleted", Deleted: true})
+}

@@ -1,0 +1,46 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ekm-dev/ekm/auth"
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/store"
+)
+
+// ErrOrgName reports an unusable organization name.
+var ErrOrgName = errors.New("adminapi: organization name must be 1-256 characters, not blank, without control characters")
+
+// CreateOrg creates an org and its first admin key, in one transaction with
+// an api_key.created audit event (actor: the system). The key's value is
+// returned once and stored only hashed. Used by `ekm org create` and tests.
+func CreateOrg(ctx context.Context, st store.Store, name string, now time.Time) (org store.Org, adminKey string, err error) {
+	if strings.TrimSpace(name) == "" || utf8.RuneCountInString(name) > maxName || strings.ContainsFunc(name, unicode.IsControl) {
+		return store.Org{}, "", ErrOrgName
+	}
+	org = store.Org{ID: ids.New(prefixOrg), Name: name, CreatedAt: now}
+	value, hash, redacted := auth.NewKeyValue(store.KindAdmin)
+	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: org.ID, Kind: store.KindAdmin, Name: "Initial admin key", Hash: hash, RedactedValue: redacted, CreatedAt: now}
+	ev := store.AuditEvent{ID: ids.New(prefixAudit), OrgID: org.ID, Type: "api_key.created", EffectiveAt: now}
+	if ev.Data, err = jsonMarshal(apiKeyCreated(k)); err != nil {
+		return store.Org{}, "", err
+	}
+	err = st.InTx(ctx, func(q store.Queries) error {
+		if err := q.CreateOrg(ctx, org); err != nil {
+			return err
+		}
+		if err := q.CreateAPIKey(ctx, k); err != nil {
+			return err
+		}
+		return q.AppendAudit(ctx, ev)
+	})
+	if err != nil {
+		return store.Org{}, "", err
+	}
+	return org, value, nil
+}
