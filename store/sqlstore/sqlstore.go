@@ -35,13 +35,13 @@ const sqliteBusyTimeout = 10 * time.Second
 // serialization failure or deadlock.
 const maxTxAttempts = 30
 
-// DB is a store.Store over one SQL database.
-type DB struct {
+// sqlStore is a store.Store over one SQL database.
+type sqlStore struct {
 	queries
 	db *sql.DB
 }
 
-var _ store.Store = (*DB)(nil)
+var _ store.Store = (*sqlStore)(nil)
 
 // Open connects to the database named by dsn and applies pending migrations.
 //
@@ -55,7 +55,7 @@ func Open(ctx context.Context, dsn string) (store.Store, error) {
 	return open(ctx, dsn)
 }
 
-func open(ctx context.Context, dsn string) (*DB, error) {
+func open(ctx context.Context, dsn string) (*sqlStore, error) {
 	if dsn == "" {
 		return nil, errors.New("sqlstore: empty database DSN")
 	}
@@ -89,7 +89,7 @@ func open(ctx context.Context, dsn string) (*DB, error) {
 		// The DSN may hold a password: never echo it.
 		return nil, fmt.Errorf("sqlstore: open database: %w", err)
 	}
-	s := &DB{queries: queries{x: db, d: d}, db: db}
+	s := &sqlStore{queries: queries{x: db, d: d}, db: db}
 	if err := connect(ctx, db, d); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlstore: connect: %w", redact(err))
@@ -205,7 +205,7 @@ func hasPragma(ps []string, name string) bool {
 // which cannot take row locks. PostgreSQL aborts one side of a conflict with
 // SQLSTATE 40001 (or 40P01 on deadlock); InTx then rolls back and runs fn
 // again, up to maxTxAttempts times, after a short randomized backoff.
-func (s *DB) InTx(ctx context.Context, fn func(q store.Queries) error) error {
+func (s *sqlStore) InTx(ctx context.Context, fn func(q store.Queries) error) error {
 	var opts *sql.TxOptions
 	if s.d == dialectPostgres {
 		opts = &sql.TxOptions{Isolation: sql.LevelSerializable}
@@ -231,7 +231,7 @@ func (s *DB) InTx(ctx context.Context, fn func(q store.Queries) error) error {
 	}
 }
 
-func (s *DB) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(q store.Queries) error) (err error) {
+func (s *sqlStore) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(q store.Queries) error) (err error) {
 	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("sqlstore: begin transaction: %w", err)
@@ -255,7 +255,7 @@ func (s *DB) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(q store.Que
 }
 
 // Ping checks the database answers.
-func (s *DB) Ping(ctx context.Context) error {
+func (s *sqlStore) Ping(ctx context.Context) error {
 	if err := s.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("sqlstore: ping: %w", err)
 	}
@@ -263,4 +263,4 @@ func (s *DB) Ping(ctx context.Context) error {
 }
 
 // Close closes the connection pool.
-func (s *DB) Close() error { return s.db.Close() }
+func (s *sqlStore) Close() error { return s.db.Close() }

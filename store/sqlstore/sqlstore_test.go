@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 	"github.com/ekm-dev/ekm/store/storetest"
 )
 
-func openT(t *testing.T, dsn string) *DB {
+func openT(t *testing.T, dsn string) *sqlStore {
 	t.Helper()
 	s, err := open(context.Background(), dsn)
 	if err != nil {
@@ -95,53 +96,38 @@ func TestSQLiteDSNForms(t *testing.T) {
 	}
 }
 
+// TestSQLiteImmediateTransactions: a transaction holds the file's write lock
+// from BEGIN, before its first write. With deferred transactions, two that
+// both read then write cannot both upgrade, and one fails with SQLITE_BUSY
+// whatever the busy timeout.
 func TestSQLiteImmediateTransactions(t *testing.T) {
-	// With deferred transactions, two connections that both read then write
-	// deadlock on the lock upgrade and one fails at once with SQLITE_BUSY.
-	// Two stores on one file model the server and `ekm org create`.
 	dsn := sqliteDSNForTest(t)
-	a, b := openT(t, dsn), openT(t, dsn)
+	s := openT(t, dsn)
 	ctx := context.Background()
-	o := store.Org{ID: ids.New("org-"), Name: "x", CreatedAt: time.UnixMilli(1)}
-	if err := a.CreateOrg(ctx, o); err != nil {
+	// Another process's connection that does not wait for locks.
+	other, err := sql.Open("sqlite", dsn+"?_pragma=busy_timeout(0)")
+	if err != nil {
 		t.Fatal(err)
 	}
-	aRead := make(chan struct{})
-	bStarted := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		errc <- a.InTx(ctx, func(q store.Queries) error {
-			if _, err := q.GetOrg(ctx, o.ID); err != nil {
-				return err
-			}
-			close(aRead)
-			<-bStarted
-			return q.CreateOrg(ctx, store.Org{ID: ids.New("org-"), CreatedAt: time.UnixMilli(1)})
-		})
-	}()
-	<-aRead
-	// b's transaction begins (and waits for the write lock) while a holds
-	// it; a's write then goes ahead and b follows.
-	var bErr error
-	bDone := make(chan struct{})
-	go func() {
-		defer close(bDone)
-		bErr = b.InTx(ctx, func(q store.Queries) error {
-			if _, err := q.GetOrg(ctx, o.ID); err != nil {
-				return err
-			}
-			return q.CreateOrg(ctx, store.Org{ID: ids.New("org-"), CreatedAt: time.UnixMilli(1)})
-		})
-	}()
-	// b cannot signal from inside its BEGIN; give a the go-ahead now. If b
-	// had got in first (deferred mode), a's upgrade would fail with BUSY.
-	close(bStarted)
-	if err := <-errc; err != nil {
-		t.Fatalf("first transaction: %v", err)
+	defer other.Close()
+	insert := func() error {
+		_, err := other.ExecContext(ctx, `INSERT INTO orgs (id, name, created_at) VALUES (?, '', 0)`, ids.New("org-"))
+		return err
 	}
-	<-bDone
-	if bErr != nil {
-		t.Fatalf("second transaction: %v", bErr)
+	err = s.InTx(ctx, func(q store.Queries) error {
+		if _, err := q.GetOrg(ctx, "org-none"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("GetOrg: %v", err)
+		}
+		if err := insert(); !sqliteBusy(err) {
+			return fmt.Errorf("a write from another connection during a read-only-so-far transaction: %v, want SQLITE_BUSY", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := insert(); err != nil {
+		t.Fatalf("write after the transaction: %v", err)
 	}
 }
 
@@ -177,7 +163,7 @@ func TestTwoStores(t *testing.T) {
 		errs := make(chan error, 4*workers)
 		var orgIDs sync.Map
 		for i := range workers {
-			s := []*DB{a, b}[i%2]
+			s := []*sqlStore{a, b}[i%2]
 			wg.Add(3)
 			go func() { // transactions
 				defer wg.Done()
@@ -214,7 +200,7 @@ func TestTwoStores(t *testing.T) {
 		for err := range errs {
 			t.Fatal(err)
 		}
-		for _, s := range []*DB{a, b} {
+		for _, s := range []*sqlStore{a, b} {
 			got, err := s.GetProject(ctx, o.ID, p.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -242,7 +228,7 @@ func TestTwoStores(t *testing.T) {
 func TestConcurrentOpen(t *testing.T) {
 	backends(t, func(t *testing.T, dsn string) {
 		const n = 4
-		stores := make([]*DB, n)
+		stores := make([]*sqlStore, n)
 		errs := make([]error, n)
 		start := make(chan struct{})
 		var wg sync.WaitGroup
