@@ -1,0 +1,515 @@
+// Package azure is an emulator of Microsoft Entra ID (client-credential
+// tokens), Azure Key Vault (keys), Microsoft Graph (service principals) and
+// Azure Resource Manager (vaults, custom roles, role assignments).
+//
+// It serves the production host names (login.microsoftonline.com,
+// graph.microsoft.com, management.azure.com, <vault>.vault.azure.net, ...)
+// over one TLS port with a CA it generates. Clients reach it by redirecting
+// their TCP dials (see internal/dialoverride), so the official Azure SDK for
+// Go runs its production code path unchanged. A control API on the
+// listener's own address creates customer tenants, injects faults, reads
+// counters and moves the emulator's clock. See docs/emulator-azure.md.
+package azure
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ekm-dev/ekm/internal/dialoverride"
+)
+
+// Options configure an Emulator.
+type Options struct {
+	// Addr is the TCP listen address; "" means 127.0.0.1:0 (any free port).
+	Addr string
+	// StateDir persists all state (CA, app credential, tenants, vaults, keys)
+	// in StateDir/state.json and writes ca.pem and the app's certificate
+	// there. "" keeps state in memory; files go to a temporary directory.
+	StateDir string
+	// Now is the base clock; nil means time.Now. The control API's clock
+	// offset is applied on top of it.
+	Now func() time.Time
+	// TokenLifetime of issued app tokens; 0 means 1h. Must be at least
+	// 10 minutes: MSAL and azcore refresh 5 minutes before expiry, so
+	// shorter tokens would make every request hit the token endpoint.
+	TokenLifetime time.Duration
+	// AdminTokenLifetime of customer admin tokens issued by the control API;
+	// 0 means 24h.
+	AdminTokenLifetime time.Duration
+	// Settings overrides the behavioural switches (and the persisted ones)
+	// when non-nil. See DefaultSettings.
+	Settings *Settings
+	// Logger receives one line per request (never tokens or key material);
+	// nil discards.
+	Logger *slog.Logger
+}
+
+// Settings are behavioural switches where Azure's behaviour is not fully
+// documented, plus the Key Vault throttling model. They can be changed at
+// run time through the control API (PATCH /settings).
+type Settings struct {
+	// ReadAllowsPublicKeyOps lets keys/read alone authorise encrypt, wrapKey
+	// and verify on asymmetric keys (the RBAC permission list says these
+	// "can be performed by principals with read access"). Default false:
+	// encrypt/action and wrap/action are required.
+	ReadAllowsPublicKeyOps bool `json:"read_allows_public_key_ops"`
+	// DisabledKeyBlocksGet makes GET of a disabled key version fail with 403
+	// KeyDisabled (as lowkey-vault does). Default false: GET returns the key
+	// with enabled=false, and only cryptographic operations are refused.
+	DisabledKeyBlocksGet bool `json:"disabled_key_blocks_get"`
+	// Throttle is the per-vault weighted request limiter.
+	Throttle Throttle `json:"throttle"`
+}
+
+// Throttle models Key Vault's per-vault limits: within each window the
+// weighted sum of transactions may not exceed 1, where a transaction costs
+// 1/limit for its key type. HSM keys get half the software limits. Rejected
+// (429) requests do not count.
+type Throttle struct {
+	Disabled bool `json:"disabled"`
+	// RetryAfter adds a Retry-After header (seconds to the next window) to
+	// 429 responses. Real captures sometimes lack it.
+	RetryAfter    bool `json:"retry_after"`
+	WindowSeconds int  `json:"window_seconds"`
+	RSA2048       int  `json:"rsa_2048"`
+	RSA3072       int  `json:"rsa_3072"`
+	RSA4096       int  `json:"rsa_4096"`
+	EC            int  `json:"ec"`
+	Create        int  `json:"create"`
+}
+
+// DefaultSettings returns Azure's published software-key limits per 10 s.
+func DefaultSettings() Settings {
+	return Settings{Throttle: Throttle{RetryAfter: true, WindowSeconds: 10,
+		RSA2048: 4000, RSA3072: 1000, RSA4096: 500, EC: 4000, Create: 20}}
+}
+
+func (s *Settings) validate() error {
+	t := &s.Throttle
+	if t.WindowSeconds < 1 || t.WindowSeconds > 3600 {
+		return errors.New("throttle.window_seconds must be 1..3600")
+	}
+	for _, n := range []int{t.RSA2048, t.RSA3072, t.RSA4096, t.EC, t.Create} {
+		if n < 2 || n > 1_000_000 {
+			return errors.New("throttle limits must be 2..1000000")
+		}
+	}
+	return nil
+}
+
+// AppCredentials describe the emulator's multi-tenant application (the
+// vendor's app registration).
+type AppCredentials struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	CertPEM      []byte `json:"-"`
+	KeyPEM       []byte `json:"-"`
+	CertPath     string `json:"certificate_path"`
+	KeyPath      string `json:"key_path"`
+	HomeTenantID string `json:"tenant_id"`
+}
+
+// Emulator is one running emulator instance.
+type Emulator struct {
+	opts  Options
+	clock *clock
+	log   *slog.Logger
+
+	mu   sync.RWMutex // guards st and jti
+	st   *state
+	jti  map[string]int64 // seen client-assertion ids -> exp
+	save sync.Mutex       // serialises state file writes
+
+	caCert   *x509.Certificate
+	caKey    *ecdsa.PrivateKey
+	signKey  *rsa.PrivateKey
+	signKid  string
+	fileDir  string // where ca.pem and app files go
+	tmpDir   string // removed on Close (memory mode)
+	counters counters
+	faults   faults
+	limiter  limiter
+
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// New creates an emulator, loading state from opts.StateDir if present.
+func New(opts Options) (*Emulator, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.TokenLifetime == 0 {
+		opts.TokenLifetime = time.Hour
+	}
+	if opts.TokenLifetime < 10*time.Minute {
+		return nil, errors.New("azure emulator: TokenLifetime must be at least 10 minutes")
+	}
+	if opts.AdminTokenLifetime == 0 {
+		opts.AdminTokenLifetime = 24 * time.Hour
+	}
+	e := &Emulator{opts: opts, clock: &clock{base: opts.Now}, jti: map[string]int64{}}
+	e.log = opts.Logger
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.faults.rand = newRand()
+
+	var st *state
+	if opts.StateDir != "" {
+		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("azure emulator: state dir: %w", err)
+		}
+		var err error
+		if st, err = loadState(opts.StateDir); err != nil {
+			return nil, fmt.Errorf("azure emulator: load state: %w", err)
+		}
+		e.fileDir = opts.StateDir
+	}
+	if st == nil {
+		var err error
+		if st, err = e.freshState(); err != nil {
+			return nil, fmt.Errorf("azure emulator: init: %w", err)
+		}
+	}
+	if opts.Settings != nil {
+		st.Settings = *opts.Settings
+	}
+	if err := st.Settings.validate(); err != nil {
+		return nil, fmt.Errorf("azure emulator: settings: %w", err)
+	}
+	e.st = st
+	if err := e.loadKeys(); err != nil {
+		return nil, fmt.Errorf("azure emulator: %w", err)
+	}
+	if opts.StateDir != "" {
+		if err := e.saveLocked(); err != nil {
+			return nil, fmt.Errorf("azure emulator: save state: %w", err)
+		}
+	}
+	return e, nil
+}
+
+func (e *Emulator) freshState() (*state, error) {
+	now := e.clock.Now()
+	st := &state{Version: stateVersion, Settings: DefaultSettings()}
+	st.normalize()
+	var err error
+	if st.CACertDER, st.CAKeyDER, err = newCA(now); err != nil {
+		return nil, err
+	}
+	if st.SignCertDER, st.SignKeyDER, err = newSelfSignedRSA("ekm emulator token signing", now, 10); err != nil {
+		return nil, err
+	}
+	a := &app{ClientID: newGUID(), DisplayName: "ekm (emulated vendor app)", Secret: newClientSecret()}
+	if a.CertDER, a.KeyDER, err = newSelfSignedRSA("ekm-emulator-app", now, 2); err != nil {
+		return nil, err
+	}
+	home := newTenant(now, "Vendor (home tenant)")
+	a.HomeTenantID = home.ID
+	spID := newGUID()
+	home.SPs[spID] = &servicePrinc{ID: spID, AppID: a.ClientID, Created: now}
+	st.Tenants[home.ID] = home
+	st.HomeTenantID = home.ID
+	st.AppID = a.ClientID
+	st.Apps[a.ClientID] = a
+	return st, nil
+}
+
+// newClientSecret mimics the shape of Entra secrets ("xxx8Q~...").
+func newClientSecret() string {
+	return "emu8Q~" + randHex(17)
+}
+
+func (e *Emulator) loadKeys() error {
+	c, err := x509.ParseCertificate(e.st.CACertDER)
+	if err != nil {
+		return fmt.Errorf("CA certificate: %w", err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(e.st.CAKeyDER)
+	if err != nil {
+		return fmt.Errorf("CA key: %w", err)
+	}
+	ck, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return errors.New("CA key is not ECDSA")
+	}
+	e.caCert, e.caKey = c, ck
+	if e.signKey, err = parseRSAKey(e.st.SignKeyDER); err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	e.signKid = b64url.EncodeToString(x5tSHA1(e.st.SignCertDER))
+	return nil
+}
+
+// saveLocked persists state; callers hold e.mu (read or write).
+func (e *Emulator) saveLocked() error {
+	if e.opts.StateDir == "" {
+		return nil
+	}
+	b, err := json.Marshal(e.st)
+	if err != nil {
+		return err
+	}
+	e.save.Lock()
+	defer e.save.Unlock()
+	return writeFileAtomic(filepath.Join(e.opts.StateDir, stateFile), b, 0o600)
+}
+
+// Start listens and serves in the background.
+func (e *Emulator) Start() error {
+	if e.srv != nil {
+		return errors.New("azure emulator: already started")
+	}
+	ln, err := net.Listen("tcp", e.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("azure emulator: listen: %w", err)
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() && !ta.IP.IsLoopback() {
+		ips = append(ips, ta.IP)
+	}
+	certDER, certKey, err := newServerCert(e.caCert, e.caKey, ips, e.opts.Now())
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("azure emulator: server certificate: %w", err)
+	}
+	if err := e.writeFiles(); err != nil {
+		ln.Close()
+		return err
+	}
+	e.ln = ln
+	e.srv = &http.Server{
+		Handler: e,
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{{Certificate: [][]byte{certDER, e.caCert.Raw}, PrivateKey: certKey}},
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+	e.done = make(chan struct{})
+	go func() {
+		defer close(e.done)
+		if err := e.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("azure emulator: serve", "err", err)
+		}
+	}()
+	return nil
+}
+
+// writeFiles writes ca.pem and the app certificate/key for CLI users.
+func (e *Emulator) writeFiles() error {
+	if e.fileDir == "" {
+		d, err := os.MkdirTemp("", "ekm-azure-emulator-")
+		if err != nil {
+			return fmt.Errorf("azure emulator: temp dir: %w", err)
+		}
+		e.fileDir, e.tmpDir = d, d
+	}
+	a := e.App()
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{"ca.pem", e.CAPEM(), 0o644},
+		{"app-cert.pem", a.CertPEM, 0o644},
+		{"app-key.pem", a.KeyPEM, 0o600},
+	}
+	for _, f := range files {
+		if err := writeFileAtomic(filepath.Join(e.fileDir, f.name), f.data, f.perm); err != nil {
+			return fmt.Errorf("azure emulator: write %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// Close stops serving and removes temporary files.
+func (e *Emulator) Close() error {
+	var err error
+	if e.srv != nil {
+		err = e.srv.Close()
+		<-e.done
+	}
+	if e.tmpDir != "" {
+		os.RemoveAll(e.tmpDir)
+	}
+	return err
+}
+
+// Addr is the listener address ("127.0.0.1:port"); valid after Start.
+func (e *Emulator) Addr() string {
+	if e.ln == nil {
+		return ""
+	}
+	return e.ln.Addr().String()
+}
+
+// dialAddr is Addr with an unspecified IP replaced by loopback.
+func (e *Emulator) dialAddr() string {
+	host, port, err := net.SplitHostPort(e.Addr())
+	if err != nil {
+		return e.Addr()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// CAPEM is the emulator CA certificate in PEM.
+func (e *Emulator) CAPEM() []byte { return pemCert(e.st.CACertDER) }
+
+// CAFile is the path of ca.pem (StateDir or a temporary directory); valid
+// after Start.
+func (e *Emulator) CAFile() string {
+	if e.fileDir == "" {
+		return ""
+	}
+	return filepath.Join(e.fileDir, "ca.pem")
+}
+
+// HTTPClient returns a client that dials the emulator for every host and
+// trusts its CA, the same client production code builds with
+// dialoverride.NewClient(e.Addr(), e.CAFile()).
+func (e *Emulator) HTTPClient() *http.Client {
+	c, err := dialoverride.NewClientFromPEM(e.dialAddr(), e.CAPEM())
+	if err != nil {
+		panic("azure emulator: " + err.Error()) // our own address and CA are always valid
+	}
+	return c
+}
+
+// App returns the credentials of the emulated multi-tenant application.
+func (e *Emulator) App() AppCredentials {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	a := e.st.Apps[e.st.AppID]
+	ac := AppCredentials{
+		ClientID: a.ClientID, ClientSecret: a.Secret, HomeTenantID: a.HomeTenantID,
+		CertPEM: pemCert(a.CertDER), KeyPEM: pemKey(a.KeyDER),
+	}
+	if e.fileDir != "" {
+		ac.CertPath = filepath.Join(e.fileDir, "app-cert.pem")
+		ac.KeyPath = filepath.Join(e.fileDir, "app-key.pem")
+	}
+	return ac
+}
+
+// ControlURL is the base URL of the control API (reachable with the CA at
+// the listener address, no dial override needed).
+func (e *Emulator) ControlURL() string { return "https://" + e.dialAddr() + controlPrefix }
+
+// Now is the emulator's current time (base clock plus offset).
+func (e *Emulator) Now() time.Time { return e.clock.Now() }
+
+// SetClock moves the emulator clock to t.
+func (e *Emulator) SetClock(t time.Time) { e.clock.Set(t) }
+
+// AdvanceClock moves the emulator clock by d (may be negative).
+func (e *Emulator) AdvanceClock(d time.Duration) { e.clock.Advance(d) }
+
+// Settings returns the current behavioural switches.
+func (e *Emulator) Settings() Settings {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.st.Settings
+}
+
+// SetSettings replaces the behavioural switches.
+func (e *Emulator) SetSettings(s Settings) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.st.Settings = s
+	return e.saveLocked()
+}
+
+// clock is the emulator's time: a base clock plus an adjustable offset.
+type clock struct {
+	base   func() time.Time
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.base().Add(c.offset)
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset = t.Sub(c.base())
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+// Main runs `ekm emulate azure`: it starts the emulator, prints one JSON line
+// describing how to use it, and serves until ctx is done.
+func Main(ctx context.Context, opts Options, stdout io.Writer) error {
+	e, err := New(opts)
+	if err != nil {
+		return err
+	}
+	if err := e.Start(); err != nil {
+		return err
+	}
+	defer e.Close()
+	a := e.App()
+	info := map[string]any{
+		"address":     e.Addr(),
+		"ca_file":     e.CAFile(),
+		"app":         a,
+		"control_url": e.ControlURL(),
+		"create_tenant": fmt.Sprintf("curl --cacert %s -X POST %s/tenants",
+			shellQuote(e.CAFile()), e.ControlURL()),
+		"client": fmt.Sprintf("send every Azure host to %s (dial override) and trust %s",
+			e.dialAddr(), e.CAFile()),
+	}
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " '\"\\$`!*?[]{}();&|<>\t\n") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
