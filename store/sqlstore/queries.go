@@ -70,7 +70,7 @@ func queryAll[T any](ctx context.Context, q *queries, scan func(scanner) (T, err
 		return nil, err
 	}
 	defer rows.Close()
-	var out []T
+	out := []T{} // empty, not nil: lists render as [] in JSON
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {

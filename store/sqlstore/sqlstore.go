@@ -46,7 +46,8 @@ var _ store.Store = (*sqlStore)(nil)
 // Open connects to the database named by dsn and applies pending migrations.
 //
 // dsn is either a PostgreSQL URL (postgres://… or postgresql://…, any pgx
-// parameter such as search_path or options=-c search_path=… is honoured) or
+// parameter such as search_path=… or options=-c%20search_path%3D… is
+// honoured; pgx does not read + as a space) or
 // an SQLite database: a file path, sqlite://path or a file: URI. SQLite
 // connections always run in WAL mode with foreign keys on, a busy timeout and
 // BEGIN IMMEDIATE transactions, whatever the DSN says, so that a second

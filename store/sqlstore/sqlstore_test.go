@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -102,7 +103,7 @@ func TestSQLiteDSNForms(t *testing.T) {
 // whatever the busy timeout.
 func TestSQLiteImmediateTransactions(t *testing.T) {
 	dsn := sqliteDSNForTest(t)
-	s := openT(t, dsn)
+	s := openT(t, dsn+"?_txlock=deferred") // overridden
 	ctx := context.Background()
 	// Another process's connection that does not wait for locks.
 	other, err := sql.Open("sqlite", dsn+"?_pragma=busy_timeout(0)")
@@ -364,5 +365,40 @@ func TestOpenErrorHidesPassword(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error reveals the password: %v", err)
+	}
+}
+
+// TestPostgresOptionsSearchPath: a schema chosen with options=-c search_path
+// is where the tables go.
+func TestPostgresOptionsSearchPath(t *testing.T) {
+	u, err := url.Parse(pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	schema := q.Get("search_path")
+	q.Del("search_path")
+	base := *u
+	base.RawQuery = q.Encode()
+	q.Set("options", "-c search_path="+schema)
+	// pgx does not decode + as a space in URL parameters.
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+
+	ctx := context.Background()
+	s := openT(t, u.String())
+	if err := s.CreateOrg(ctx, store.Org{ID: ids.New("org-"), CreatedAt: time.UnixMilli(1)}); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := sql.Open("pgx", base.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var n int
+	if err := plain.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+schema+`.orgs`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%s.orgs has %d rows, want 1", schema, n)
 	}
 }
