@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -186,3 +187,12 @@ func call(t *testing.T, e *Emulator, method, url, token string, body any) (int, 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func mustPEMBlock(t *testing.T, b []byte) []byte {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	return blk.Bytes
+}
