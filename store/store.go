@@ -224,6 +224,15 @@ type Queries interface {
 	// ListFiles lists a project's files; purpose "" means all.
 	ListFiles(ctx context.Context, orgID, projectID, purpose string, p Page) ([]File, error)
 	DeleteFile(ctx context.Context, orgID, projectID, id string) error
+	// FilesBelowKeyVersion lists, in id order after the id after, up to limit
+	// files of a project whose KeyVersion is below version (re-encryption).
+	FilesBelowKeyVersion(ctx context.Context, orgID, projectID string, version int, after string, limit int) ([]File, error)
+	// CountFilesBelowKeyVersion counts what FilesBelowKeyVersion would list.
+	CountFilesBelowKeyVersion(ctx context.Context, orgID, projectID string, version int) (int, error)
+	// ReplaceFileContent sets KeyVersion, NameCiphertext and BlobKey of f if
+	// the stored file still has oldBlobKey (compare-and-set), else ErrConflict
+	// (ErrNotFound if the file is gone).
+	ReplaceFileContent(ctx context.Context, f File, oldBlobKey string) error
 }
 
 // Store is a database. Methods on Store itself run in their own transaction.

@@ -709,3 +709,35 @@ func (q *queries) DeleteFile(ctx context.Context, orgID, projectID, id string) e
 	n, err := q.exec(ctx, `DELETE FROM files WHERE org_id = ? AND project_id = ? AND id = ?`, orgID, projectID, id)
 	return changed("delete", "file", n, err)
 }
+
+func (q *queries) FilesBelowKeyVersion(ctx context.Context, orgID, projectID string, version int, after string, limit int) ([]store.File, error) {
+	out, err := queryAll(ctx, q, scanFile, `SELECT `+fileCols+` FROM files WHERE org_id = ? AND project_id = ? AND key_version < ? AND id > ? ORDER BY id LIMIT ?`,
+		orgID, projectID, version, after, limit)
+	if err != nil {
+		return nil, listErr("files", err)
+	}
+	return out, nil
+}
+
+func (q *queries) CountFilesBelowKeyVersion(ctx context.Context, orgID, projectID string, version int) (int, error) {
+	var n int
+	if err := q.queryRow(ctx, `SELECT COUNT(*) FROM files WHERE org_id = ? AND project_id = ? AND key_version < ?`, orgID, projectID, version).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlstore: count files: %w", err)
+	}
+	return n, nil
+}
+
+func (q *queries) ReplaceFileContent(ctx context.Context, f store.File, oldBlobKey string) error {
+	n, err := q.exec(ctx, `UPDATE files SET key_version = ?, name_ciphertext = ?, blob_key = ? WHERE org_id = ? AND project_id = ? AND id = ? AND blob_key = ?`,
+		f.KeyVersion, f.NameCiphertext, f.BlobKey, f.OrgID, f.ProjectID, f.ID, oldBlobKey)
+	if err != nil {
+		return fmt.Errorf("sqlstore: replace file content: %w", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	if _, err := q.GetFile(ctx, f.OrgID, f.ProjectID, f.ID); err != nil {
+		return err
+	}
+	return fmt.Errorf("sqlstore: file %s changed concurrently: %w", f.ID, store.ErrConflict)
+}

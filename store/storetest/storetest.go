@@ -463,6 +463,23 @@ func testFiles(t *testing.T, s store.Store) {
 	_, err = s.GetFile(ctx, o.ID, p.ID, f1.ID)
 	wantErr(t, "get deleted", err, store.ErrNotFound)
 	wantErr(t, "delete again", s.DeleteFile(ctx, o.ID, p.ID, f1.ID), store.ErrNotFound)
+
+	// Re-encryption: list and swap content by compare-and-set.
+	below := get[[]store.File](t, "below")(s.FilesBelowKeyVersion(ctx, o.ID, p.ID, f2.KeyVersion+1, "", 10))
+	equal(t, "below current+1", below, []store.File{f2})
+	equal(t, "below current", get[[]store.File](t, "below")(s.FilesBelowKeyVersion(ctx, o.ID, p.ID, f2.KeyVersion, "", 10)), []store.File{})
+	equal(t, "below after cursor", get[[]store.File](t, "below")(s.FilesBelowKeyVersion(ctx, o.ID, p.ID, f2.KeyVersion+1, f2.ID, 10)), []store.File{})
+	equal(t, "count below", get[int](t, "count")(s.CountFilesBelowKeyVersion(ctx, o.ID, p.ID, f2.KeyVersion+1)), 1)
+	equal(t, "count below other org", get[int](t, "count")(s.CountFilesBelowKeyVersion(ctx, ids.New("org-"), p.ID, f2.KeyVersion+1)), 0)
+	nf := f2
+	nf.KeyVersion, nf.NameCiphertext, nf.BlobKey = f2.KeyVersion+1, []byte("new name ct"), "blob-new"
+	wantErr(t, "replace with stale blob key", s.ReplaceFileContent(ctx, nf, "not-the-blob"), store.ErrConflict)
+	must(t, s.ReplaceFileContent(ctx, nf, f2.BlobKey))
+	equal(t, "replaced", get[store.File](t, "get")(s.GetFile(ctx, o.ID, p.ID, f2.ID)), nf)
+	wantErr(t, "replace again (stale)", s.ReplaceFileContent(ctx, nf, f2.BlobKey), store.ErrConflict)
+	other := nf
+	other.OrgID = ids.New("org-")
+	wantErr(t, "replace in another org", s.ReplaceFileContent(ctx, other, nf.BlobKey), store.ErrNotFound)
 }
 
 func aid(e store.AuditEvent) string { return e.ID }
