@@ -141,7 +141,10 @@ func armOp(method string, segs []string) string {
 
 // authzIndex finds ".../providers/Microsoft.Authorization/{kind}" in segs.
 func authzIndex(segs []string) int {
-	for i := 0; i+2 < len(segs) && i+4 >= len(segs); i++ {
+	for i := 0; i+2 < len(segs); i++ {
+		if len(segs) > i+4 {
+			continue
+		}
 		if strings.EqualFold(segs[i], "providers") && strings.EqualFold(segs[i+1], "Microsoft.Authorization") &&
 			(strings.EqualFold(segs[i+2], "roleAssignments") || strings.EqualFold(segs[i+2], "roleDefinitions")) {
 			return i

@@ -196,3 +196,7 @@ func mustPEMBlock(t *testing.T, b []byte) []byte {
 	}
 	return blk.Bytes
 }
+
+var mgmtScope = policy.TokenRequestOptions{Scopes: []string{"https://management.azure.com/.default"}}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
