@@ -1,3 +1,29 @@
+// Command ekm is the Enterprise Key Management server and its operator tools.
+// This package only wires flags to the packages that do the work.
 package main
 
-func main() {}
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "ekm",
+		Short:         "Enterprise Key Management: customer-held keys for a SaaS platform's data",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), orgCmd(), emulateCmd(), devCmd())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "ekm:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,337 @@
+// Package app assembles an ekm server from its configuration: the store, the
+// KMS drivers, the keyring, the blob store, the HTTP API and the background
+// workers. cmd/ekm maps flags to a Config; tests build a Config directly, so
+// the code they run is the code the binary runs.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ekm-dev/ekm/adminapi"
+	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/dataplane"
+	"github.com/ekm-dev/ekm/httpx"
+	"github.com/ekm-dev/ekm/internal/dialoverride"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/azure"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/metrics"
+	"github.com/ekm-dev/ekm/probe"
+	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/store"
+	"github.com/ekm-dev/ekm/store/sqlstore"
+)
+
+// Config is everything `ekm serve` can be told. Zero values take the
+// defaults documented on each field.
+type Config struct {
+	// Addr to listen on (default 127.0.0.1:8080).
+	Addr string
+	// DataDir holds the SQLite database, blobs and the local root key
+	// (default ./ekm-data).
+	DataDir string
+	// Database is a postgres:// URL; "" means SQLite in DataDir/ekm.db.
+	Database string
+	// LocalRootKeyFile holds the 32-byte root of every local key (default
+	// DataDir/local-root.key, created 0600 if absent). Replicas sharing a
+	// database must share this file.
+	LocalRootKeyFile string
+
+	CacheTTL   time.Duration // hard TTL of unwrapped project keys (default 1h)
+	CacheSize  int           // default 10000
+	KMSTimeout time.Duration // one KMS call (default 30s)
+
+	MaxFileBytes int64 // default 512 MiB
+
+	// ProbeInterval is how often each external key in use is health-checked
+	// (default 30s, ±10% jitter). Revocation is enforced within about one
+	// interval.
+	ProbeInterval time.Duration
+	// AuditRetention is how long audit events are kept (default 90 days).
+	AuditRetention time.Duration
+
+	Azure AzureConfig
+
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
+	Now     func() time.Time
+}
+
+// AzureConfig is ekm's own identity in Microsoft Entra ID (a multi-tenant app)
+// and, for the emulator only, where to dial.
+type AzureConfig struct {
+	ClientID                  string
+	ClientSecret              string
+	ClientCertificate         string // path to PEM or PKCS#12
+	ClientCertificatePassword string
+	FederatedTokenFile        string
+	// DialOverride sends every Azure connection to host:port (the emulator).
+	DialOverride string
+	// CAFile is a PEM CA to trust for Azure hosts (the emulator's).
+	CAFile string
+}
+
+// App is a running server's parts.
+type App struct {
+	Config  Config
+	Store   store.Store
+	Keyring *keyring.Keyring
+	Blobs   blob.Store
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	Handler http.Handler
+
+	closeOnce sync.Once
+}
+
+func (c *Config) defaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "ekm-data"
+	}
+	if c.LocalRootKeyFile == "" {
+		c.LocalRootKeyFile = filepath.Join(c.DataDir, "local-root.key")
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 30 * time.Second
+	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = 90 * 24 * time.Hour
+	}
+	if c.MaxFileBytes == 0 {
+		c.MaxFileBytes = 512 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.New()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// DSN returns the store DSN of the config.
+func (c Config) DSN() string {
+	if c.Database != "" {
+		return c.Database
+	}
+	dir := c.DataDir
+	if dir == "" {
+		dir = "ekm-data"
+	}
+	return filepath.Join(dir, "ekm.db")
+}
+
+// OpenStore opens (and migrates) the configured database, creating the data
+// directory if needed. Operator commands use it to share the server's store.
+func OpenStore(ctx context.Context, c Config) (store.Store, error) {
+	if c.Database == "" {
+		dir := c.DataDir
+		if dir == "" {
+			dir = "ekm-data"
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating data dir: %w", err)
+		}
+	}
+	return sqlstore.Open(ctx, c.DSN())
+}
+
+// LoadRootKey reads the local root key file, creating it if absent.
+func LoadRootKey(path string) (secret.Key, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return secret.Key{}, err
+		}
+		k := secret.New()
+		// O_EXCL: if another process created it first, use theirs.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_, werr := f.Write(k.Bytes())
+			serr := f.Sync()
+			cerr := f.Close()
+			if err := errors.Join(werr, serr, cerr); err != nil {
+				k.Zero()
+				return secret.Key{}, fmt.Errorf("writing local root key: %w", err)
+			}
+			return k, nil
+		}
+		k.Zero()
+		if !errors.Is(err, os.ErrExist) {
+			return secret.Key{}, fmt.Errorf("creating local root key: %w", err)
+		}
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return secret.Key{}, fmt.Errorf("reading local root key: %w", err)
+	}
+	defer secret.Wipe(b)
+	k, err := secret.FromBytes(b)
+	if err != nil {
+		return secret.Key{}, fmt.Errorf("local root key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// Drivers builds the KMS drivers this config enables: local always, azure
+// when an app client id is configured.
+func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
+	ds := []kms.Driver{local.NewDriver(root)}
+	if c.Azure.ClientID != "" {
+		hc, err := dialoverride.NewClient(c.Azure.DialOverride, c.Azure.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("azure transport: %w", err)
+		}
+		d, err := azure.NewDriver(azureDriverConfig(c.Azure, hc))
+		if err != nil {
+			return nil, fmt.Errorf("azure: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
+}
+
+// Open builds the app. Close releases it.
+func Open(ctx context.Context, c Config) (*App, error) {
+	c.defaults()
+	st, err := OpenStore(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Config: c, Store: st, Metrics: c.Metrics, Logger: c.Logger}
+	fail := func(err error) (*App, error) { _ = st.Close(); return nil, err }
+
+	root, err := LoadRootKey(c.LocalRootKeyFile)
+	if err != nil {
+		return fail(err)
+	}
+	drivers, err := Drivers(c, root)
+	if err != nil {
+		return fail(err)
+	}
+	a.Keyring = keyring.New(keyring.Config{
+		Store: st, Registry: kms.NewRegistry(drivers...),
+		Default:  keyring.DefaultKey{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}},
+		CacheTTL: c.CacheTTL, CacheSize: c.CacheSize, KMSTimeout: c.KMSTimeout,
+		Now: c.Now, Metrics: c.Metrics, Logger: c.Logger,
+	})
+	a.Blobs, err = blob.NewDir(filepath.Join(c.DataDir, "blobs"))
+	if err != nil {
+		return fail(err)
+	}
+	a.Handler = a.routes()
+	return a, nil
+}
+
+func (a *App) routes() http.Handler {
+	mux := http.NewServeMux()
+	admin := adminapi.New(adminapi.Deps{Store: a.Store, Keyring: a.Keyring, Logger: a.Logger, Now: a.Config.Now})
+	data := dataplane.New(dataplane.Deps{Store: a.Store, Keyring: a.Keyring, Blobs: a.Blobs, Logger: a.Logger, Now: a.Config.Now, MaxFileBytes: a.Config.MaxFileBytes})
+	mux.Handle("/v1/organization/", admin)
+	mux.Handle("/v1/files", data)
+	mux.Handle("/v1/files/", data)
+	mux.Handle("/v1/crypto/", data)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		if err := a.Store.Ping(ctx); err != nil {
+			a.Logger.Warn("readiness check failed", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"unavailable","reason":"database"}` + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
+	return httpx.Wrap(mux, a.Logger, a.Metrics)
+}
+
+// Serve listens on Config.Addr and serves until ctx is done, then shuts down
+// gracefully. ready, if non-nil, receives the bound address.
+func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", a.Config.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn)}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// Close releases the store.
+func (a *App) Close() error {
+	var err error
+	a.closeOnce.Do(func() { err = a.Store.Close() })
+	return err
+}
+
+// Prober returns the health prober of this app's keys.
+func (a *App) Prober() *probe.Prober {
+	return probe.New(probe.Config{Store: a.Store, Keyring: a.Keyring, Interval: a.Config.ProbeInterval,
+		Now: a.Config.Now, Logger: a.Logger, Metrics: a.Metrics})
+}
+
+// Run serves HTTP and runs the background workers (health probe, audit
+// retention) until ctx is done.
+func (a *App) Run(ctx context.Context, ready func(addr string)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	p := a.Prober()
+	wg.Go(func() { p.Run(ctx) })
+	wg.Go(func() { a.pruneAudit(ctx) })
+	return a.Serve(ctx, ready)
+}
+
+func (a *App) pruneAudit(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := a.Store.PruneAudit(ctx, a.Config.Now().Add(-a.Config.AuditRetention))
+		if err != nil && ctx.Err() == nil {
+			a.Logger.Warn("audit retention: prune failed", "err", err)
+		} else if n > 0 {
+			a.Logger.Info("audit retention: pruned events", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

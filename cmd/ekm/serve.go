@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/ekm-dev/ekm/app"
+)
+
+// storeFlags are shared by serve and the operator commands that work on the
+// same store.
+func storeFlags(fs *pflag.FlagSet, c *app.Config) {
+	fs.StringVar(&c.DataDir, "data-dir", "ekm-data", "directory for the embedded SQLite database, blobs and the local root key")
+	fs.StringVar(&c.Database, "database", "", "PostgreSQL URL (postgres://…) for multi-replica deployments; empty = SQLite in the data dir")
+	fs.StringVar(&c.LocalRootKeyFile, "local-root-key-file", "", "file holding the root of local keys (default <data-dir>/local-root.key; replicas must share it)")
+}
+
+func azureFlags(fs *pflag.FlagSet, c *app.AzureConfig) {
+	fs.StringVar(&c.ClientID, "azure-client-id", "", "client (application) id of ekm's multi-tenant Entra ID app; enables the azure key type")
+	fs.StringVar(&c.ClientSecret, "azure-client-secret", "", "client secret of the app (prefer the env var to keep it out of process listings)")
+	fs.StringVar(&c.ClientCertificate, "azure-client-certificate", "", "PEM or PKCS#12 file with the app's certificate and private key")
+	fs.StringVar(&c.ClientCertificatePassword, "azure-client-certificate-password", "", "password of a PKCS#12 certificate file")
+	fs.StringVar(&c.FederatedTokenFile, "azure-federated-token-file", "", "workload identity token file (federated credential)")
+	fs.StringVar(&c.DialOverride, "azure-dial-override", "", "send every Azure connection to this host:port (the Azure emulator); TLS still verifies the real host names")
+	fs.StringVar(&c.CAFile, "azure-ca-file", "", "extra CA (PEM) to trust for Azure hosts (the emulator's ca.pem)")
+}
+
+func serveCmd() *cobra.Command {
+	var c app.Config
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the ekm server (embedded SQLite in ./ekm-data by default)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			a, err := app.Open(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			return a.Run(cmd.Context(), func(addr string) {
+				a.Logger.Info("ekm listening", "addr", addr, "data_dir", c.DataDir, "database", dbKind(c))
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "address to listen on")
+	storeFlags(fs, &c)
+	fs.DurationVar(&c.CacheTTL, "cache-ttl", 0, "hard TTL of unwrapped project keys in memory; also how long cached keys keep serving through a KMS outage (default 1h)")
+	fs.IntVar(&c.CacheSize, "cache-size", 0, "maximum number of cached project key versions (default 10000)")
+	fs.DurationVar(&c.KMSTimeout, "kms-timeout", 0, "timeout of one KMS call (default 30s)")
+	fs.DurationVar(&c.ProbeInterval, "probe-interval", 0, "interval of the health probe of each external key in use (default 30s, with jitter)")
+	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", 512<<20, "largest file accepted by the Files API")
+	fs.DurationVar(&c.AuditRetention, "audit-retention", 0, "how long audit events are kept (default 90 days)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	azureFlags(fs, &c.Azure)
+	documentEnv(fs)
+	return cmd
+}
+
+func dbKind(c app.Config) string {
+	if c.Database != "" {
+		return "postgres"
+	}
+	return "sqlite"
+}
