@@ -1,0 +1,243 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/store"
+	"github.com/ekm-dev/ekm/store/sqlstore"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// flakyType is the external key type of flakyDriver.
+const flakyType = "flaky"
+
+// flakyDriver serves local keys whose operations fail on demand: hook runs
+// before every operation ("wrap", "unwrap", "describe") and its error, if
+// any, is returned instead. It is test wiring registered in the test's
+// kms.Registry, not a provider.
+type flakyDriver struct {
+	inner *local.Driver
+	mu    sync.Mutex
+	hook  func(op string) error
+}
+
+func (d *flakyDriver) Type() string { return flakyType }
+func (d *flakyDriver) Check(org string, p kms.Params) (kms.Params, error) {
+	return d.inner.Check(org, p)
+}
+func (d *flakyDriver) Open(org string, p kms.Params) (kms.Provider, error) {
+	inner, err := d.inner.Open(org, p)
+	return &flakyProvider{d: d, inner: inner}, err
+}
+
+func (d *flakyDriver) setHook(h func(op string) error) {
+	d.mu.Lock()
+	d.hook = h
+	d.mu.Unlock()
+}
+
+func (d *flakyDriver) before(op string) error {
+	d.mu.Lock()
+	h := d.hook
+	d.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	return h(op)
+}
+
+type flakyProvider struct {
+	d     *flakyDriver
+	inner kms.Provider
+}
+
+func (p *flakyProvider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
+	if err := p.d.before("wrap"); err != nil {
+		return kms.Wrapped{}, err
+	}
+	return p.inner.Wrap(ctx, pt)
+}
+func (p *flakyProvider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
+	if err := p.d.before("unwrap"); err != nil {
+		return nil, err
+	}
+	return p.inner.Unwrap(ctx, w)
+}
+func (p *flakyProvider) Describe(ctx context.Context) (kms.KeyInfo, error) {
+	if err := p.d.before("describe"); err != nil {
+		return kms.KeyInfo{}, err
+	}
+	return p.inner.Describe(ctx)
+}
+
+var (
+	errRevoked = &kms.Error{Class: kms.Revoked, Code: "permission_denied", Step: "grant_key_permissions", Message: "ekm may no longer use the key"}
+	errOutage  = &kms.Error{Class: kms.Outage, Code: "kms_unavailable", Message: "the KMS answered 503"}
+)
+
+type env struct {
+	t     *testing.T
+	st    store.Store
+	kr    *keyring.Keyring
+	srv   *httptest.Server
+	clk   *clock
+	flaky *flakyDriver
+}
+
+const testMaxBody = 8 << 10
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "ekm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	flaky := &flakyDriver{inner: local.NewDriver(secret.New())}
+	reg := kms.NewRegistry(local.NewDriver(secret.New()), flaky)
+	kr := keyring.New(keyring.Config{Store: st, Registry: reg, Now: clk.Now,
+		Default: keyring.DefaultKey{Type: "local", Params: kms.Params{"local_key_id": "default"}}})
+	mux := http.NewServeMux()
+	mux.Handle("/v1/organization/", New(Deps{Store: st, Keyring: kr, Now: clk.Now, MaxBodyBytes: testMaxBody, ValidateTimeout: 10 * time.Second}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &env{t: t, st: st, kr: kr, srv: srv, clk: clk, flaky: flaky}
+}
+
+// org creates an org and returns it, its admin key and an SDK client.
+func (e *env) org(name string) (store.Org, string, openai.Client) {
+	e.t.Helper()
+	o, key, err := CreateOrg(context.Background(), e.st, name, e.clk.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return o, key, e.client(key)
+}
+
+func (e *env) client(key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(e.srv.URL+"/v1/"), option.WithAdminAPIKey(key),
+		option.WithMaxRetries(0), option.WithHTTPClient(e.srv.Client()))
+}
+
+// resp is a raw HTTP answer.
+type resp struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+	Raw    string
+}
+
+// errField returns error.<name> of an error answer ("" when absent).
+func (r resp) errField(name string) string {
+	eo, _ := r.Body["error"].(map[string]any)
+	s, _ := eo[name].(string)
+	return s
+}
+
+// do sends a raw request with an admin key ("" = none).
+func (e *env) do(key, method, path, body string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := resp{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &out.Body); err != nil {
+			e.t.Fatalf("%s %s: answer is not a JSON object: %q", method, path, raw)
+		}
+	}
+	return out
+}
+
+// registerLocal registers a local key with raw JSON (the type is ekm's own,
+// not in the SDK's union) and decodes the answer with the SDK's type.
+func (e *env) registerLocal(c openai.Client, name string) openai.ExternalKey {
+	e.t.Helper()
+	var ek openai.ExternalKey
+	err := c.Post(context.Background(), "organization/external_keys", map[string]any{"type": "local", "name": name}, &ek)
+	if err != nil {
+		e.t.Fatalf("register local key: %v", err)
+	}
+	return ek
+}
+
+// apiErr asserts err is an API error with status and returns it.
+func apiErr(t *testing.T, err error, status int) *openai.Error {
+	t.Helper()
+	var ae *openai.Error
+	if !errors.As(err, &ae) {
+		t.Fatalf("want API error %d, got %v", status, err)
+	}
+	if ae.StatusCode != status {
+		t.Fatalf("want status %d, got %d: %s", status, ae.StatusCode, ae.RawJSON())
+	}
+	return ae
+}
+
+// auditTypes lists an org's event types, oldest first.
+func (e *env) auditTypes(orgID string) []string {
+	e.t.Helper()
+	evs, err := e.st.ListAudit(context.Background(), orgID, store.AuditFilter{Limit: 1000})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[len(evs)-1-i] = ev.Type
+	}
+	return out
+}
