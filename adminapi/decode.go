@@ -179,7 +179,7 @@ var keyTypes = map[string][]keyField{
 	"gcp": {{"audience", maxLong, true}, {"kms_key_location", maxShort, true}, {"kms_key_name", maxShort, true},
 		{"kms_key_ring_name", maxShort, true}, {"kms_project_id", maxShort, true}, {"workload_identity_pool_id", maxShort, true},
 		{"workload_identity_project_number", maxShort, true}, {"workload_identity_provider_id", maxShort, true}, {"kms_key_version", maxShort, false}},
-	"oci":   {{"key_ocid", maxLong, true}, {"region", maxShort, true}, {"vault_ocid", maxLong, true}, {"key_version_ocid", maxLong, false}},
+	"oci": {{"key_ocid", maxLong, true}, {"region", maxShort, true}, {"vault_ocid", maxLong, true}, {"key_version_ocid", maxLong, false}},
 	// local_key_id is not accepted: the server always picks a fresh random
 	// one, because local KEKs are derived from the id alone and a chosen id
 	// could name another org's (or the operator's default) local KEK.
