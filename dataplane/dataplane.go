@@ -1,0 +1,213 @@
+// Package dataplane serves the project-scoped data APIs: the OpenAI-compatible
+// Files API (/v1/files…) and the crypto API (/v1/crypto/…). Both are
+// authenticated by a project API key and only ever touch that key's project.
+//
+// Everything customer-provided is stored encrypted under the project's key
+// (docs/DATA.md lists exactly what is and is not encrypted). When the
+// project's customer key cannot be used, requests fail with a specific error
+// code (customer_key_unavailable or customer_key_temporarily_unavailable)
+// and never fall back to anything else.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/auth"
+	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/store"
+)
+
+// Defaults for Deps' limits.
+const (
+	DefaultMaxFileBytes = 512 << 20
+	DefaultMaxBodyBytes = 4 << 20
+)
+
+// Deps are the data plane's collaborators and limits.
+type Deps struct {
+	Store   store.Store
+	Keyring *keyring.Keyring
+	Blobs   blob.Store
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// MaxFileBytes bounds an uploaded file's size (default 512 MiB).
+	MaxFileBytes int64
+	// MaxBodyBytes bounds crypto API request bodies (default 4 MiB).
+	MaxBodyBytes int64
+}
+
+type server struct {
+	Deps
+}
+
+// New returns the handler of /v1/files… and /v1/crypto/…, authenticated by
+// project API keys.
+func New(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.MaxFileBytes <= 0 {
+		d.MaxFileBytes = DefaultMaxFileBytes
+	}
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	s := &server{Deps: d}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/files", s.uploadFile)
+	mux.HandleFunc("GET /v1/files", s.listFiles)
+	mux.HandleFunc("GET /v1/files/{id}", s.getFile)
+	mux.HandleFunc("DELETE /v1/files/{id}", s.deleteFile)
+	mux.HandleFunc("GET /v1/files/{id}/content", s.fileContent)
+	mux.HandleFunc("POST /v1/crypto/encrypt", s.encrypt)
+	mux.HandleFunc("POST /v1/crypto/decrypt", s.decrypt)
+	mux.HandleFunc("POST /v1/crypto/rewrap", s.rewrap)
+	mux.HandleFunc("POST /v1/crypto/datakey/plaintext", s.datakey(true))
+	mux.HandleFunc("POST /v1/crypto/datakey/wrapped", s.datakey(false))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierr.Write(w, apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Unknown request URL: %s %s.", r.Method, r.URL.Path))
+	})
+	onErr := func(r *http.Request, err error) {
+		d.Logger.Error("authenticating request", "path", r.URL.Path, "err", err)
+	}
+	return auth.Middleware(d.Store, store.KindProject, onErr)(mux)
+}
+
+// Error codes specific to the data plane (documented in docs/API.md).
+const (
+	CodeKeyUnavailable            = "customer_key_unavailable"
+	CodeKeyTemporarilyUnavailable = "customer_key_temporarily_unavailable"
+	CodeProjectArchived           = "project_archived"
+)
+
+// keyRetryAfter is the Retry-After hint for outage-class key failures.
+const keyRetryAfter = 30
+
+// scope is the authenticated caller's project.
+type scope struct {
+	OrgID, ProjectID string
+	Project          store.Project
+}
+
+// project resolves the request's project and refuses archived ones.
+func (s *server) project(r *http.Request) (scope, error) {
+	k, ok := auth.From(r.Context())
+	if !ok || k.Kind != store.KindProject || k.ProjectID == "" {
+		return scope{}, apierr.Unauthorized("A project API key is required.")
+	}
+	p, err := s.Store.GetProject(r.Context(), k.OrgID, k.ProjectID)
+	if errors.Is(err, store.ErrNotFound) {
+		return scope{}, apierr.Unauthorized("The project of this API key no longer exists.")
+	}
+	if err != nil {
+		return scope{}, fmt.Errorf("loading project: %w", err)
+	}
+	if p.ArchivedAt != nil {
+		return scope{}, apierr.New(http.StatusForbidden, "invalid_request_error", CodeProjectArchived, "", "Project %s is archived; its data cannot be read or written.", p.ID)
+	}
+	return scope{OrgID: k.OrgID, ProjectID: k.ProjectID, Project: p}, nil
+}
+
+// keyError maps a key-use failure to the API error callers see. Only
+// UnavailableError carries a customer-safe message; anything else is logged
+// by fail and answered as a generic 500.
+func keyError(err error) (*apierr.Error, bool) {
+	var u *keyring.UnavailableError
+	if !errors.As(err, &u) {
+		return nil, false
+	}
+	if u.Class == kms.Revoked {
+		return apierr.New(http.StatusForbidden, "invalid_request_error", CodeKeyUnavailable, "",
+			"The customer-managed key of this project is unavailable (%s): %s", u.Code, u.Message), true
+	}
+	e := apierr.New(http.StatusServiceUnavailable, "server_error", CodeKeyTemporarilyUnavailable, "",
+		"The customer-managed key of this project is temporarily unavailable (%s): %s Retry later.", u.Code, u.Message)
+	e.RetryAfter = keyRetryAfter
+	return e, true
+}
+
+// fail writes err: API errors as they are, key failures mapped, anything
+// else logged and answered as a generic 500.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		apierr.Write(w, ae)
+		return
+	}
+	if ke, ok := keyError(err); ok {
+		s.Logger.Warn("customer key unavailable", "path", r.URL.Path, "err", err)
+		apierr.Write(w, ke)
+		return
+	}
+	if r.Context().Err() != nil {
+		// The client is gone; nobody reads the answer.
+		return
+	}
+	s.Logger.Error("data plane request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	apierr.Write(w, apierr.Internal())
+}
+
+// keys fetches project key versions for one request, at most once each,
+// and zeroes them at the end of the request.
+type keys struct {
+	kr        *keyring.Keyring
+	ctx       context.Context
+	org, proj string
+	byVersion map[uint32]secret.Key
+}
+
+func (s *server) keys(ctx context.Context, sc scope) *keys {
+	return &keys{kr: s.Keyring, ctx: ctx, org: sc.OrgID, proj: sc.ProjectID, byVersion: map[uint32]secret.Key{}}
+}
+
+// errNoSuchVersion: a ciphertext names a key version the project never had.
+var errNoSuchVersion = errors.New("no such project key version")
+
+// get is an envelope.KeyFunc.
+func (k *keys) get(v uint32) (secret.Key, error) {
+	if key, ok := k.byVersion[v]; ok {
+		return key, nil
+	}
+	if v == 0 || v > math.MaxInt32 {
+		return secret.Key{}, errNoSuchVersion
+	}
+	key, err := k.kr.Key(k.ctx, k.org, k.proj, int(v))
+	if errors.Is(err, store.ErrNotFound) {
+		return secret.Key{}, errNoSuchVersion
+	}
+	if err != nil {
+		return secret.Key{}, err
+	}
+	k.byVersion[v] = key
+	return key, nil
+}
+
+// current returns the version new data is written under and its key.
+func (k *keys) current(sc scope) (uint32, secret.Key, error) {
+	v := sc.Project.CurrentKeyVersion
+	if v <= 0 || v > math.MaxInt32 {
+		return 0, secret.Key{}, fmt.Errorf("project %s has invalid current key version %d", sc.ProjectID, v)
+	}
+	key, err := k.get(uint32(v))
+	return uint32(v), key, err
+}
+
+func (k *keys) zero() {
+	for _, key := range k.byVersion {
+		key.Zero()
+	}
+	clear(k.byVersion)
+}
