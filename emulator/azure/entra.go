@@ -346,9 +346,11 @@ func (e *Emulator) checkAssertion(a *app, assertion, host, tid string, now time.
 	}
 	if jti := tok.str("jti"); jti != "" {
 		k := a.ClientID + "|" + truncate(jti, 128)
-		for id, x := range e.jti { // prune: bounded by assertions seen in the last exp window
-			if now.Unix() > x+int64(clockSkew/time.Second) {
-				delete(e.jti, id)
+		if len(e.jti) > 1024 { // prune expired ids only when the cache grows
+			for id, x := range e.jti {
+				if now.Unix() > x+int64(clockSkew/time.Second) {
+					delete(e.jti, id)
+				}
 			}
 		}
 		if _, seen := e.jti[k]; seen {

@@ -200,3 +200,8 @@ func mustPEMBlock(t *testing.T, b []byte) []byte {
 var mgmtScope = policy.TokenRequestOptions{Scopes: []string{"https://management.azure.com/.default"}}
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func newSecretCredForBench(e *Emulator, tenantID string, a AppCredentials) (*azidentity.ClientSecretCredential, error) {
+	return azidentity.NewClientSecretCredential(tenantID, a.ClientID, a.ClientSecret,
+		&azidentity.ClientSecretCredentialOptions{ClientOptions: sdkOpts(e)})
+}

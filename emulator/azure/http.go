@@ -92,6 +92,14 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	svc, host, vaultName, resource := classify(r.Host)
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	start := time.Now()
+	defer func() {
+		// Paths hold only resource names; tokens and bodies are never logged.
+		e.log.Debug("azure emulator request", "method", r.Method, "host", host, "path", truncate(r.URL.Path, 256),
+			"status", sw.status, "duration", time.Since(start))
+	}()
 	switch svc {
 	case svcLogin:
 		e.serveLogin(w, r, host)
@@ -498,4 +506,24 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// statusWriter records the response status for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
 }

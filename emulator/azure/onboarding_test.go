@@ -61,7 +61,7 @@ func TestOnboardingRawHTTP(t *testing.T) {
 		t.Fatalf("rg: %d %v", status, m)
 	}
 	status, v, _ := call(t, e, http.MethodPut, vaultID+"?api-version=2023-07-01", mt, map[string]any{
-		"location": "westeurope",
+		"location":   "westeurope",
 		"properties": map[string]any{"tenantId": tn.ID, "sku": map[string]string{"family": "A", "name": "standard"}, "enableRbacAuthorization": true},
 	})
 	if status != 200 || v["properties"].(map[string]any)["vaultUri"] != "https://custvault.vault.azure.net/" {
