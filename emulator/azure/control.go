@@ -157,6 +157,72 @@ func (e *Emulator) CreateVault(tenantID, rgName, name string) (string, error) {
 	return "https://" + ln + ".vault.azure.net/", e.saveLocked()
 }
 
+// DeleteServicePrincipal removes a service principal (what revoking
+// consent does); new token requests then fail with AADSTS700016.
+func (e *Emulator) DeleteServicePrincipal(tenantID, objectID string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.lookupTenant(tenantID)
+	if t == nil {
+		return fmt.Errorf("tenant %q not found", tenantID)
+	}
+	sp := t.SPs[strings.ToLower(objectID)]
+	if sp == nil {
+		return fmt.Errorf("service principal %q not found", objectID)
+	}
+	delete(t.SPs, sp.ID)
+	return e.saveLocked()
+}
+
+// CreateKey creates a key (or a new version) directly in a vault, for test
+// set-up: kty "RSA"/"RSA-HSM" with size 2048/3072/4096 (0 = 2048), or
+// "EC"/"EC-HSM" (P-256). It returns the versioned key id.
+func (e *Emulator) CreateKey(vaultName, keyName, kty string, size int) (string, error) {
+	if !keyNameRE.MatchString(keyName) {
+		return "", fmt.Errorf("invalid key name %q", keyName)
+	}
+	req := createReq{Kty: kty}
+	if size != 0 && !strings.HasPrefix(kty, "EC") {
+		req.KeySize = &size
+	}
+	kv, err := newVersion(req, e.clock.Now())
+	if err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v := e.st.Vaults[strings.ToLower(vaultName)]
+	if v == nil {
+		return "", fmt.Errorf("vault %q not found", vaultName)
+	}
+	ln := strings.ToLower(keyName)
+	if v.Deleted[ln] != nil {
+		return "", fmt.Errorf("key %q is deleted but recoverable", keyName)
+	}
+	k := v.Keys[ln]
+	if k == nil {
+		k = &key{Name: keyName}
+		v.Keys[ln] = k
+	}
+	k.Versions = append(k.Versions, kv)
+	return "https://" + v.Name + ".vault.azure.net/keys/" + k.Name + "/" + kv.Version, e.saveLocked()
+}
+
+// RemoveRoleAssignment deletes a role assignment by id.
+func (e *Emulator) RemoveRoleAssignment(tenantID, assignmentID string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.lookupTenant(tenantID)
+	if t == nil {
+		return fmt.Errorf("tenant %q not found", tenantID)
+	}
+	if t.RoleAssignments[strings.ToLower(assignmentID)] == nil {
+		return fmt.Errorf("role assignment %q not found", assignmentID)
+	}
+	delete(t.RoleAssignments, strings.ToLower(assignmentID))
+	return e.saveLocked()
+}
+
 // AssignRole creates a role assignment (as the ARM onboarding step does).
 // scope is an ARM scope string; roleDefinitionID a guid or full id.
 func (e *Emulator) AssignRole(tenantID, scope, roleDefinitionID, principalID string) (string, error) {

@@ -145,6 +145,9 @@ type Emulator struct {
 	faults   faults
 	limiter  limiter
 
+	clientOnce sync.Once
+	client     *http.Client
+
 	srv  *http.Server
 	ln   net.Listener
 	done chan struct{}
@@ -210,7 +213,8 @@ func New(opts Options) (*Emulator, error) {
 }
 
 func (e *Emulator) freshState() (*state, error) {
-	now := e.clock.Now()
+	// Certificates are checked by real clocks, not the emulator's.
+	now := time.Now()
 	st := &state{Version: stateVersion, Settings: DefaultSettings()}
 	st.normalize()
 	var err error
@@ -288,7 +292,7 @@ func (e *Emulator) Start() error {
 	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() && !ta.IP.IsLoopback() {
 		ips = append(ips, ta.IP)
 	}
-	certDER, certKey, err := newServerCert(e.caCert, e.caKey, ips, e.opts.Now())
+	certDER, certKey, err := newServerCert(e.caCert, e.caKey, ips, time.Now())
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("azure emulator: server certificate: %w", err)
@@ -394,12 +398,16 @@ func (e *Emulator) CAFile() string {
 // HTTPClient returns a client that dials the emulator for every host and
 // trusts its CA, the same client production code builds with
 // dialoverride.NewClient(e.Addr(), e.CAFile()).
+// The client is created once, so connections are reused.
 func (e *Emulator) HTTPClient() *http.Client {
-	c, err := dialoverride.NewClientFromPEM(e.dialAddr(), e.CAPEM())
-	if err != nil {
-		panic("azure emulator: " + err.Error()) // our own address and CA are always valid
-	}
-	return c
+	e.clientOnce.Do(func() {
+		c, err := dialoverride.NewClientFromPEM(e.dialAddr(), e.CAPEM())
+		if err != nil {
+			panic("azure emulator: " + err.Error()) // our own address and CA are always valid
+		}
+		e.client = c
+	})
+	return e.client
 }
 
 // App returns the credentials of the emulated multi-tenant application.

@@ -181,7 +181,19 @@ func (e *Emulator) token(w http.ResponseWriter, r *http.Request, host, tenantSeg
 		e.entraError(w, http.StatusBadRequest, "invalid_request", 900144, "The request body must be a valid application/x-www-form-urlencoded form.")
 		return
 	}
-	resp, ee := e.issueAppToken(r.PostForm, host, tenantSeg)
+	form := r.PostForm
+	// RFC 6749 section 2.3.1: the secret may come in HTTP Basic auth.
+	if id, secret, ok := r.BasicAuth(); ok {
+		id, err1 := url.QueryUnescape(id)
+		secret, err2 := url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil || (form.Get("client_id") != "" && form.Get("client_id") != id) {
+			e.entraError(w, http.StatusUnauthorized, "invalid_client", 7000218, "The client_id in the Authorization header does not match the request body.")
+			return
+		}
+		form.Set("client_id", id)
+		form.Set("client_secret", secret)
+	}
+	resp, ee := e.issueAppToken(form, host, tenantSeg)
 	if ee != nil {
 		e.entraError(w, ee.status, ee.name, ee.code, ee.msg)
 		return

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 )
@@ -51,9 +52,18 @@ func TestOnboardingRawHTTP(t *testing.T) {
 	if status, m, _ := call(t, e, http.MethodGet, graph+"?$filter=appId%20eq%20'"+app.ClientID+"'", gt, nil); status != 200 || len(m["value"].([]any)) != 1 {
 		t.Fatalf("filter: %d %v", status, m)
 	}
-	// The app's own token is not an admin token.
+	// An ARM token is refused by Graph, and the app's own Graph token is
+	// not an admin token.
 	if status, m, _ := call(t, e, http.MethodGet, graph, mt, nil); status != 401 {
 		t.Fatalf("ARM token on Graph: %d %v", status, m)
+	}
+	appTok, err := secretCred(t, e, tn.ID).GetToken(ctx, graphScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, m, _ := call(t, e, http.MethodPost, graph, appTok.Token, map[string]string{"appId": app.ClientID}); status != 403 ||
+		m["error"].(map[string]any)["code"] != "Authorization_RequestDenied" {
+		t.Fatalf("app token on Graph: %d %v", status, m)
 	}
 
 	// Step 2: resource group and RBAC vault via ARM.
@@ -238,3 +248,5 @@ func TestARMAuthorization(t *testing.T) {
 func asAuthFailed(err error, target **azidentity.AuthenticationFailedError) bool {
 	return errorsAs(err, target)
 }
+
+var graphScope = policy.TokenRequestOptions{Scopes: []string{"https://graph.microsoft.com/.default"}}
