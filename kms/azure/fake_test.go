@@ -198,7 +198,9 @@ func (f *fakeAzure) serveEntra(w http.ResponseWriter, r *http.Request) {
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-func (f *fakeAzure) kid(v string) string { return "https://ekmtest.vault.azure.net/keys/" + fakeKey + "/" + v }
+func (f *fakeAzure) kid(v string) string {
+	return "https://ekmtest.vault.azure.net/keys/" + fakeKey + "/" + v
+}
 
 func (f *fakeAzure) serveKV(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Authorization") == "" {
