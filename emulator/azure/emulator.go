@@ -170,6 +170,11 @@ func New(opts Options) (*Emulator, error) {
 	if opts.AdminTokenLifetime == 0 {
 		opts.AdminTokenLifetime = 24 * time.Hour
 	}
+	if opts.Settings != nil {
+		if err := opts.Settings.validate(); err != nil {
+			return nil, fmt.Errorf("azure emulator: settings: %w", err)
+		}
+	}
 	e := &Emulator{opts: opts, clock: &clock{base: opts.Now}, jti: map[string]int64{}}
 	e.log = opts.Logger
 	if e.log == nil {
