@@ -77,6 +77,15 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("POST /v1/crypto/rewrap", s.rewrap)
 	mux.HandleFunc("POST /v1/crypto/datakey/plaintext", s.datakey(true))
 	mux.HandleFunc("POST /v1/crypto/datakey/wrapped", s.datakey(false))
+	// Known paths with another method: 405; anything else: 404. Both in
+	// the API's JSON error shape.
+	notAllowed := func(w http.ResponseWriter, r *http.Request) {
+		apierr.Write(w, apierr.New(http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", "", "Method %s is not allowed on %s.", r.Method, r.URL.Path))
+	}
+	for _, p := range []string{"/v1/files", "/v1/files/{id}", "/v1/files/{id}/content", "/v1/crypto/encrypt", "/v1/crypto/decrypt",
+		"/v1/crypto/rewrap", "/v1/crypto/datakey/plaintext", "/v1/crypto/datakey/wrapped"} {
+		mux.HandleFunc(p, notAllowed)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Unknown request URL: %s %s.", r.Method, r.URL.Path))
 	})

@@ -409,6 +409,15 @@ func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 	defer ks.zero()
 	for i := range files {
 		name, err := s.fileName(ks, &files[i])
+		var ae *apierr.Error
+		if errors.As(err, &ae) && ae.Code == "file_corrupted" {
+			// One damaged record must not hide the rest of the list.
+			o := toObject(&files[i], "")
+			details := "The stored file name failed its integrity check."
+			o.Status, o.StatusDetails = "error", &details
+			out.Data = append(out.Data, o)
+			continue
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return

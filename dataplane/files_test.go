@@ -514,6 +514,23 @@ func TestTamperAndTruncation(t *testing.T) {
 	env.Store.CreateFile(ctx, rec2)
 	_, err := c.Files.Get(ctx, swapped.ID)
 	apiErr(t, err, 500, "file_corrupted")
+	// The list still works and flags that one file.
+	page, err := c.Files.List(ctx, openai.FileListParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagged := 0
+	for _, o := range page.Data {
+		if o.Status == "error" {
+			flagged++
+			if o.ID != swapped.ID || o.Filename != "" || o.StatusDetails == "" {
+				t.Fatalf("flagged: %s", o.RawJSON())
+			}
+		}
+	}
+	if flagged != 1 {
+		t.Fatalf("%d files flagged", flagged)
+	}
 }
 
 func TestKeyUnavailable(t *testing.T) {
@@ -568,6 +585,18 @@ func TestUnknownRoute(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 404 || res.Header.Get("Content-Type") != "application/json" {
 		t.Fatal(fmt.Sprint(res.StatusCode, res.Header))
+	}
+	for _, c := range [][2]string{{"PUT", "/v1/files"}, {"POST", "/v1/files/file-x"}, {"GET", "/v1/crypto/encrypt"}} {
+		req, _ := http.NewRequest(c[0], env.URL+c[1], nil)
+		req.Header.Set("Authorization", "Bearer "+p.APIKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 405 {
+			t.Errorf("%s %s: %d", c[0], c[1], res.StatusCode)
+		}
 	}
 }
 
