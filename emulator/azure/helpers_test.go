@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,4 +205,22 @@ func errorsAs(err error, target any) bool { return errors.As(err, target) }
 func newSecretCredForBench(e *Emulator, tenantID string, a AppCredentials) (*azidentity.ClientSecretCredential, error) {
 	return azidentity.NewClientSecretCredential(tenantID, a.ClientID, a.ClientSecret,
 		&azidentity.ClientSecretCredentialOptions{ClientOptions: sdkOpts(e)})
+}
+
+// syncWriter serialises writes from server goroutines for the log test.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }

@@ -323,7 +323,7 @@ func (e *Emulator) authorizeKV(w http.ResponseWriter, v *vault, p *principal, rt
 	defer e.mu.RUnlock()
 	t := e.st.Tenants[v.TenantID]
 	res := v.resourceID()
-	if rt.name != "" && !strings.HasPrefix(rt.op, "kv.list") {
+	if rt.name != "" { // key-level operations, including listing a key's versions
 		res += "/keys/" + rt.name
 		if strings.Contains(rt.action, "deletedKeys") {
 			res = v.resourceID() + "/deletedkeys/" + rt.name
