@@ -1,0 +1,121 @@
+package adminapi
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/ids"
+)
+
+// Seed corpora live in testdata/fuzz/<FuzzName>/.
+
+// badRequest asserts a decoder error is a 400 in OpenAI's shape.
+func badRequest(t *testing.T, err error) {
+	t.Helper()
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Message == "" {
+		t.Fatalf("decoder error is not a 400 API error: %#v", err)
+	}
+	if p, ok := ae.Param.(string); ok && utf8.RuneCountInString(p) > maxID+1 {
+		t.Fatalf("param echoes too much input: %q", p)
+	}
+}
+
+func checkName(t *testing.T, s string) {
+	t.Helper()
+	if strings.TrimSpace(s) == "" || utf8.RuneCountInString(s) > maxName {
+		t.Fatalf("accepted name %q", s)
+	}
+}
+
+func FuzzDecodeExternalKeyCreate(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := decodeExternalKeyCreate(b)
+		if err != nil {
+			badRequest(t, err)
+			return
+		}
+		if !typeRE.MatchString(req.Type) || req.Purpose != purposeEKM {
+			t.Fatalf("accepted type %q purpose %q", req.Type, req.Purpose)
+		}
+		checkName(t, req.Name)
+		fields, known := keyTypes[req.Type]
+		for k, v := range req.Params {
+			if v == "" || utf8.RuneCountInString(v) > maxLong || k == "type" || k == "name" || k == "purpose" {
+				t.Fatalf("accepted param %q=%q", k, v)
+			}
+			if known && !isField(req.Type, k) {
+				t.Fatalf("accepted unknown field %q for %s", k, req.Type)
+			}
+		}
+		for _, fd := range fields {
+			if fd.required && req.Params[fd.name] == "" {
+				t.Fatalf("accepted %s without %s", req.Type, fd.name)
+			}
+		}
+	})
+}
+
+func FuzzDecodeProjectBodies(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if req, err := decodeProjectCreate(b); err != nil {
+			badRequest(t, err)
+		} else {
+			checkName(t, req.Name)
+			if utf8.RuneCountInString(req.ExternalKeyID) > maxID {
+				t.Fatalf("accepted external_key_id %q", req.ExternalKeyID)
+			}
+		}
+		if req, err := decodeProjectUpdate(b); err != nil {
+			badRequest(t, err)
+		} else {
+			if req.Name != nil {
+				checkName(t, *req.Name)
+			}
+			if req.ExternalKeyID != nil && (*req.ExternalKeyID == "" || utf8.RuneCountInString(*req.ExternalKeyID) > maxID) {
+				t.Fatalf("accepted external_key_id %q", *req.ExternalKeyID)
+			}
+		}
+	})
+}
+
+func FuzzParseListQuery(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		if lq, err := parseList(q, prefixProject, true, "include_archived"); err != nil {
+			badRequest(t, err)
+		} else {
+			if lq.Page.Limit < 1 || lq.Page.Limit > maxLimit || (lq.Page.After != "" && !ids.Valid(prefixProject, lq.Page.After)) {
+				t.Fatalf("accepted page %+v", lq.Page)
+			}
+			for k := range lq.Extra {
+				if k != "include_archived" {
+					t.Fatalf("passed through %q", k)
+				}
+			}
+		}
+		if f, err := parseAuditQuery(q); err != nil {
+			badRequest(t, err)
+		} else {
+			if f.Limit < 1 || f.Limit > maxLimit || len(f.Types) > maxFilterValues || len(f.ProjectIDs) > maxFilterValues {
+				t.Fatalf("accepted filter %+v", f)
+			}
+			for _, id := range f.ProjectIDs {
+				if !ids.Valid(prefixProject, id) {
+					t.Fatalf("accepted project id %q", id)
+				}
+			}
+			if (f.After != "" && !ids.Valid(prefixAudit, f.After)) || (f.Before != "" && !ids.Valid(prefixAudit, f.Before)) {
+				t.Fatalf("accepted cursors %q %q", f.After, f.Before)
+			}
+		}
+	})
+}
