@@ -93,6 +93,7 @@ var appCredentialCodes = []int{
 	700024,  // assertion outside its time range
 	700023,  // invalid audience in assertion
 	50012,   // authentication failed (bad assertion / thumbprint)
+	50013,   // assertion signature validation failed
 	70021,   // no matching federated identity credential
 	700211,  // no matching federated identity issuer
 	700212,  // no matching federated identity audience

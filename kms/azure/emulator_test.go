@@ -3,11 +3,16 @@ package azure
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -508,4 +513,60 @@ func TestEmulatorTransient(t *testing.T) {
 		p := c.open(t, emuDriver(t, e, nil)) // fresh driver: must fetch a token
 		checkErr(t, "wrap", func() error { _, err := p.Wrap(ctx, make([]byte, 32)); return err }(), wantErr{kms.Outage, CodeIdentityUnavailable, ""})
 	})
+}
+
+// signRS256 makes a compact JWS, as a Kubernetes OIDC issuer would.
+func signRS256(t *testing.T, k *rsa.PrivateKey, claims map[string]any) string {
+	t.Helper()
+	enc := func(v any) string { b, _ := json.Marshal(v); return base64.RawURLEncoding.EncodeToString(b) }
+	in := enc(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "k1"}) + "." + enc(claims)
+	h := sha256.Sum256([]byte(in))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+func TestEmulatorWorkloadIdentity(t *testing.T) {
+	e := startEmulator(t)
+	const iss, sub = "https://oidc.example.test/cluster-1", "system:serviceaccount:ekm:ekm-server"
+	k := testRSAKey(1)
+	jwks := map[string]any{"keys": []map[string]string{{"kty": "RSA", "kid": "k1",
+		"n": base64.RawURLEncoding.EncodeToString(k.N.Bytes()), "e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes())}}}
+	b, _ := json.Marshal(jwks)
+	if err := e.RegisterIssuer(iss, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddFederatedCredential("", emu.FederatedCredential{Name: "k8s", Issuer: iss, Subject: sub, Audiences: []string{"api://AzureADTokenExchange"}}); err != nil {
+		t.Fatal(err)
+	}
+	token := func(sub string) []byte {
+		now := time.Now()
+		return []byte(signRS256(t, k, map[string]any{"iss": iss, "sub": sub, "aud": "api://AzureADTokenExchange",
+			"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(), "jti": newGUID()}))
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, token(sub), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := emuDriver(t, e, func(c *Config) { c.ClientSecret = ""; c.FederatedTokenFile = file })
+	c := onboard(t, e, onboarding{})
+	p := c.open(t, d)
+	w, err := p.Wrap(context.Background(), make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Unwrap(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+
+	// A projected token for another service account matches no federated
+	// credential: ekm's own problem, not the customer's.
+	if err := os.WriteFile(file, token("system:serviceaccount:other:sa"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c2 := onboard(t, e, onboarding{})
+	_, err = c2.open(t, d).Wrap(context.Background(), make([]byte, 32))
+	checkErr(t, "wrong subject", err, wantErr{kms.Operator, CodeAppCredentialRejected, ""})
 }
