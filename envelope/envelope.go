@@ -5,8 +5,9 @@
 // Every ciphertext starts with a fixed-size, versioned header that records the
 // project key version, a random per-object salt and a key commitment. The
 // per-object data key and the commitment are derived together from the
-// project key with HKDF-SHA256 over the salt, the header and the [Context]
-// (org, project, object and optional caller context, each length-prefixed).
+// project key with HKDF-SHA256 over the header (salt included) and the
+// [Context] (org, project, object and optional caller context, each
+// length-prefixed).
 // The body is AES-256-GCM with the whole header as associated data; streams
 // are cut into 64 KiB segments using the STREAM construction, so truncation,
 // reordering and segment swaps are detected.
@@ -93,7 +94,6 @@ const (
 	HeaderSize    = prefixSize + saltSize + commitSize
 	TagSize       = 16 // AES-GCM tag
 	nonceSize     = 12
-	kdfLabel      = "ekm envelope v1"
 	finalFlag     = 0x01
 	nonFinalFlag  = 0x00
 	okmSize       = 32 + commitSize
@@ -111,11 +111,10 @@ type header struct {
 	raw [HeaderSize]byte
 }
 
-func (h *header) mode() byte          { return h.raw[5] }
-func (h *header) keyVersion() uint32  { return binary.BigEndian.Uint32(h.raw[offKeyVersion:]) }
-func (h *header) salt() []byte        { return h.raw[offSalt : offSalt+saltSize] }
-func (h *header) commitment() []byte  { return h.raw[offCommit : offCommit+commitSize] }
-func (h *header) prefixBytes() []byte { return h.raw[:prefixSize] }
+func (h *header) mode() byte         { return h.raw[5] }
+func (h *header) keyVersion() uint32 { return binary.BigEndian.Uint32(h.raw[offKeyVersion:]) }
+func (h *header) salt() []byte       { return h.raw[offSalt : offSalt+saltSize] }
+func (h *header) commitment() []byte { return h.raw[offCommit : offCommit+commitSize] }
 
 // newHeader builds a header with the given salt and an unset commitment.
 func newHeader(mode byte, keyVersion uint32, salt []byte) header {
@@ -169,11 +168,11 @@ func (c *Context) validate() error {
 	return nil
 }
 
-// appendInfo appends the HKDF info: label, header prefix and the
-// length-prefixed context fields, so no two distinct contexts encode alike.
+// appendInfo appends the HKDF info: the header up to the commitment (magic,
+// version, mode, key version, salt) and the length-prefixed context fields,
+// so no two distinct headers or contexts encode alike.
 func appendInfo(dst []byte, h *header, c *Context) []byte {
-	dst = append(dst, kdfLabel...)
-	dst = append(dst, h.prefixBytes()...)
+	dst = append(dst, h.raw[:offCommit]...)
 	for _, f := range [...]string{c.OrgID, c.ProjectID, c.ObjectID} {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(f)))
 		dst = append(dst, f...)
@@ -183,40 +182,37 @@ func appendInfo(dst []byte, h *header, c *Context) []byte {
 }
 
 // derive computes the data key and commitment for h and c into okm:
-// okm = HKDF-SHA256(ikm=project key, salt=h.salt, info, L=64);
+// okm = HKDF-Expand-SHA256(PRK = project key, info, L = 64);
 // data key = okm[:32], commitment = okm[32:].
 //
-// HKDF and HMAC are written out (RFC 5869/2104 over one-shot sha256.Sum256)
-// instead of using crypto/hkdf because the allocations of crypto/hmac cost
-// more than the hashing for small objects; every intermediate lives on the
-// stack and is wiped. TestHKDFMatchesStdlib checks it against crypto/hkdf.
+// Extract is skipped as RFC 5869 section 3.3 allows for a key that is
+// already uniformly random (project keys come from crypto/rand); the
+// per-object salt is in the info instead. This saves a third of the hashing
+// for small objects.
+//
+// HMAC is written out (RFC 2104 over one-shot sha256.Sum256) instead of using
+// crypto/hkdf because crypto/hmac's allocations cost more than the hashing
+// for small objects; every intermediate lives on the stack and is wiped.
+// TestHKDFMatchesStdlib checks it against crypto/hkdf.Expand.
 func derive(okm *[okmSize]byte, projectKey []byte, h *header, c *Context) {
-	// Extract: PRK = HMAC(salt, project key).
-	var ext [blockSize + secret.Size]byte
-	xorPad(ext[:blockSize], h.salt(), ipadBlock)
-	copy(ext[blockSize:], projectKey)
-	prk := hmacOuter(h.salt(), sha256.Sum256(ext[:]))
-	secret.Wipe(ext[:])
-
-	// Expand, two blocks. buf holds [pad slot | T1 | info | counter]: the
-	// T1 input is buf[32:] (PRK^ipad in buf[32:64+32]) and the T2 input is
-	// all of buf (PRK^ipad in buf[:64], T1 after it).
+	// buf holds [pad slot (64) | T1 slot (32) | info | counter]. The T1
+	// input is buf[32:] (key^ipad in buf[32:96]); the T2 input is all of
+	// buf (key^ipad in buf[:64], T1 after it).
 	var stack [512]byte
 	buf := append(stack[:0], make([]byte, blockSize+sha256.Size)...)
 	buf = appendInfo(buf, h, c)
 	buf = append(buf, 1)
-	xorPad(buf[sha256.Size:blockSize+sha256.Size], prk[:], ipadBlock)
-	t1 := hmacOuter(prk[:], sha256.Sum256(buf[sha256.Size:]))
+	xorPad(buf[sha256.Size:blockSize+sha256.Size], projectKey, ipadBlock)
+	t1 := hmacOuter(projectKey, sha256.Sum256(buf[sha256.Size:]))
 	copy(okm[:32], t1[:])
 
-	xorPad(buf[:blockSize], prk[:], ipadBlock)
+	xorPad(buf[:blockSize], projectKey, ipadBlock)
 	copy(buf[blockSize:], t1[:])
 	buf[len(buf)-1] = 2
-	t2 := hmacOuter(prk[:], sha256.Sum256(buf))
+	t2 := hmacOuter(projectKey, sha256.Sum256(buf))
 	copy(okm[32:], t2[:])
 
 	secret.Wipe(buf)
-	secret.Wipe(prk[:])
 	secret.Wipe(t1[:])
 	secret.Wipe(t2[:])
 }

@@ -4,8 +4,7 @@
 import hmac, hashlib, struct
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-def hkdf(ikm, salt, info, L):
-    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+def hkdf_expand(prk, info, L):
     out, t, i = b"", b"", 1
     while len(out) < L:
         t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
@@ -16,8 +15,8 @@ def lp(b): return struct.pack(">I", len(b)) + b
 
 def seal(key, salt, mode, kv, org, proj, obj, caller, pt):
     prefix = b"ekme" + bytes([1, mode]) + struct.pack(">I", kv)
-    info = b"ekm envelope v1" + prefix + lp(org) + lp(proj) + lp(obj) + lp(caller)
-    okm = hkdf(key, salt, info, 64)
+    info = prefix + salt + lp(org) + lp(proj) + lp(obj) + lp(caller)
+    okm = hkdf_expand(key, info, 64)
     dk, commit = okm[:32], okm[32:]
     header = prefix + salt + commit
     g = AESGCM(dk)
