@@ -92,7 +92,7 @@ func (a *api) createExternalKey(w http.ResponseWriter, r *http.Request) error {
 	info, err := a.kr.Validate(ctx, &ek)
 	cancel()
 	if err != nil {
-		return kmsFailure(err, "")
+		return kmsFailure(err, stepParam(err, req.Type))
 	}
 	ek.Status, ek.StatusAt, ek.CurrentKEKVersion = store.StatusValid, now, info.CurrentVersion
 	config := map[string]any{"type": ek.Type, "name": ek.Name, "purpose": ek.Purpose}

@@ -101,3 +101,12 @@ func checkFailure(err error, typ string) error {
 func isField(typ, name string) bool {
 	return slices.ContainsFunc(keyTypes[typ], func(f keyField) bool { return f.name == name })
 }
+
+// stepParam names the registration field a live failure points at, when
+// the driver's step is a field of typ (e.g. tenant_id), else "".
+func stepParam(err error, typ string) string {
+	if d, ok := diagnose(err); ok && isField(typ, d.Step) {
+		return d.Step
+	}
+	return ""
+}

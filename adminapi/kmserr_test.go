@@ -1,0 +1,58 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+)
+
+func TestKMSErrorMapping(t *testing.T) {
+	tenant := &kms.Error{Class: kms.Invalid, Code: "invalid_tenant_id", Step: "tenant_id", Message: "tenant_id must be a GUID"}
+	if got := stepParam(tenant, "azure"); got != "tenant_id" {
+		t.Fatalf("stepParam(tenant_id) = %q", got)
+	}
+	if got := stepParam(&kms.Error{Class: kms.Revoked, Code: "role_missing", Step: "4"}, "azure"); got != "" {
+		t.Fatalf("stepParam(onboarding step) = %q", got)
+	}
+	// A driver's Check error naming a field becomes that param, not a step.
+	var ke *kmsAPIError
+	if err := checkFailure(tenant, "azure"); !errors.As(err, &ke) || ke.api.Param != "tenant_id" || ke.Step != "" || ke.api.Status != 400 || ke.api.Code != "invalid_tenant_id" {
+		t.Fatalf("checkFailure: %#v", err)
+	}
+	// Errors that are not from the KMS stay internal.
+	plain := errors.New("database is down")
+	if err := kmsFailure(plain, "x"); err != plain {
+		t.Fatalf("kmsFailure(plain) = %v", err)
+	}
+	if err := checkFailure(plain, "local"); err != plain {
+		t.Fatalf("checkFailure(plain) = %v", err)
+	}
+	cases := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{&keyring.UnavailableError{Class: kms.Revoked, Code: "key_disabled", Message: "m", Err: &kms.Error{Step: "3"}}, 400, "key_disabled"},
+		{&keyring.UnavailableError{Class: kms.Outage, Code: "kms_timeout", Message: "m"}, 503, "kms_timeout"},
+		{fmt.Errorf("wrap: %w", context.DeadlineExceeded), 503, "kms_timeout"},
+		{&kms.Error{Class: kms.Operator, Code: "ekm_misconfigured", Message: "m"}, 500, "ekm_misconfigured"},
+	}
+	for _, tc := range cases {
+		var ae *apierr.Error
+		if err := kmsFailure(tc.err, "external_key_id"); !errors.As(err, &ae) || ae.Status != tc.status || ae.Code != tc.code {
+			t.Errorf("%v → %#v", tc.err, err)
+		}
+		if tc.status == http.StatusServiceUnavailable && ae.RetryAfter == 0 {
+			t.Errorf("%v: no Retry-After", tc.err)
+		}
+	}
+	if err := kmsFailure(cases[0].err, ""); !errors.As(err, &ke) || ke.Step != "3" {
+		t.Fatalf("step lost: %#v", err)
+	}
+}
