@@ -40,7 +40,7 @@ var allDataActions = []string{
 }
 
 // clearAzureEnv keeps a developer's Azure environment out of the tests.
-func clearAzureEnv(t *testing.T) {
+func clearAzureEnv(t testing.TB) {
 	for _, k := range []string{"AZURE_AUTHORITY_HOST", "AZURE_REGIONAL_AUTHORITY_NAME", "AZURE_IDENTITY_DISABLE_CP1",
 		"AZURE_ADDITIONALLY_ALLOWED_TENANTS", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
 		"AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_CERTIFICATE_PATH", "SSL_CERT_FILE"} {
@@ -48,7 +48,7 @@ func clearAzureEnv(t *testing.T) {
 	}
 }
 
-func startEmulator(t *testing.T) *emu.Emulator {
+func startEmulator(t testing.TB) *emu.Emulator {
 	t.Helper()
 	clearAzureEnv(t)
 	e, err := emu.New(emu.Options{})
@@ -64,7 +64,7 @@ func startEmulator(t *testing.T) *emu.Emulator {
 
 // customer is one onboarded customer tenant in the emulator.
 type customer struct {
-	t       *testing.T
+	t       testing.TB
 	e       *emu.Emulator
 	tenant  emu.Tenant
 	spID    string
@@ -101,7 +101,7 @@ func newGUID() string {
 
 // onboard performs the customer's onboarding steps over raw Graph/ARM calls
 // with the tenant admin's tokens, and creates the key on the data plane.
-func onboard(t *testing.T, e *emu.Emulator, o onboarding) *customer {
+func onboard(t testing.TB, e *emu.Emulator, o onboarding) *customer {
 	t.Helper()
 	tn, err := e.CreateTenant()
 	if err != nil {
@@ -229,7 +229,7 @@ func (s adminToken) GetToken(context.Context, policy.TokenRequestOptions) (azcor
 
 func ptr[T any](v T) *T { return &v }
 
-func emuDriver(t *testing.T, e *emu.Emulator, mod func(*Config)) *Driver {
+func emuDriver(t testing.TB, e *emu.Emulator, mod func(*Config)) *Driver {
 	t.Helper()
 	a := e.App()
 	cfg := Config{ClientID: a.ClientID, ClientSecret: a.ClientSecret, HTTPClient: e.HTTPClient(),
@@ -248,7 +248,7 @@ func (c *customer) params() kms.Params {
 	return kms.Params{ParamTenantID: c.tenant.ID, ParamVaultURI: c.vaultURL(), ParamKeyName: c.keyName}
 }
 
-func (c *customer) open(t *testing.T, d *Driver) *Provider {
+func (c *customer) open(t testing.TB, d *Driver) *Provider {
 	t.Helper()
 	p, err := d.open(fakeOrg, c.params())
 	if err != nil {
