@@ -141,13 +141,14 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		a.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = apierr.Internal()
 	}
-	// The SDKs retry 409 and 5xx unless told otherwise; a conflict or an
-	// operator misconfiguration will not go away by itself.
-	if ae.Status == http.StatusConflict || (ae.Status >= 500 && ae.Status != http.StatusServiceUnavailable) {
+	// The SDKs retry 409 and 5xx unless told otherwise; a conflict or ekm's
+	// own KMS misconfiguration will not go away by itself.
+	var ke *kmsAPIError
+	isKMS := errors.As(err, &ke)
+	if ae.Status == http.StatusConflict || (isKMS && ae.Status == http.StatusInternalServerError) {
 		w.Header().Set("X-Should-Retry", "false")
 	}
-	var ke *kmsAPIError
-	if !errors.As(err, &ke) {
+	if !isKMS {
 		apierr.Write(w, ae)
 		return
 	}

@@ -117,7 +117,7 @@ func TestSDKFlow(t *testing.T) {
 	// A key in use cannot be deleted.
 	_, err = c.Admin.Organization.ExternalKeys.Delete(ctx, k1.ID)
 	ae := apiErr(t, err, http.StatusConflict)
-	if ae.Code != "external_key_in_use" || !strings.Contains(ae.Message, p1.ID) || !strings.Contains(ae.Message, p3.ID) {
+	if ae.Code != "external_key_in_use" || !strings.Contains(ae.Message, p1.ID) || !strings.Contains(ae.Message, p3.ID) || ae.Response.Header.Get("X-Should-Retry") != "false" {
 		t.Fatalf("conflict: %s", ae.RawJSON())
 	}
 
@@ -340,5 +340,51 @@ func TestAdminKeysAndServiceAccounts(t *testing.T) {
 		if strings.Contains(string(ev.Data), nk.Value) || strings.Contains(string(ev.Data), sa.APIKey.Value) {
 			t.Fatalf("key value in audit event %s", ev.Type)
 		}
+	}
+}
+
+// TestDeleteKeyOfArchivedProject: an archived project's data is still
+// wrapped by its key, so the key cannot be removed.
+func TestDeleteKeyOfArchivedProject(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, _, c := e.org("acme")
+	k := e.registerLocal(c, "k")
+	p, err := c.Admin.Organization.Projects.New(ctx, openai.AdminOrganizationProjectNewParams{Name: "old", ExternalKeyID: openai.String(k.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Admin.Organization.Projects.Archive(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Archiving twice is idempotent.
+	again, err := c.Admin.Organization.Projects.Archive(ctx, p.ID)
+	if err != nil || again.Status != "archived" {
+		t.Fatalf("archive again: %v %+v", err, again)
+	}
+	_, err = c.Admin.Organization.ExternalKeys.Delete(ctx, k.ID)
+	if ae := apiErr(t, err, http.StatusConflict); !strings.Contains(ae.Message, "archived project(s) "+p.ID) {
+		t.Fatalf("conflict message: %s", ae.Message)
+	}
+	if _, err := c.Admin.Organization.ExternalKeys.Get(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	// purpose filter: every key here is an ekm key.
+	l, err := c.Admin.Organization.ExternalKeys.List(ctx, openai.AdminOrganizationExternalKeyListParams{Purpose: "ekm"})
+	if err != nil || len(l.Data) != 1 {
+		t.Fatalf("purpose=ekm: %v %s", err, l.RawJSON())
+	}
+	l, err = c.Admin.Organization.ExternalKeys.List(ctx, openai.AdminOrganizationExternalKeyListParams{Purpose: "psp_decryption"})
+	if err != nil || len(l.Data) != 0 {
+		t.Fatalf("purpose=psp_decryption: %v %s", err, l.RawJSON())
+	}
+	n := 0
+	for _, typ := range e.auditTypes(k.WorkspaceID) {
+		if typ == "project.archived" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d project.archived events", n)
 	}
 }
