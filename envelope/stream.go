@@ -193,6 +193,7 @@ func NewReader(src io.Reader, keys KeyFunc, c Context) (io.Reader, error) {
 func (r *reader) Read(p []byte) (int, error) {
 	for len(r.pending) == 0 {
 		if r.err != nil {
+			r.release()
 			return 0, r.err
 		}
 		r.err = r.next()
@@ -200,6 +201,16 @@ func (r *reader) Read(p []byte) (int, error) {
 	n := copy(p, r.pending)
 	r.pending = r.pending[n:]
 	return n, nil
+}
+
+// release wipes the buffers (they held plaintext) once the stream is over,
+// and lets the garbage collector have them.
+func (r *reader) release() {
+	if r.in != nil {
+		secret.Wipe(r.in)
+		secret.Wipe(r.out[:cap(r.out)])
+		r.in, r.out = nil, nil
+	}
 }
 
 // next reads, authenticates and decrypts one segment into r.pending. After
