@@ -82,28 +82,33 @@ type Context struct {
 // (typically a key cache) owns them.
 type KeyFunc func(version uint32) (secret.Key, error)
 
+// Sizes in bytes (docs/FORMAT.md).
+const (
+	// HeaderSize is the size of the header every ciphertext starts with.
+	HeaderSize = prefixSize + saltSize + commitSize
+	// TagSize is the AES-GCM tag added to every segment.
+	TagSize = 16
+	// SingleOverhead is the number of bytes Seal adds to a plaintext.
+	SingleOverhead = HeaderSize + TagSize
+)
+
 // Format constants (docs/FORMAT.md).
 const (
 	magic         = "ekme"
 	formatV1      = 0x01
 	modeSingle    = 0x01
 	modeStream    = 0x02
+	prefixSize    = 4 + 1 + 1 + 4 // magic, version, mode, key version
 	saltSize      = 32
 	commitSize    = 32
-	prefixSize    = 4 + 1 + 1 + 4 // magic, version, mode, key version
-	HeaderSize    = prefixSize + saltSize + commitSize
-	TagSize       = 16 // AES-GCM tag
-	nonceSize     = 12
-	finalFlag     = 0x01
-	nonFinalFlag  = 0x00
-	okmSize       = 32 + commitSize
 	offKeyVersion = 6
 	offSalt       = prefixSize
 	offCommit     = prefixSize + saltSize
+	nonceSize     = 12
+	finalFlag     = 0x01
+	nonFinalFlag  = 0x00
+	okmSize       = 32 + commitSize // data key || commitment
 )
-
-// SingleOverhead is the number of bytes Seal adds to a plaintext.
-const SingleOverhead = HeaderSize + TagSize
 
 // header is the fixed-size v1 header. raw is its exact encoding, used as
 // associated data.
@@ -111,9 +116,7 @@ type header struct {
 	raw [HeaderSize]byte
 }
 
-func (h *header) mode() byte         { return h.raw[5] }
 func (h *header) keyVersion() uint32 { return binary.BigEndian.Uint32(h.raw[offKeyVersion:]) }
-func (h *header) salt() []byte       { return h.raw[offSalt : offSalt+saltSize] }
 func (h *header) commitment() []byte { return h.raw[offCommit : offCommit+commitSize] }
 
 // newHeader builds a header with the given salt and an unset commitment.

@@ -244,3 +244,36 @@ func TestStreamConstantMemory(t *testing.T) {
 		t.Fatalf("allocated %d bytes to stream %d bytes, budget %d", allocated, size, budget)
 	}
 }
+
+// Plaintext does not linger in the stream buffers after the stream ends.
+func TestStreamBuffersWiped(t *testing.T) {
+	key := goldenKey(t)
+	pt := bytes.Repeat([]byte{0xAA}, SegmentSize+10)
+	var buf bytes.Buffer
+	w, err := newWriter(&buf, key, goldenCtx(), goldenSalt())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(pt)
+	wbuf := w.buf[:cap(w.buf)]
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(wbuf, make([]byte, len(wbuf))) {
+		t.Fatal("writer buffer not wiped by Close")
+	}
+
+	keys := func(uint32) (secret.Key, error) { return key, nil }
+	for name, ct := range map[string][]byte{"complete": buf.Bytes(), "tampered": append(bytes.Clone(buf.Bytes()), 0)} {
+		rd, err := NewReader(bytes.NewReader(ct), keys, *goldenCtx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rd.(*reader)
+		in, out := r.in, r.out[:cap(r.out)]
+		io.ReadAll(r)
+		if !bytes.Equal(in, make([]byte, len(in))) || !bytes.Equal(out, make([]byte, len(out))) || r.in != nil {
+			t.Fatalf("%s: reader buffers not wiped and released at end of stream", name)
+		}
+	}
+}
