@@ -194,14 +194,18 @@ type kmsWrapped = kms.Wrapped
 func TestDiagnoseTimeoutAndConnection(t *testing.T) {
 	f := newFakeAzure(t)
 	d := f.driver(t, func(c *Config) {
-		c.Retry = RetryConfig{MaxRetries: 1, RetryDelay: time.Millisecond, MaxRetryDelay: 10 * time.Millisecond, TryTimeout: 100 * time.Millisecond}
+		// TryTimeout must leave room for a token request on a loaded machine
+		// (-race, 2 cores); the hanging fault below still makes it fire.
+		c.Retry = RetryConfig{MaxRetries: 1, RetryDelay: time.Millisecond, MaxRetryDelay: 10 * time.Millisecond, TryTimeout: time.Second}
 	})
 	p := f.provider(t, d, fakeTenant)
 	if _, err := p.Describe(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release) }) // runs before the server closes
+	// A defer runs when the test function exits (even on t.Fatal), before any
+	// cleanup, so a hung handler never blocks the fake server's Close.
+	defer close(release)
 	f.kvFault = func(w http.ResponseWriter, r *http.Request) bool {
 		select { // hang until the client gives up or the test ends
 		case <-r.Context().Done():
