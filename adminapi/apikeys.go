@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/ekm-dev/ekm/apierr"
-	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -58,7 +57,7 @@ func (a *api) createAdminKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	value, hash, redacted := auth.NewKeyValue(store.KindAdmin)
+	value, hash, redacted := newKeyValue(store.KindAdmin)
 	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: orgID, Kind: store.KindAdmin, Name: name, Hash: hash, RedactedValue: redacted, CreatedAt: a.now()}
 	ev, err := a.event(r, "api_key.created", "", apiKeyCreated(k))
 	if err != nil {
@@ -226,7 +225,7 @@ func (a *api) createServiceAccount(w http.ResponseWriter, r *http.Request) error
 	}
 	now := a.now()
 	sa := store.ServiceAccount{ID: ids.New(prefixServiceAccount), OrgID: p.OrgID, ProjectID: p.ID, Name: name, Role: "member", CreatedAt: now}
-	value, hash, redacted := auth.NewKeyValue(store.KindProject)
+	value, hash, redacted := newKeyValue(store.KindProject)
 	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: p.OrgID, Kind: store.KindProject, ProjectID: p.ID, ServiceAccountID: sa.ID,
 		Name: name, Hash: hash, RedactedValue: redacted, CreatedAt: now}
 	saEv, err := a.event(r, "service_account.created", p.ID, map[string]any{"id": sa.ID, "data": map[string]any{"role": sa.Role, "name": sa.Name}})

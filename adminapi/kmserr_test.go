@@ -56,3 +56,21 @@ func TestKMSErrorMapping(t *testing.T) {
 		t.Fatalf("step lost: %#v", err)
 	}
 }
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"sk-admin-bzq-qB0AH5_3nRg969xJDZ9j9GYjP-f1INgKOG9q-Yo": "sk-admin-****q-Yo",
+		"sk-proj-abcdefghijklmnopqrstuvwxyz-0123456789ABCDEF":  "sk-proj-****CDEF",
+		"sk-admin-short": "sk-admin-****",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for range 200 {
+		v, _, r := newKeyValue("admin")
+		if r != "sk-admin-****"+v[len(v)-4:] {
+			t.Fatalf("redacted %q as %q", v, r)
+		}
+	}
+}

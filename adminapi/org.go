@@ -24,7 +24,7 @@ func CreateOrg(ctx context.Context, st store.Store, name string, now time.Time) 
 		return store.Org{}, "", ErrOrgName
 	}
 	org = store.Org{ID: ids.New(prefixOrg), Name: name, CreatedAt: now}
-	value, hash, redacted := auth.NewKeyValue(store.KindAdmin)
+	value, hash, redacted := newKeyValue(store.KindAdmin)
 	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: org.ID, Kind: store.KindAdmin, Name: "Initial admin key", Hash: hash, RedactedValue: redacted, CreatedAt: now}
 	ev := store.AuditEvent{ID: ids.New(prefixAudit), OrgID: org.ID, Type: "api_key.created", EffectiveAt: now}
 	if ev.Data, err = jsonMarshal(apiKeyCreated(k)); err != nil {
@@ -43,4 +43,24 @@ func CreateOrg(ctx context.Context, st store.Store, name string, now time.Time) 
 		return store.Org{}, "", err
 	}
 	return org, value, nil
+}
+
+// newKeyValue is auth.NewKeyValue with a redaction that keeps only the
+// kind's known prefix and the last four characters. (auth.Redact cuts at
+// the last '-', which the base64url body may itself contain, and would
+// then show most of the key.)
+func newKeyValue(kind string) (value string, hash []byte, redacted string) {
+	value, hash, _ = auth.NewKeyValue(kind)
+	return value, hash, redact(value)
+}
+
+func redact(value string) string {
+	prefix := auth.AdminPrefix
+	if strings.HasPrefix(value, auth.ProjectPrefix) {
+		prefix = auth.ProjectPrefix
+	}
+	if !strings.HasPrefix(value, prefix) || len(value) < len(prefix)+16 {
+		return prefix + "****"
+	}
+	return prefix + "****" + value[len(value)-4:]
 }
