@@ -199,7 +199,7 @@ func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("azure transport: %w", err)
 		}
-		d, err := azure.NewDriver(azureDriverConfig(c.Azure, hc))
+		d, err := azure.NewDriver(azureDriverConfig(c.Azure, hc, c.KMSTimeout))
 		if err != nil {
 			return nil, fmt.Errorf("azure: %w", err)
 		}
@@ -315,7 +315,30 @@ func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	p := a.Prober()
 	wg.Go(func() { p.Run(ctx) })
 	wg.Go(func() { a.pruneAudit(ctx) })
+	wg.Go(func() { a.sweepBlobs(ctx) })
 	return a.Serve(ctx, ready)
+}
+
+// sweepBlobs removes, at start and then hourly, blobs that no record points
+// to and that are older than an hour (left by a crash between writing a blob
+// and committing its record, or after a failed delete). The hour of grace
+// keeps uploads and re-encryptions in flight safe.
+func (a *App) sweepBlobs(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		res, err := dataplane.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-time.Hour))
+		if err != nil && ctx.Err() == nil {
+			a.Logger.Warn("blob sweep failed", "err", err)
+		} else if err == nil {
+			a.Logger.Info("blob sweep", "result", res)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (a *App) pruneAudit(ctx context.Context) {
