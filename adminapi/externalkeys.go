@@ -198,7 +198,7 @@ func (a *api) deleteExternalKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.kr.EvictExternalKey(id)
+	a.kr.Forget(id)
 	return writeJSON(w, http.StatusOK, obj)
 }
 

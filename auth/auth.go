@@ -48,13 +48,20 @@ func Hash(value string) []byte {
 	return h[:]
 }
 
-// Redact keeps the prefix and the last four characters.
+// Redact keeps the known prefix and the last four characters. The random
+// part may itself contain '-', so the prefix is matched, never searched for.
 func Redact(value string) string {
-	i := strings.LastIndex(value, "-") + 1
-	if len(value) < i+8 {
-		return value[:i] + "****"
+	prefix := ""
+	for _, p := range []string{AdminPrefix, ProjectPrefix} {
+		if strings.HasPrefix(value, p) {
+			prefix = p
+		}
 	}
-	return value[:i] + "****" + value[len(value)-4:]
+	rest := value[len(prefix):]
+	if len(rest) < 16 {
+		return prefix + "****"
+	}
+	return prefix + "****" + rest[len(rest)-4:]
 }
 
 type ctxKey struct{}

@@ -145,9 +145,28 @@ func (k *Keyring) Provider(ek *store.ExternalKey) (kms.Provider, error) {
 		return nil, err
 	}
 	k.mu.Lock()
+	// Bound the map: registrations that fail validation or are deleted leave
+	// entries behind. Opening a provider again is cheap (drivers cache their
+	// credentials), so dropping them all at the bound is fine.
+	if len(k.providers) >= maxProviders {
+		clear(k.providers)
+	}
 	k.providers[id] = openProvider{fingerprint: fp, p: p}
 	k.mu.Unlock()
 	return p, nil
+}
+
+// maxProviders bounds the provider cache.
+const maxProviders = 10000
+
+// Forget drops what the keyring holds for a deleted external key: its open
+// provider, its gate and any cached project keys.
+func (k *Keyring) Forget(extKeyID string) {
+	k.cache.evictExternalKey(extKeyID)
+	k.mu.Lock()
+	delete(k.providers, extKeyID)
+	delete(k.gates, extKeyID)
+	k.mu.Unlock()
 }
 
 func fingerprint(p kms.Params) string {

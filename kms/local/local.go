@@ -2,8 +2,8 @@
 // and the operator's default key. It is NOT customer-held: whoever has the
 // server's root key file can read every project protected by a local key.
 //
-// Each local KEK is derived from the root key with HKDF-SHA256 over its key id
-// and version, so nothing but the root key has to be stored; every replica
+// Each local KEK is derived from the root key with HKDF-SHA256 over its org,
+// key id and version, so nothing but the root key has to be stored; every replica
 // that shares the root key file serves the same keys.
 package local
 
@@ -83,12 +83,15 @@ func (d *Driver) Open(orgID string, p kms.Params) (kms.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Provider{root: d.root, id: p[ParamKeyID], version: p[ParamKeyVersion]}, nil
+	return &Provider{root: d.root, org: orgID, id: p[ParamKeyID], version: p[ParamKeyVersion]}, nil
 }
 
 // Provider is one local KEK.
 type Provider struct {
-	root    secret.Key
+	root secret.Key
+	// org is bound into the derivation, so one org naming another org's key
+	// id (or the operator default's) gets an unrelated key.
+	org     string
 	id      string
 	version string
 }
@@ -99,7 +102,7 @@ func (p *Provider) kek(version string) (cipher.AEAD, error) {
 	if p.root.IsZero() {
 		return nil, &kms.Error{Class: kms.Operator, Code: "local_root_key_missing", Message: "the server's local root key is not loaded"}
 	}
-	k, err := hkdf.Key(sha256.New, p.root.Bytes(), nil, "ekm local kek v1|"+p.id+"|"+version, secret.Size)
+	k, err := hkdf.Key(sha256.New, p.root.Bytes(), nil, "ekm local kek v1|"+p.org+"|"+p.id+"|"+version, secret.Size)
 	if err != nil {
 		return nil, err
 	}

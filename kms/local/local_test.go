@@ -80,3 +80,17 @@ func TestDifferentRootsDifferentKeys(t *testing.T) {
 		t.Fatal("a key wrapped under one root unwrapped under another")
 	}
 }
+
+func TestKeysAreBoundToTheOrg(t *testing.T) {
+	d := local.NewDriver(secret.New())
+	p := kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}
+	a, _ := d.Open("org-a", p)
+	b, _ := d.Open("org-b", p)
+	w, err := a.Wrap(context.Background(), make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Unwrap(context.Background(), w); err == nil {
+		t.Fatal("another org naming the same local key id unwrapped the key")
+	}
+}
