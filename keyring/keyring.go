@@ -372,7 +372,13 @@ func (k *Keyring) fail(ek *store.ExternalKey, err error) error {
 	}
 	u := unavailable(id, err)
 	if u.Class == kms.Revoked && ek != nil {
-		k.MarkUnavailable(ek.ID, u)
+		if k.MarkUnavailable(ek.ID, u) {
+			k.cfg.Metrics.KeyEvent("unavailable")
+			k.cfg.Logger.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k.SetHealth(ctx, *ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message}, "external_key.unavailable")
 	}
 	if u.Class == kms.Invalid {
 		return err
@@ -600,4 +606,33 @@ func (k *Keyring) RotateProjectKey(ctx context.Context, orgID, projectID string)
 	}
 	k.Prime(orgID, projectID, next, rec.ExternalKeyID, pk)
 	return next, nil
+}
+
+// SetHealth stores an external key's health and, when its status changes, an
+// audit event of type event — once across replicas: only the transaction
+// that changes the stored status writes the event.
+func (k *Keyring) SetHealth(ctx context.Context, ek store.ExternalKey, h store.KeyHealth, event string) {
+	if h.At.IsZero() {
+		h.At = k.cfg.Now()
+	}
+	data, _ := json.Marshal(map[string]string{"external_key_id": ek.ID, "status": h.Status, "code": h.Code, "message": h.Message})
+	err := k.cfg.Store.InTx(ctx, func(q store.Queries) error {
+		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status == h.Status && cur.StatusCode == h.Code && (h.CurrentKEKVersion == "" || h.CurrentKEKVersion == cur.CurrentKEKVersion) {
+			return nil
+		}
+		if err := q.SetExternalKeyHealth(ctx, ek.OrgID, ek.ID, h); err != nil {
+			return err
+		}
+		if cur.Status == h.Status || event == "" {
+			return nil
+		}
+		return q.AppendAudit(ctx, store.AuditEvent{ID: ids.New("audit_log-"), OrgID: ek.OrgID, Type: event, EffectiveAt: h.At, Data: data})
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
+		k.cfg.Logger.Warn("recording external key health failed", "external_key_id", ek.ID, "err", err)
+	}
 }

@@ -239,6 +239,16 @@ func TestRevokedUnwrapClosesGate(t *testing.T) {
 	if e.kr.Unavailable(e.ek.ID) == nil {
 		t.Fatal("gate not closed")
 	}
+	// The refusal is visible on the external key and in the audit log at
+	// once, not only at the next probe.
+	got, err := e.st.GetExternalKey(ctx, e.org, e.ek.ID)
+	if err != nil || got.Status != store.StatusUnavailable || got.StatusCode != kmsfake.ErrRevoked.Code {
+		t.Fatalf("stored health after a revoked unwrap: %+v, %v", got, err)
+	}
+	evs, err := e.st.ListAudit(ctx, e.org, store.AuditFilter{Types: []string{"external_key.unavailable"}, Limit: 10})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("unavailable events = %d, %v", len(evs), err)
+	}
 }
 
 func TestOutageServesFromCache(t *testing.T) {

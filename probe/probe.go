@@ -252,30 +252,10 @@ func (p *Prober) degraded(ctx context.Context, ek store.ExternalKey, err error) 
 	p.cfg.Metrics.KeyEvent("degraded")
 }
 
-// transition stores the new health and an audit event, once across replicas:
-// the event is written only by the transaction that changes the status.
-func (p *Prober) transition(ctx context.Context, ek store.ExternalKey, h store.KeyHealth, event string, u *keyring.UnavailableError) {
-	h.At = p.cfg.Now()
-	data, _ := json.Marshal(map[string]string{"external_key_id": ek.ID, "status": h.Status, "code": h.Code, "message": h.Message})
-	err := p.cfg.Store.InTx(ctx, func(q store.Queries) error {
-		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
-		if err != nil {
-			return err
-		}
-		if cur.Status == h.Status && cur.StatusCode == h.Code && (h.CurrentKEKVersion == "" || h.CurrentKEKVersion == cur.CurrentKEKVersion) {
-			return nil
-		}
-		if err := q.SetExternalKeyHealth(ctx, ek.OrgID, ek.ID, h); err != nil {
-			return err
-		}
-		if cur.Status == h.Status {
-			return nil
-		}
-		return q.AppendAudit(ctx, store.AuditEvent{ID: ids.New("audit_log-"), OrgID: ek.OrgID, Type: event, EffectiveAt: h.At, Data: data})
-	})
-	if err != nil && ctx.Err() == nil {
-		p.cfg.Logger.Warn("probe: recording key health failed", "external_key_id", ek.ID, "err", err)
-	}
+// transition stores the new health and its audit event (once across
+// replicas; see Keyring.SetHealth).
+func (p *Prober) transition(ctx context.Context, ek store.ExternalKey, h store.KeyHealth, event string, _ *keyring.UnavailableError) {
+	p.cfg.Keyring.SetHealth(ctx, ek, h, event)
 }
 
 func (p *Prober) rotated(ctx context.Context, ek store.ExternalKey, current string) {
