@@ -15,6 +15,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "ekm:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "ekm",
 		Short:         "Enterprise Key Management: customer-held keys for a SaaS platform's data",
@@ -22,8 +29,5 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCmd(), orgCmd(), emulateCmd(), devCmd())
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "ekm:", err)
-		os.Exit(1)
-	}
+	return root
 }
