@@ -50,11 +50,14 @@ type fileObject struct {
 	StatusDetails *string `json:"status_details"`
 }
 
-func contentContext(f *store.File) envelope.Context {
+// ContentContext is the envelope context of f's content (docs/DATA.md).
+// Re-encryption uses it to read and write content exactly as the Files API.
+func ContentContext(f *store.File) envelope.Context {
 	return envelope.Context{OrgID: f.OrgID, ProjectID: f.ProjectID, ObjectID: f.ID, KeyVersion: uint32(f.KeyVersion), Caller: []byte(callerContent)}
 }
 
-func nameContext(f *store.File) envelope.Context {
+// NameContext is the envelope context of f's name ciphertext.
+func NameContext(f *store.File) envelope.Context {
 	return envelope.Context{OrgID: f.OrgID, ProjectID: f.ProjectID, ObjectID: f.ID, KeyVersion: uint32(f.KeyVersion), Caller: []byte(callerFilename)}
 }
 
@@ -113,7 +116,7 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 	u := &upload{s: s, sc: sc, limit: s.MaxFileBytes, file: store.File{
 		ID: ids.New("file-"), OrgID: sc.OrgID, ProjectID: sc.ProjectID, KeyVersion: int(version), CreatedAt: s.Now().UTC(),
 	}}
-	u.file.BlobKey = sc.OrgID + "/" + sc.ProjectID + "/" + u.file.ID
+	u.file.BlobKey = BlobKey(sc.OrgID, sc.ProjectID, u.file.ID)
 	committed := false
 	defer func() {
 		if !committed && u.bw != nil {
@@ -141,7 +144,7 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.file.Purpose = u.purpose
-	u.file.NameCiphertext, err = envelope.Seal(key, nameContext(&u.file), []byte(u.name))
+	u.file.NameCiphertext, err = envelope.Seal(key, NameContext(&u.file), []byte(u.name))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("sealing file name: %w", err))
 		return
@@ -256,7 +259,7 @@ func (u *upload) storeFile(ctx context.Context, p *multipart.Part, key secret.Ke
 		return storageError(fmt.Errorf("creating blob: %w", err))
 	}
 	u.bw = bw
-	ew, err := envelope.NewWriter(bw, key, contentContext(&u.file))
+	ew, err := envelope.NewWriter(bw, key, ContentContext(&u.file))
 	if err != nil {
 		return storageError(fmt.Errorf("starting encryption: %w", err))
 	}
@@ -317,7 +320,7 @@ func (s *server) lookup(r *http.Request, sc scope) (store.File, error) {
 
 // fileName decrypts a file's name.
 func (s *server) fileName(ks *keys, f *store.File) (string, error) {
-	b, err := envelope.Open(ks.get, nameContext(f), f.NameCiphertext)
+	b, err := envelope.Open(ks.get, NameContext(f), f.NameCiphertext)
 	if err != nil {
 		if errors.Is(err, envelope.ErrAuth) || errors.Is(err, envelope.ErrFormat) || errors.Is(err, errNoSuchVersion) {
 			s.Logger.Error("file name failed authentication", "file_id", f.ID, "err", err)
@@ -481,6 +484,17 @@ func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
 	ks := s.keys(r.Context(), sc)
 	defer ks.zero()
 	rc, _, err := s.Blobs.Open(r.Context(), f.BlobKey)
+	if errors.Is(err, blob.ErrNotFound) {
+		// Re-encryption may have replaced the content (and deleted the old
+		// blob) between our read of the record and the open: read it again.
+		if nf, gerr := s.Store.GetFile(r.Context(), sc.OrgID, sc.ProjectID, f.ID); gerr == nil && nf.BlobKey != f.BlobKey {
+			f = nf
+			rc, _, err = s.Blobs.Open(r.Context(), f.BlobKey)
+		} else if errors.Is(gerr, store.ErrNotFound) {
+			s.fail(w, r, apierr.NotFound("file", f.ID)) // deleted meanwhile
+			return
+		}
+	}
 	if err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
 			s.Logger.Error("file content missing", "file_id", f.ID)
@@ -497,7 +511,7 @@ func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
 		}
 		return err
 	}
-	pr, err := envelope.NewReader(rc, ks.get, contentContext(&f))
+	pr, err := envelope.NewReader(rc, ks.get, ContentContext(&f))
 	if err != nil {
 		s.fail(w, r, corrupt(err))
 		return

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ekm-dev/ekm/blob"
@@ -13,15 +12,17 @@ import (
 
 // SweepResult counts what Sweep removed.
 type SweepResult struct {
-	OrphanBlobs int // committed blobs without a file record
+	OrphanBlobs int // committed blobs no file record points to
 	StaleTemps  int // temporaries of uploads that never finished
 }
 
-// Sweep removes what interrupted uploads and deletes leave behind: blobs
-// without a file record and stale temporaries, both only if older than
-// cutoff. Uploads commit the blob before the record, so a young blob
-// without a record may be an upload in flight: pick a cutoff far beyond
-// any upload's commit time (an hour is plenty). Run it at startup.
+// Sweep removes what interrupted uploads, deletes and re-encryptions leave
+// behind: blobs no file record points to (no record, or a record whose
+// BlobKey is another blob: re-encrypted content replaced it) and stale
+// temporaries, both only if older than cutoff. Uploads and re-encryptions
+// commit the blob before the record, so a young blob without a record may
+// be a write in flight: pick a cutoff far beyond any write's commit time
+// (an hour is plenty). Run it at startup.
 func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Time) (SweepResult, error) {
 	var res SweepResult
 	var orphans []string
@@ -29,14 +30,9 @@ func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Ti
 		if !i.ModTime.Before(cutoff) {
 			return nil
 		}
-		parts := strings.Split(i.Key, "/")
-		if len(parts) != 3 {
-			return nil // not a file blob; not ours to judge
-		}
-		_, err := st.GetFile(ctx, parts[0], parts[1], parts[2])
-		if errors.Is(err, store.ErrNotFound) {
+		orphan, err := isOrphan(ctx, st, i.Key)
+		if orphan {
 			orphans = append(orphans, i.Key)
-			return nil
 		}
 		return err
 	})
@@ -46,8 +42,7 @@ func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Ti
 	for _, k := range orphans {
 		// Re-check: a record may have been created since (only possible for
 		// a blob younger than cutoff, but deleting content is irreversible).
-		parts := strings.Split(k, "/")
-		if _, err := st.GetFile(ctx, parts[0], parts[1], parts[2]); !errors.Is(err, store.ErrNotFound) {
+		if orphan, err := isOrphan(ctx, st, k); err != nil || !orphan {
 			continue
 		}
 		if err := blobs.Delete(ctx, k); err != nil && !errors.Is(err, blob.ErrNotFound) {
@@ -63,4 +58,21 @@ func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Ti
 		}
 	}
 	return res, nil
+}
+
+// isOrphan reports whether no file record points at the content blob key.
+// Keys that are not content blob keys are never orphans: not ours to judge.
+func isOrphan(ctx context.Context, st store.Store, key string) (bool, error) {
+	org, proj, id, ok := ParseBlobKey(key)
+	if !ok {
+		return false, nil
+	}
+	f, err := st.GetFile(ctx, org, proj, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return f.BlobKey != key, nil
 }

@@ -1,0 +1,144 @@
+package dataplane_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/dataplane"
+	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
+	"github.com/ekm-dev/ekm/store"
+)
+
+func TestBlobKeys(t *testing.T) {
+	f := &store.File{ID: "file-0123456789abcdefghjkmnpqrs", OrgID: "org-a", ProjectID: "proj_b"}
+	k0 := dataplane.BlobKey(f.OrgID, f.ProjectID, f.ID)
+	k1, k2 := dataplane.RewriteBlobKey(f, 2), dataplane.RewriteBlobKey(f, 2)
+	if k1 == k2 || k1 == k0 || !strings.HasPrefix(k1, k0+"_k2-") {
+		t.Fatalf("rewrite keys %q %q from %q", k1, k2, k0)
+	}
+	for _, k := range []string{k0, k1} {
+		if !blob.ValidKey(k) {
+			t.Fatalf("%q is not a valid blob key", k)
+		}
+		org, proj, id, ok := dataplane.ParseBlobKey(k)
+		if !ok || org != f.OrgID || proj != f.ProjectID || id != f.ID {
+			t.Fatalf("ParseBlobKey(%q) = %q %q %q %v", k, org, proj, id, ok)
+		}
+	}
+	for _, bad := range []string{"a/b", "a/b/c/d", "a//c", "a/b/_x", "whatever"} {
+		if _, _, _, ok := dataplane.ParseBlobKey(bad); ok {
+			t.Errorf("ParseBlobKey(%q) ok", bad)
+		}
+	}
+}
+
+// rewrite moves f's content to a fresh key as re-encryption does (same key
+// version here: the ciphertext is bound to the file, not to the blob key).
+func rewrite(t *testing.T, env *dataplanetest.Env, f store.File) string {
+	t.Helper()
+	ctx := context.Background()
+	rc, _, err := env.Dir.Open(ctx, f.BlobKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	nk := dataplane.RewriteBlobKey(&f, f.KeyVersion)
+	w, err := env.Dir.Create(ctx, nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(w, rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	old := f.BlobKey
+	f.BlobKey = nk
+	if err := env.Store.ReplaceFileContent(ctx, f, old); err != nil {
+		t.Fatal(err)
+	}
+	return nk
+}
+
+func TestSweepRewrittenContent(t *testing.T) {
+	env := dataplanetest.New(t, dataplanetest.Options{})
+	p := env.NewProject(t, "", false)
+	ctx := context.Background()
+	c := sdk(env, p.APIKey)
+	data := content("rewritten", 3000)
+	up := upload(t, c, "a.txt", data, openai.FilePurposeBatch)
+	f, err := env.Store.GetFile(ctx, p.OrgID, p.ID, up.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk := rewrite(t, env, f) // the old blob stays behind, as after a crash
+	old := time.Now().Add(-2 * time.Hour)
+	objects := filepath.Join(env.DataDir, "blobs", "objects")
+	for _, k := range []string{f.BlobKey, nk} {
+		if err := os.Chtimes(filepath.Join(objects, filepath.FromSlash(k)), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := dataplane.Sweep(ctx, env.Store, env.Dir, time.Now().Add(-time.Hour))
+	if err != nil || res.OrphanBlobs != 1 {
+		t.Fatalf("sweep: %+v %v", res, err)
+	}
+	if _, _, err := env.Dir.Open(ctx, f.BlobKey); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatal("replaced blob kept")
+	}
+	if got := download(t, c, up.ID); !bytes.Equal(got, data) {
+		t.Fatal("content lost by sweep")
+	}
+}
+
+// replacingStore replaces a file's content (and deletes the old blob) just
+// before the data plane opens it: the race of a download with re-encryption.
+type replacingStore struct {
+	blob.Store
+	once   sync.Once
+	before func(key string)
+}
+
+func (s *replacingStore) Open(ctx context.Context, key string) (io.ReadCloser, int64, error) {
+	s.once.Do(func() { s.before(key) })
+	return s.Store.Open(ctx, key)
+}
+
+func TestDownloadFollowsReplacedContent(t *testing.T) {
+	var rs *replacingStore
+	env := dataplanetest.New(t, dataplanetest.Options{Blobs: func(d *blob.Dir) blob.Store {
+		rs = &replacingStore{Store: d}
+		return rs
+	}})
+	p := env.NewProject(t, "", false)
+	ctx := context.Background()
+	c := sdk(env, p.APIKey)
+	data := content("raced", 5000)
+	up := upload(t, c, "a.txt", data, openai.FilePurposeBatch)
+	rs.before = func(key string) {
+		f, err := env.Store.GetFile(ctx, p.OrgID, p.ID, up.ID)
+		if err != nil || f.BlobKey != key {
+			t.Errorf("opened %q, record %q (%v)", key, f.BlobKey, err)
+			return
+		}
+		rewrite(t, env, f)
+		if err := env.Dir.Delete(ctx, key); err != nil {
+			t.Error(err)
+		}
+	}
+	if got := download(t, c, up.ID); !bytes.Equal(got, data) {
+		t.Fatal("download across a content replacement")
+	}
+}
