@@ -142,6 +142,7 @@ type Emulator struct {
 	fileDir  string // where ca.pem and app files go
 	tmpDir   string // removed on Close (memory mode)
 	counters counters
+	reqlog   requestLog
 	faults   faults
 	limiter  limiter
 

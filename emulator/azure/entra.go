@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -274,12 +276,38 @@ func (e *Emulator) issueAppToken(form url.Values, host, tenantSeg string) (map[s
 	claims["idtyp"] = "app"
 	claims["oid"] = sp.ID
 	claims["sub"] = sp.ID
+	if clientCapableOfCAE(form.Get("claims")) {
+		// The client can answer claims challenges, so resources may revoke
+		// this token early (continuous access evaluation).
+		claims["xms_cc"] = []string{"CP1"}
+	}
 	tok, err := e.sign(claims)
 	if err != nil {
 		return nil, &entraErr{http.StatusInternalServerError, "server_error", 90033, "A transient error has occurred. Please try again."}
 	}
 	secs := int(e.opts.TokenLifetime / time.Second)
 	return map[string]any{"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": tok}, nil
+}
+
+// clientCapableOfCAE reports whether a token request's claims parameter
+// declares client capability CP1, as MSAL does for azcore's bearer policy
+// (unless AZURE_IDENTITY_DISABLE_CP1 is set): {"access_token":{"xms_cc":
+// {"values":["CP1"]}}}, merged with any claims challenge being answered.
+func clientCapableOfCAE(claims string) bool {
+	if claims == "" || len(claims) > 4096 {
+		return false
+	}
+	var c struct {
+		AccessToken struct {
+			XMSCC struct {
+				Values []string `json:"values"`
+			} `json:"xms_cc"`
+		} `json:"access_token"`
+	}
+	if json.Unmarshal([]byte(claims), &c) != nil {
+		return false
+	}
+	return slices.Contains(c.AccessToken.XMSCC.Values, "CP1")
 }
 
 func (t *tenant) spForApp(appID string) *servicePrinc {
@@ -513,6 +541,8 @@ type principal struct {
 	User     bool
 	UPN      string
 	Exp      time.Time
+	// CAE: the token says its client answers claims challenges (xms_cc CP1).
+	CAE bool
 }
 
 type tokenProblem int
@@ -547,7 +577,7 @@ func (e *Emulator) parseAccessToken(raw string) (*principal, tokenProblem) {
 	p := &principal{
 		TenantID: tok.str("tid"), ObjectID: tok.str("oid"), AppID: tok.str("appid"),
 		Issuer: tok.str("iss"), User: tok.str("idtyp") == "user", UPN: tok.str("upn"),
-		Exp: time.Unix(exp, 0),
+		Exp: time.Unix(exp, 0), CAE: tok.hasCP1(),
 	}
 	if len(auds) > 0 {
 		p.Audience = auds[0]

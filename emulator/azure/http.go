@@ -99,6 +99,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Paths hold only resource names; tokens and bodies are never logged.
 		e.log.Debug("azure emulator request", "method", r.Method, "host", host, "path", truncate(r.URL.Path, 256),
 			"status", sw.status, "duration", time.Since(start))
+		if svc != svcControl {
+			e.reqlog.add(Request{At: start, Method: r.Method, Host: host, Operation: sw.op, ClientRequestID: clientRequestID(r), Status: sw.status})
+		}
 	}()
 	switch svc {
 	case svcLogin:
@@ -214,8 +217,62 @@ func (c *counters) reset() {
 // "kv.decrypt", "kv.challenge").
 func (e *Emulator) Counters() map[string]int { return e.counters.snapshot() }
 
-// ResetCounters zeroes all counters.
-func (e *Emulator) ResetCounters() { e.counters.reset() }
+// ResetCounters zeroes all counters and empties the request log.
+func (e *Emulator) ResetCounters() { e.counters.reset(); e.reqlog.reset() }
+
+// ---- request log ----
+
+// Request is one entry of the request log: enough to match a caller's own
+// record of a call (its x-ms-client-request-id) with what the emulator saw.
+// Tokens, bodies and query strings are never kept.
+type Request struct {
+	At        time.Time `json:"at"`
+	Method    string    `json:"method"`
+	Host      string    `json:"host"`
+	Operation string    `json:"operation"` // counter name; "" if the request was not routed
+	// ClientRequestID is the caller's x-ms-client-request-id ("" if absent
+	// or not printable ASCII of at most 128 bytes).
+	ClientRequestID string `json:"client_request_id,omitempty"`
+	Status          int    `json:"status"` // 0: the connection was aborted (fault reset)
+}
+
+// maxRequestLog bounds the request log; older entries are dropped first.
+const maxRequestLog = 10_000
+
+type requestLog struct {
+	mu   sync.Mutex
+	buf  []Request // ring, len <= maxRequestLog
+	next int
+}
+
+func (l *requestLog) add(r Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) < maxRequestLog {
+		l.buf = append(l.buf, r)
+		return
+	}
+	l.buf[l.next] = r
+	l.next = (l.next + 1) % maxRequestLog
+}
+
+func (l *requestLog) snapshot() []Request {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Request, 0, len(l.buf))
+	out = append(out, l.buf[l.next:]...)
+	return append(out, l.buf[:l.next]...)
+}
+
+func (l *requestLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf, l.next = nil, 0
+}
+
+// Requests returns the request log, oldest first: the last 10,000 requests
+// to Entra ID, Key Vault, Graph and ARM (not the control API).
+func (e *Emulator) Requests() []Request { return e.reqlog.snapshot() }
 
 // ---- faults ----
 
@@ -386,6 +443,9 @@ func (e *Emulator) ClearFaults() {
 // fault has answered (or aborted) the request.
 func (e *Emulator) begin(w http.ResponseWriter, r *http.Request, svc service, host, op string) bool {
 	e.counters.inc(op)
+	if sw, ok := w.(*statusWriter); ok {
+		sw.op = op
+	}
 	f := e.faults.match(svc, host, op)
 	if f == nil {
 		return true
@@ -508,10 +568,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// statusWriter records the response status for the request log.
+// statusWriter records the response status (and the counted operation)
+// for the request log.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	op     string
 }
 
 func (s *statusWriter) WriteHeader(code int) {

@@ -97,6 +97,17 @@ func (t *jwt) audiences() []string {
 	return nil
 }
 
+// hasCP1 reports whether the xms_cc claim lists client capability CP1.
+func (t *jwt) hasCP1() bool {
+	v, _ := t.claims["xms_cc"].([]any)
+	for _, c := range v {
+		if c == "CP1" {
+			return true
+		}
+	}
+	return false
+}
+
 func hashFor(alg string) (crypto.Hash, func() hash.Hash, bool) {
 	switch alg[2:] {
 	case "256":

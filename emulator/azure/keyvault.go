@@ -9,6 +9,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/big"
@@ -162,6 +163,28 @@ func kvChallenge(w http.ResponseWriter, tenantID, resource, msg string) {
 	kvError(w, http.StatusUnauthorized, "Unauthorized", msg, "")
 }
 
+// kvClaimsChallenge is a continuous access evaluation (CAE) challenge: the
+// token is well formed and unexpired, but a critical event (here: its
+// service principal was deleted) revoked it. A CAE-capable client answers by
+// requesting a new token with these claims, which bypasses its token cache;
+// Entra then refuses the deleted principal (AADSTS700016).
+func kvClaimsChallenge(w http.ResponseWriter, now time.Time) {
+	claims := fmt.Sprintf(`{"access_token":{"nbf":{"essential":true,"value":"%d"}}}`, now.Unix())
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="%s"`,
+		base64.StdEncoding.EncodeToString([]byte(claims))))
+	kvError(w, http.StatusUnauthorized, "Unauthorized",
+		"Continuous access evaluation resulted in challenge with result: InteractionRequired and code: PrincipalNotFound. The token's service principal no longer exists in the tenant.", "")
+}
+
+// principalExists reports whether an app token's object id is still a
+// service principal of the tenant.
+func (e *Emulator) principalExists(tenantID, objectID string) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	t := e.lookupTenant(tenantID)
+	return t != nil && t.SPs[strings.ToLower(objectID)] != nil
+}
+
 func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name, resource string) {
 	e.mu.RLock()
 	v := e.st.Vaults[name]
@@ -194,6 +217,10 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name
 	p, msg := e.checkKVToken(raw, tid, resource)
 	if p == nil {
 		kvChallenge(w, tid, resource, msg)
+		return
+	}
+	if p.CAE && !p.User && !e.principalExists(tid, p.ObjectID) {
+		kvClaimsChallenge(w, e.clock.Now())
 		return
 	}
 	apiVersion := r.URL.Query().Get("api-version")

@@ -173,7 +173,16 @@ func TestOnboardingRawHTTP(t *testing.T) {
 		t.Fatalf("wrap: %v", err)
 	}
 
-	// Revocation: deleting the SP stops new tokens.
+	// Removing the assignment revokes access for tokens still cached.
+	if status, _, _ := call(t, e, http.MethodDelete, raURL(raID), mt, nil); status != 200 {
+		t.Fatalf("delete assignment: %d", status)
+	}
+	_, err = kc.Decrypt(ctx, "org-x--name", "", azkeys.KeyOperationParameters{Algorithm: ptr(azkeys.EncryptionAlgorithmRSAOAEP256), Value: enc.Result}, nil)
+	if re := respErr(t, err); re.StatusCode != 403 {
+		t.Fatalf("after unassign: %v", err)
+	}
+	// Revocation: deleting the SP stops new tokens, and (CAE) the token the
+	// client holds.
 	if status, _, _ := call(t, e, http.MethodDelete, graph+"/"+spID, gt, nil); status != 204 {
 		t.Fatalf("delete SP: %d", status)
 	}
@@ -182,13 +191,9 @@ func TestOnboardingRawHTTP(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "AADSTS700016") || !asAuthFailed(err, &af) {
 		t.Fatalf("after SP delete: %v", err)
 	}
-	// Removing the assignment revokes access for tokens still cached.
-	if status, _, _ := call(t, e, http.MethodDelete, raURL(raID), mt, nil); status != 200 {
-		t.Fatalf("delete assignment: %d", status)
-	}
 	_, err = kc.Decrypt(ctx, "org-x--name", "", azkeys.KeyOperationParameters{Algorithm: ptr(azkeys.EncryptionAlgorithmRSAOAEP256), Value: enc.Result}, nil)
-	if re := respErr(t, err); re.StatusCode != 403 {
-		t.Fatalf("after unassign: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "AADSTS700016") {
+		t.Fatalf("cached client after SP delete: %v", err)
 	}
 }
 
