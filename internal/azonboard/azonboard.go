@@ -210,6 +210,28 @@ func (c *Customer) DeleteKey(ctx context.Context, vaultURI, name string) error {
 	return c.do(ctx, http.MethodDelete, strings.TrimSuffix(vaultURI, "/")+"/keys/"+url.PathEscape(name)+"?api-version=7.5", c.VaultToken, nil, nil)
 }
 
+// UpdateKeyVersion changes one version's attributes, e.g. disabling an old
+// version after a rotation: {"attributes":{"enabled":false}}.
+func (c *Customer) UpdateKeyVersion(ctx context.Context, vaultURI, name, version string, patch map[string]any) error {
+	return c.do(ctx, http.MethodPatch, strings.TrimSuffix(vaultURI, "/")+"/keys/"+url.PathEscape(name)+"/"+url.PathEscape(version)+"?api-version=7.5", c.VaultToken, patch, nil)
+}
+
+// RecoverKey recovers a soft-deleted key with all its versions.
+func (c *Customer) RecoverKey(ctx context.Context, vaultURI, name string) error {
+	return c.do(ctx, http.MethodPost, strings.TrimSuffix(vaultURI, "/")+"/deletedkeys/"+url.PathEscape(name)+"/recover?api-version=7.5", c.VaultToken, nil, nil)
+}
+
+// KeyVersion returns the version part of a versioned kid
+// (https://v.vault.azure.net/keys/name/version).
+func KeyVersion(kid string) string {
+	return kid[strings.LastIndex(kid, "/")+1:]
+}
+
+// RoleGUID returns the guid of a role definition's full id.
+func RoleGUID(roleDefID string) string {
+	return roleDefID[strings.LastIndex(roleDefID, "/")+1:]
+}
+
 // Assign is step 4: a role assignment of roleDefID to principalID at scope.
 // It returns the assignment's full id.
 func (c *Customer) Assign(ctx context.Context, scope, roleDefID, principalID string) (string, error) {
