@@ -29,6 +29,7 @@ import (
 	"github.com/ekm-dev/ekm/kms/local"
 	"github.com/ekm-dev/ekm/metrics"
 	"github.com/ekm-dev/ekm/probe"
+	"github.com/ekm-dev/ekm/rotation"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
 	"github.com/ekm-dev/ekm/store/sqlstore"
@@ -61,6 +62,9 @@ type Config struct {
 	ProbeInterval time.Duration
 	// AuditRetention is how long audit events are kept (default 90 days).
 	AuditRetention time.Duration
+	// ProjectKeyRotationPeriod, if > 0, rotates the key of every active
+	// project on a customer key once its current version is this old.
+	ProjectKeyRotationPeriod time.Duration
 
 	Azure AzureConfig
 
@@ -306,7 +310,7 @@ func (a *App) Prober() *probe.Prober {
 }
 
 // Run serves HTTP and runs the background workers (health probe, audit
-// retention) until ctx is done.
+// retention, blob sweep, scheduled key rotation) until ctx is done.
 func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -316,7 +320,20 @@ func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	wg.Go(func() { p.Run(ctx) })
 	wg.Go(func() { a.pruneAudit(ctx) })
 	wg.Go(func() { a.sweepBlobs(ctx) })
+	if r := a.rotator(); r != nil {
+		wg.Go(func() { r.Run(ctx) })
+	}
 	return a.Serve(ctx, ready)
+}
+
+// rotator returns the scheduled project-key rotation worker, or nil if off.
+func (a *App) rotator() *rotation.Rotator {
+	if a.Config.ProjectKeyRotationPeriod <= 0 {
+		return nil
+	}
+	r, _ := rotation.New(rotation.Config{Store: a.Store, Keyring: a.Keyring, Period: a.Config.ProjectKeyRotationPeriod,
+		Now: a.Config.Now, Logger: a.Logger})
+	return r
 }
 
 // sweepBlobs removes, at start and then hourly, blobs that no record points

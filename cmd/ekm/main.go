@@ -29,5 +29,6 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCmd(), orgCmd(), emulateCmd(), devCmd())
+	root.AddCommand(projectCmd(), reencryptCmd())
 	return root
 }

@@ -64,6 +64,7 @@ func serveCmd() *cobra.Command {
 	fs.DurationVar(&c.ProbeInterval, "probe-interval", 0, "interval of the health probe of each external key in use (default 30s, with jitter)")
 	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", 512<<20, "largest file accepted by the Files API")
 	fs.DurationVar(&c.AuditRetention, "audit-retention", 0, "how long audit events are kept (default 90 days)")
+	fs.DurationVar(&c.ProjectKeyRotationPeriod, "project-key-rotation-period", 0, "rotate the key of every active project on a customer key once its current version is this old (0 = off)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	azureFlags(fs, &c.Azure)
 	documentEnv(fs)
