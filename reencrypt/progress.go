@@ -23,6 +23,7 @@ type Bar struct {
 	lastStep int
 	lastDraw time.Time
 	lastLine string
+	lastDone int // done at the last line printed (not a TTY)
 	done     int
 	total    int
 }
@@ -59,7 +60,7 @@ func (b *Bar) Update(done, total int) {
 		return
 	}
 	if s := pct / b.Step; s != b.lastStep || done == total && b.lastLine == "" {
-		b.lastStep = s
+		b.lastStep, b.lastDone = s, done
 		b.lastLine = b.line(now)
 		fmt.Fprintln(b.W, b.lastLine)
 	}
@@ -76,9 +77,9 @@ func (b *Bar) Finish() {
 		fmt.Fprintln(b.W)
 		return
 	}
-	if line := b.line(b.Now()); line != b.lastLine {
-		b.lastLine = line
-		fmt.Fprintln(b.W, line)
+	if b.lastLine == "" || b.lastDone != b.done {
+		b.lastLine, b.lastDone = b.line(b.Now()), b.done
+		fmt.Fprintln(b.W, b.lastLine)
 	}
 }
 

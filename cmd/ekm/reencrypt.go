@@ -65,6 +65,9 @@ func reencryptCmd() *cobra.Command {
 					return fmt.Errorf("project %s: %w", p, notFound(err, org, p))
 				}
 				failed += len(res.Failed)
+				if res.Failed == nil {
+					res.Failed = []string{}
+				}
 				if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"project_id": p, "version": res.Version,
 					"reencrypted": res.Reencrypted, "skipped": res.Skipped, "failed": res.Failed}); err != nil {
 					return err
