@@ -157,29 +157,14 @@ func OpenStore(ctx context.Context, c Config) (store.Store, error) {
 	return sqlstore.Open(ctx, c.DSN())
 }
 
-// LoadRootKey reads the local root key file, creating it if absent.
+// LoadRootKey reads the local root key file, creating it if absent. If
+// several processes race to create it, the first writer wins and the others
+// read its key.
 func LoadRootKey(path string) (secret.Key, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		if _, err := createRootKey(path); err != nil {
 			return secret.Key{}, err
-		}
-		k := secret.New()
-		// O_EXCL: if another process created it first, use theirs.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			_, werr := f.Write(k.Bytes())
-			serr := f.Sync()
-			cerr := f.Close()
-			if err := errors.Join(werr, serr, cerr); err != nil {
-				k.Zero()
-				return secret.Key{}, fmt.Errorf("writing local root key: %w", err)
-			}
-			return k, nil
-		}
-		k.Zero()
-		if !errors.Is(err, os.ErrExist) {
-			return secret.Key{}, fmt.Errorf("creating local root key: %w", err)
 		}
 		b, err = os.ReadFile(path)
 	}
@@ -192,6 +177,37 @@ func LoadRootKey(path string) (secret.Key, error) {
 		return secret.Key{}, fmt.Errorf("local root key file %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// createRootKey writes a fresh key to path unless it exists. The key is
+// written to a temporary file and linked into place, so a reader never sees
+// a partial file and exactly one creator wins.
+func createRootKey(path string) (bool, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	f, err := os.CreateTemp(dir, ".local-root-*.tmp")
+	if err != nil {
+		return false, fmt.Errorf("creating local root key: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	k := secret.New()
+	defer k.Zero()
+	_, werr := f.Write(k.Bytes())
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr, os.Chmod(tmp, 0o600)); err != nil {
+		return false, fmt.Errorf("writing local root key: %w", err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("installing local root key: %w", err)
+	}
+	return true, nil
 }
 
 // Drivers builds the KMS drivers this config enables: local always, azure

@@ -36,10 +36,13 @@ type cache struct {
 	m    map[cacheKey]*entry
 	lru  *list.List // front = most recently used
 	byEK map[string]map[cacheKey]struct{}
+	// gens counts evictions per project (ids are unique across orgs), so that an unwrap that
+	// started before a re-key is not cached after it.
+	gens map[string]uint64
 }
 
 func newCache(ttl time.Duration, max int, now func() time.Time) *cache {
-	return &cache{ttl: ttl, max: max, now: now, m: map[cacheKey]*entry{}, lru: list.New(), byEK: map[string]map[cacheKey]struct{}{}}
+	return &cache{ttl: ttl, max: max, now: now, m: map[cacheKey]*entry{}, lru: list.New(), byEK: map[string]map[cacheKey]struct{}{}, gens: map[string]uint64{}}
 }
 
 // get returns a copy of the cached key and the external key that wraps it.
@@ -64,12 +67,19 @@ func (c *cache) put(k cacheKey, extKeyID string, key secret.Key) {
 	if c.max <= 0 || c.ttl <= 0 {
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(k, extKeyID, key)
+}
+
+func (c *cache) putLocked(k cacheKey, extKeyID string, key secret.Key) {
+	if c.max <= 0 || c.ttl <= 0 {
+		return
+	}
 	cp, err := secret.FromBytes(key.Bytes())
 	if err != nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if old, ok := c.m[k]; ok {
 		c.removeLocked(old)
 	}
@@ -115,10 +125,26 @@ func (c *cache) evictExternalKey(extKeyID string) int {
 func (c *cache) evictProject(projectID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gens[projectID]++
 	for k, e := range c.m {
 		if k.projectID == projectID {
 			c.removeLocked(e)
 		}
+	}
+}
+
+func (c *cache) generation(projectID string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gens[projectID]
+}
+
+// putIfGeneration caches key unless the project was evicted since gen.
+func (c *cache) putIfGeneration(k cacheKey, extKeyID string, key secret.Key, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gens[k.projectID] == gen {
+		c.putLocked(k, extKeyID, key)
 	}
 }
 

@@ -17,11 +17,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"strconv"
 	"sync"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/kms"
@@ -58,11 +55,11 @@ type Config struct {
 type Keyring struct {
 	cfg   Config
 	cache *cache
-	sf    singleflight.Group
 
 	mu        sync.Mutex
 	providers map[string]openProvider // by external key id ("" = default)
 	gates     map[string]*gate        // by external key id
+	inflight  map[cacheKey]*flight    // coalesced unwraps
 }
 
 type openProvider struct {
@@ -93,7 +90,7 @@ func New(cfg Config) *Keyring {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now), providers: map[string]openProvider{}, gates: map[string]*gate{}}
+	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now), providers: map[string]openProvider{}, gates: map[string]*gate{}, inflight: map[cacheKey]*flight{}}
 }
 
 // UnavailableError means a project's key cannot be used now. Message is safe
@@ -300,49 +297,100 @@ func (k *Keyring) Key(ctx context.Context, orgID, projectID string, version int)
 		return key, nil
 	}
 	k.cfg.Metrics.CacheMiss()
-	// Coalesce concurrent misses for one version into a single KMS call. The
-	// shared result is a private copy that every waiter copies again.
-	v, err, _ := k.sf.Do(orgID+"/"+projectID+"/"+strconv.Itoa(version), func() (any, error) {
-		return k.fill(context.WithoutCancel(ctx), orgID, projectID, version)
-	})
-	if err != nil {
+	// Coalesce concurrent misses for one version into a single KMS call.
+	c, leader := k.join(ck)
+	if leader {
+		c.key, c.extKeyID, c.err = k.fill(context.WithoutCancel(ctx), orgID, projectID, version)
+		k.mu.Lock()
+		delete(k.inflight, ck)
+		k.mu.Unlock()
+		close(c.done)
+	} else {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			k.leave(c)
+			return secret.Key{}, ctx.Err()
+		}
+	}
+	defer k.leave(c)
+	if c.err != nil {
+		return secret.Key{}, c.err
+	}
+	// The gate is checked again after the unwrap: a revocation observed while
+	// it was in flight refuses every waiter, including ones that joined late.
+	if err := k.checkGateID(c.extKeyID); err != nil {
 		return secret.Key{}, err
 	}
-	shared := v.(secret.Key)
-	return secret.FromBytes(shared.Bytes())
+	return secret.FromBytes(c.key.Bytes())
 }
 
-func (k *Keyring) fill(ctx context.Context, orgID, projectID string, version int) (secret.Key, error) {
+// flight is one coalesced unwrap. The last waiter to leave zeroes the key.
+type flight struct {
+	done     chan struct{}
+	key      secret.Key
+	extKeyID string
+	err      error
+	refs     int
+}
+
+func (k *Keyring) join(ck cacheKey) (*flight, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c, ok := k.inflight[ck]; ok {
+		c.refs++
+		return c, false
+	}
+	c := &flight{done: make(chan struct{}), refs: 1}
+	k.inflight[ck] = c
+	return c, true
+}
+
+func (k *Keyring) leave(c *flight) {
+	k.mu.Lock()
+	c.refs--
+	last := c.refs == 0
+	k.mu.Unlock()
+	if last {
+		<-c.done // a waiter that gave up early must not zero under the leader
+		c.key.Zero()
+	}
+}
+
+func (k *Keyring) fill(ctx context.Context, orgID, projectID string, version int) (secret.Key, string, error) {
+	// Generations are read before the record: a re-key (EvictProject) or a
+	// revocation (MarkUnavailable / EvictExternalKey) that happens while we
+	// read and unwrap makes the result uncacheable.
+	gen := k.cache.generation(projectID)
 	rec, err := k.cfg.Store.GetProjectKey(ctx, orgID, projectID, version)
 	if err != nil {
-		return secret.Key{}, err
+		return secret.Key{}, "", err
 	}
 	var ek *store.ExternalKey
 	if rec.ExternalKeyID != "" {
 		e, err := k.cfg.Store.GetExternalKey(ctx, orgID, rec.ExternalKeyID)
 		if err != nil {
-			return secret.Key{}, fmt.Errorf("external key %s of project %s: %w", rec.ExternalKeyID, projectID, err)
+			return secret.Key{}, "", fmt.Errorf("external key %s of project %s: %w", rec.ExternalKeyID, projectID, err)
 		}
 		ek = &e
 	}
 	if err := k.checkGate(ek); err != nil {
-		return secret.Key{}, err
+		return secret.Key{}, "", err
 	}
 	epoch := k.epoch(rec.ExternalKeyID)
 	pt, err := k.unwrap(ctx, ek, rec)
 	if err != nil {
-		return secret.Key{}, err
+		return secret.Key{}, "", err
 	}
 	key, err := secret.FromBytes(pt)
 	secret.Wipe(pt)
 	if err != nil {
-		return secret.Key{}, &kms.Error{Class: kms.Invalid, Code: "invalid_project_key", Message: "the KMS returned a key of the wrong size", Err: err}
+		return secret.Key{}, "", &kms.Error{Class: kms.Invalid, Code: "invalid_project_key", Message: "the KMS returned a key of the wrong size", Err: err}
 	}
-	// Cache only if no eviction (revocation) happened while we were unwrapping.
 	if k.epoch(rec.ExternalKeyID) == epoch {
-		k.cache.put(cacheKey{orgID, projectID, version}, rec.ExternalKeyID, key)
+		k.cache.putIfGeneration(cacheKey{orgID, projectID, version}, rec.ExternalKeyID, key, gen)
 	}
-	return key, nil
+	return key, rec.ExternalKeyID, nil
 }
 
 func (k *Keyring) unwrap(ctx context.Context, ek *store.ExternalKey, rec store.ProjectKey) ([]byte, error) {
@@ -438,6 +486,24 @@ func (k *Keyring) MarkAvailable(extKeyID string) bool {
 	defer k.mu.Unlock()
 	g := k.gates[extKeyID]
 	if g == nil || g.unavailable == nil {
+		return false
+	}
+	g.unavailable = nil
+	return true
+}
+
+// GateEpoch returns a token that changes whenever the external key's gate
+// closes or its cached keys are evicted.
+func (k *Keyring) GateEpoch(extKeyID string) uint64 { return k.epoch(extKeyID) }
+
+// MarkAvailableSince opens the gate only if nothing closed it since epoch
+// (from GateEpoch) was read: a probe success that raced a revocation seen by
+// a request must not undo it.
+func (k *Keyring) MarkAvailableSince(extKeyID string, epoch uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	g := k.gates[extKeyID]
+	if g == nil || g.unavailable == nil || g.epoch != epoch {
 		return false
 	}
 	g.unavailable = nil

@@ -278,15 +278,22 @@ func TestEvictionRaceDoesNotCache(t *testing.T) {
 	ctx := context.Background()
 	pid, _ := e.newProject(t, &e.ek)
 	release := e.drv.Hold()
-	done := make(chan error)
+	done := make(chan error, 2)
 	go func() { _, err := e.kr.Key(ctx, e.org, pid, 1); done <- err }()
 	for e.drv.Unwraps.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	// The probe sees the revocation while the unwrap is in flight.
+	// The probe sees the revocation while the unwrap is in flight...
 	e.kr.MarkUnavailable(e.ek.ID, &keyring.UnavailableError{ExternalKeyID: e.ek.ID, Class: kms.Revoked, Code: "x", Message: "revoked"})
+	// ...and a request arriving after it joins the same unwrap.
+	go func() { _, err := e.kr.Key(ctx, e.org, pid, 1); done <- err }()
 	release()
-	<-done
+	for range 2 {
+		var u *keyring.UnavailableError
+		if err := <-done; !errors.As(err, &u) {
+			t.Fatalf("a waiter of an unwrap that raced a revocation got %v, want UnavailableError", err)
+		}
+	}
 	e.kr.MarkAvailable(e.ek.ID)
 	if n := e.kr.CachedKeys(); n != 0 {
 		t.Fatalf("a key unwrapped across a revocation was cached (%d)", n)
@@ -341,5 +348,55 @@ func TestValidate(t *testing.T) {
 	evs, err := e.st.ListAudit(context.Background(), e.org, store.AuditFilter{Types: []string{"kms.call"}, Limit: 10})
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("kms.call audit events = %d, %v", len(evs), err)
+	}
+}
+
+func TestUnwrapRacingReKeyIsNotCached(t *testing.T) {
+	e := newEnv(t, 100)
+	ctx := context.Background()
+	pid, _ := e.newProject(t, &e.ek)
+	release := e.drv.Hold()
+	done := make(chan error, 1)
+	go func() { _, err := e.kr.Key(ctx, e.org, pid, 1); done <- err }()
+	for e.drv.Unwraps.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// A re-key commits and evicts the project while the old unwrap is in
+	// flight: its result, tied to the old key's gate, must not be cached.
+	e.kr.EvictProject(pid)
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := e.kr.CachedKeys(); n != 0 {
+		t.Fatalf("a key unwrapped across a re-key was cached (%d)", n)
+	}
+}
+
+func TestWaiterCancellation(t *testing.T) {
+	e := newEnv(t, 100)
+	pid, want := e.newProject(t, &e.ek)
+	release := e.drv.Hold()
+	leader := make(chan error, 1)
+	go func() {
+		k, err := e.kr.Key(context.Background(), e.org, pid, 1)
+		if err == nil && !bytes.Equal(k.Bytes(), want.Bytes()) {
+			err = errors.New("leader got a wrong (zeroed?) key")
+		}
+		leader <- err
+	}()
+	for e.drv.Unwraps.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	waiter := make(chan error, 1)
+	go func() { _, err := e.kr.Key(ctx, e.org, pid, 1); waiter <- err }()
+	cancel()
+	if err := <-waiter; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	release()
+	if err := <-leader; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -129,6 +129,7 @@ func (p *Prober) Probe(ctx context.Context, ek store.ExternalKey) string {
 	p.round[ek.ID] = n + 1
 	p.mu.Unlock()
 
+	epoch := p.cfg.Keyring.GateEpoch(ek.ID)
 	err := p.decryptOne(ctx, ek)
 	var info kms.KeyInfo
 	if err == nil && n%p.cfg.EncryptEvery == 0 {
@@ -139,7 +140,7 @@ func (p *Prober) Probe(ctx context.Context, ek store.ExternalKey) string {
 	}
 	switch kms.ClassOf(err) {
 	case "":
-		p.healthy(ctx, ek, info)
+		p.healthy(ctx, ek, info, epoch)
 		return store.StatusValid
 	case kms.Revoked:
 		p.revoked(ctx, ek, err)
@@ -202,8 +203,11 @@ func (p *Prober) describeAndEncrypt(ctx context.Context, ek store.ExternalKey) (
 	return info, err
 }
 
-func (p *Prober) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo) {
-	if p.cfg.Keyring.MarkAvailable(ek.ID) || ek.Status != store.StatusValid {
+func (p *Prober) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo, epoch uint64) {
+	if p.cfg.Keyring.GateEpoch(ek.ID) != epoch && p.cfg.Keyring.Unavailable(ek.ID) != nil {
+		return // a request saw a revocation while we probed: trust the newer news
+	}
+	if p.cfg.Keyring.MarkAvailableSince(ek.ID, epoch) || ek.Status != store.StatusValid {
 		p.transition(ctx, ek, store.KeyHealth{Status: store.StatusValid, CurrentKEKVersion: info.CurrentVersion}, "external_key.restored", nil)
 		p.cfg.Metrics.KeyEvent("restored")
 	}
