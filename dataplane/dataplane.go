@@ -92,7 +92,30 @@ func New(d Deps) http.Handler {
 	onErr := func(r *http.Request, err error) {
 		d.Logger.Error("authenticating request", "path", r.URL.Path, "err", err)
 	}
-	return auth.Middleware(d.Store, store.KindProject, onErr)(mux)
+	// Responses carry plaintext, keys or encrypted names: never cached by a
+	// proxy or a client's disk cache.
+	noStore := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		mux.ServeHTTP(w, r)
+	})
+	return auth.Middleware(d.Store, store.KindProject, onErr)(noStore)
+}
+
+// revocationCheckBytes: a long upload or download re-checks that the
+// project's external key is still available after this many bytes, so a
+// stream started before a revocation does not outlive it by minutes.
+const revocationCheckBytes = 1 << 20
+
+// stillAvailable returns the key gate's error if the project's external key
+// has been marked unavailable since the request started.
+func (s *server) stillAvailable(sc scope) error {
+	if sc.Project.ExternalKeyID == "" {
+		return nil
+	}
+	if u := s.Keyring.Unavailable(sc.Project.ExternalKeyID); u != nil {
+		return u
+	}
+	return nil
 }
 
 // Error codes specific to the data plane (documented in docs/API.md).

@@ -86,6 +86,42 @@ type upload struct {
 	name    string
 	purpose string
 	limit   int64
+	hb      *headerBound
+}
+
+// maxMultipartOverhead bounds the bytes of a multipart body that are not
+// part contents (boundaries and part headers). Go's multipart reader would
+// otherwise buffer up to 10 MiB of headers per part.
+const maxMultipartOverhead = 128 << 10
+
+// headerBound counts what the multipart reader reads outside part bodies
+// and fails once that exceeds maxMultipartOverhead. The reader reads ahead,
+// so some body bytes count too; the bound leaves room for that.
+type headerBound struct {
+	r      io.Reader
+	inBody bool
+	n      int64
+}
+
+var errMultipartOverhead = apierr.BadRequest("", "The multipart part headers are too large.")
+
+func (h *headerBound) Read(p []byte) (int, error) {
+	if !h.inBody && h.n > maxMultipartOverhead {
+		return 0, errMultipartOverhead
+	}
+	n, err := h.r.Read(p)
+	if !h.inBody {
+		h.n += int64(n)
+	}
+	return n, err
+}
+
+// body marks the multipart reader as reading a part's contents (on) or
+// headers and boundaries (off).
+func (u *upload) body(on bool) {
+	if u.hb != nil {
+		u.hb.inBody = on
+	}
 }
 
 func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +162,8 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	body := http.MaxBytesReader(w, r.Body, limit)
+	body := &headerBound{r: http.MaxBytesReader(w, r.Body, limit)}
+	u.hb = body
 	if err := u.readParts(r.Context(), multipart.NewReader(body, params["boundary"]), key); err != nil {
 		s.fail(w, r, err)
 		return
@@ -161,10 +198,15 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("committing file content: %w", err))
 		return
 	}
-	if err := s.Store.CreateFile(r.Context(), u.file); err != nil {
-		// The client may be gone: clean up regardless of its context.
-		if derr := s.Blobs.Delete(context.WithoutCancel(r.Context()), u.file.BlobKey); derr != nil {
-			s.Logger.Error("removing content of unrecorded file", "file_id", u.file.ID, "err", derr)
+	// The record is written whatever the client does now: a cancellation
+	// racing the commit must not leave us unsure whether the record exists.
+	bg := context.WithoutCancel(r.Context())
+	if err := s.Store.CreateFile(bg, u.file); err != nil {
+		// Remove the content only if the record certainly does not exist.
+		if _, gerr := s.Store.GetFile(bg, u.file.OrgID, u.file.ProjectID, u.file.ID); errors.Is(gerr, store.ErrNotFound) {
+			if derr := s.Blobs.Delete(bg, u.file.BlobKey); derr != nil {
+				s.Logger.Error("removing content of unrecorded file", "file_id", u.file.ID, "err", derr)
+			}
 		}
 		s.fail(w, r, fmt.Errorf("recording file: %w", err))
 		return
@@ -207,7 +249,10 @@ func (u *upload) readParts(ctx context.Context, mr *multipart.Reader, key secret
 			if u.bw != nil {
 				return apierr.BadRequest("file", "'file' was given more than once.")
 			}
-			if err := u.storeFile(ctx, p, key); err != nil {
+			u.body(true)
+			err := u.storeFile(ctx, p, key)
+			u.body(false)
+			if err != nil {
 				return err
 			}
 		case "expires_after[anchor]", "expires_after[seconds]":
@@ -264,13 +309,20 @@ func (u *upload) storeFile(ctx context.Context, p *multipart.Part, key secret.Ke
 		return storageError(fmt.Errorf("starting encryption: %w", err))
 	}
 	buf := make([]byte, envelope.SegmentSize)
-	var n int64
+	defer clear(buf) // plaintext
+	var n, checked int64
 	for {
 		k, rerr := p.Read(buf)
 		if k > 0 {
 			n += int64(k)
 			if n > u.limit {
 				return apierr.TooLarge(u.limit)
+			}
+			if n-checked >= revocationCheckBytes {
+				checked = n
+				if err := u.s.stillAvailable(u.sc); err != nil {
+					return err
+				}
 			}
 			if _, err := ew.Write(buf[:k]); err != nil {
 				return storageError(err)
@@ -517,6 +569,7 @@ func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := make([]byte, envelope.SegmentSize)
+	defer clear(buf) // plaintext
 	n, err := io.ReadFull(pr, buf)
 	complete := err == io.EOF || err == io.ErrUnexpectedEOF
 	if err != nil && !complete {
@@ -535,11 +588,18 @@ func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
 	if _, err := w.Write(buf[:n]); err != nil || complete {
 		return
 	}
-	sent := int64(n)
+	sent, checked := int64(n), int64(0)
 	for {
 		n, rerr := pr.Read(buf)
 		if sent+int64(n) > f.Bytes {
 			s.abort(r, &f, errors.New("content longer than its record"))
+		}
+		if sent-checked >= revocationCheckBytes {
+			checked = sent
+			if err := s.stillAvailable(sc); err != nil {
+				s.Logger.Warn("aborting file download: customer key became unavailable", "file_id", f.ID)
+				panic(http.ErrAbortHandler)
+			}
 		}
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {

@@ -1,0 +1,126 @@
+package dataplane_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
+	"github.com/ekm-dev/ekm/kms"
+)
+
+func rawUpload(t *testing.T, env *dataplanetest.Env, key string, body io.Reader, ctype string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", env.URL+"/v1/files", body)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", ctype)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, b
+}
+
+func TestHugePartHeadersRefused(t *testing.T) {
+	env := dataplanetest.New(t, dataplanetest.Options{})
+	p := env.NewProject(t, "", false)
+	var body bytes.Buffer
+	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n")
+	for range 20000 { // ~1 MiB of header lines
+		body.WriteString("X-Padding: " + strings.Repeat("a", 40) + "\r\n")
+	}
+	body.WriteString("\r\nbatch\r\n--b--\r\n")
+	res, b := rawUpload(t, env, p.APIKey, &body, "multipart/form-data; boundary=b")
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "headers are too large") {
+		t.Fatalf("got %d %s", res.StatusCode, b)
+	}
+	assertClean(t, env, p)
+}
+
+func TestUploadRefusedWhenKeyRevokedMidStream(t *testing.T) {
+	env := dataplanetest.New(t, dataplanetest.Options{})
+	p := env.NewProject(t, "", true)
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	type result struct {
+		status int
+		body   []byte
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, b := rawUpload(t, env, p.APIKey, pr, mw.FormDataContentType())
+		done <- result{res.StatusCode, b}
+	}()
+	_ = mw.WriteField("purpose", "batch")
+	w, _ := mw.CreateFormFile("file", "big.bin")
+	chunk := make([]byte, 256<<10)
+	for range 8 { // 2 MiB while the key is available
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.Revoke(t, p, kms.Revoked)
+	go func() { // keep sending until the server gives up on the body
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	r := <-done
+	pw.CloseWithError(errors.New("test done"))
+	if r.status != http.StatusForbidden || !strings.Contains(string(r.body), "customer_key_unavailable") {
+		t.Fatalf("got %d %s", r.status, r.body)
+	}
+	assertClean(t, env, p)
+}
+
+func TestDownloadAbortedWhenKeyRevokedMidStream(t *testing.T) {
+	env := dataplanetest.New(t, dataplanetest.Options{})
+	p := env.NewProject(t, "", true)
+	content := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16) // 4 MiB
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	_ = mw.WriteField("purpose", "batch")
+	fw, _ := mw.CreateFormFile("file", "big.bin")
+	_, _ = fw.Write(content)
+	mw.Close()
+	res, b := rawUpload(t, env, p.APIKey, &body, mw.FormDataContentType())
+	if res.StatusCode != 200 {
+		t.Fatalf("upload: %d %s", res.StatusCode, b)
+	}
+	var f struct{ ID string }
+	_ = json.Unmarshal(b, &f)
+
+	req, _ := http.NewRequestWithContext(context.Background(), "GET", env.URL+"/v1/files/"+f.ID+"/content", nil)
+	req.Header.Set("Authorization", "Bearer "+p.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("file content may be cached: Cache-Control %q", resp.Header.Get("Cache-Control"))
+	}
+	first := make([]byte, 64<<10)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	env.Revoke(t, p, kms.Revoked)
+	rest, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("download completed after revocation (%d more bytes)", len(rest))
+	}
+	if got := int64(len(first) + len(rest)); got >= int64(len(content)) {
+		t.Fatalf("received %d of %d bytes after revocation", got, len(content))
+	}
+}
+
