@@ -123,4 +123,3 @@ func TestDownloadAbortedWhenKeyRevokedMidStream(t *testing.T) {
 		t.Fatalf("received %d of %d bytes after revocation", got, len(content))
 	}
 }
-
