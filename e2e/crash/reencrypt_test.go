@@ -38,8 +38,9 @@ func TestReencryptKilled(t *testing.T) {
 	}
 
 	st := openStore(t, dir)
+	version := 2
 	below := func() int {
-		n, err := st.CountFilesBelowKeyVersion(ctx, org, proj, 2)
+		n, err := st.CountFilesBelowKeyVersion(ctx, org, proj, version)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,6 +65,13 @@ func TestReencryptKilled(t *testing.T) {
 		files[upload(t, c, f)] = f
 
 		before := below()
+		if version == 2 && (i == 5 || before < 10) {
+			// Rotate again mid-job: every file is behind once more, and the
+			// job continues to version 3 (plenty of work for more kills).
+			tool(t, env, "project", "rotate-key", "--org", org, "--project", proj, "--data-dir", dir)
+			version = 3
+			before = below()
+		}
 		if before < 6 {
 			break // leave work for the final, uninterrupted run
 		}
@@ -81,21 +89,24 @@ func TestReencryptKilled(t *testing.T) {
 		}
 		p.kill()
 		kills++
-		t.Logf("kill %d after ≥%d files: %d → %d files below v2", i, n, before, below())
+		t.Logf("kill %d after ≥%d files: %d → %d files below v%d", i, n, before, below(), version)
 	}
 	if kills < 5 || below() == 0 {
 		t.Fatalf("%d kills, %d files left: the schedule did not interrupt the job enough", kills, below())
 	}
 
 	stdout, stderr := tool(t, env, args...)
-	if jsonField(t, stdout, "version") != "2" || jsonField(t, stdout, "failed") != "[]" {
+	if version != 3 {
+		t.Fatal("the job never got to the second rotation")
+	}
+	if jsonField(t, stdout, "version") != "3" || jsonField(t, stdout, "failed") != "[]" {
 		t.Fatalf("final run: %s", stdout)
 	}
 	if !strings.Contains(stderr, "100%") || !strings.Contains(stderr, "done in") {
 		t.Fatalf("final run progress:\n%s", stderr)
 	}
 	if n := below(); n != 0 {
-		t.Fatalf("%d files still below v2", n)
+		t.Fatalf("%d files still below v3", n)
 	}
 	verifyFiles(t, c, files)
 
