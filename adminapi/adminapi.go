@@ -107,7 +107,7 @@ func New(d Deps) http.Handler {
 	// Anything else (unknown path or method) answers like OpenAI does for an
 	// invalid URL, in the JSON error shape rather than the mux's plain text.
 	h("/v1/organization/", func(w http.ResponseWriter, r *http.Request) error {
-		return apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Invalid URL (%s %s).", r.Method, r.URL.Path)
+		return apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Invalid URL (%s %s).", r.Method, clip(r.URL.Path))
 	})
 
 	mw := auth.Middleware(d.Store, store.KindAdmin, func(r *http.Request, err error) {
@@ -257,3 +257,11 @@ func listPage[T any](data []T, more bool, id func(T) string) page[T] {
 }
 
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
+
+// clip bounds caller-supplied text echoed in an error message.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}

@@ -99,6 +99,11 @@ type Option func(*Client)
 // timeouts there or, per call, on the context.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
+// defaultHTTPClient never follows redirects: a redirect would carry the
+// project key to wherever it points (Go keeps Authorization on same-host
+// redirects, including https to http). ekm never redirects.
+var defaultHTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 // New returns a client of the server at baseURL (e.g. "https://ekm.example")
 // using projectKey (sk-proj-…).
 func New(baseURL, projectKey string, opts ...Option) (*Client, error) {
@@ -110,7 +115,7 @@ func New(baseURL, projectKey string, opts ...Option) (*Client, error) {
 		return nil, errors.New("client: a project API key (sk-proj-…) is required")
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	c := &Client{base: u, key: projectKey, hc: http.DefaultClient}
+	c := &Client{base: u, key: projectKey, hc: defaultHTTPClient}
 	for _, o := range opts {
 		o(c)
 	}

@@ -87,7 +87,7 @@ func New(d Deps) http.Handler {
 		mux.HandleFunc(p, notAllowed)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apierr.Write(w, apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Unknown request URL: %s %s.", r.Method, r.URL.Path))
+		apierr.Write(w, apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Unknown request URL: %s %s.", r.Method, clip(r.URL.Path)))
 	})
 	onErr := func(r *http.Request, err error) {
 		d.Logger.Error("authenticating request", "path", r.URL.Path, "err", err)
@@ -242,4 +242,12 @@ func (k *keys) zero() {
 		key.Zero()
 	}
 	clear(k.byVersion)
+}
+
+// clip bounds caller-supplied text echoed in an error message.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }

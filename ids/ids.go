@@ -1,7 +1,8 @@
 // Package ids makes object identifiers. An id is a type prefix followed by 26
 // characters of lower-case base32: 48 bits of millisecond time then 80 random
-// bits, so ids of one type sort in creation order (list cursors rely on it)
-// and cannot be guessed.
+// bits, so ids of one type sort in creation order (list cursors rely on it).
+// Ids are not secrets: ids made by one process in the same millisecond are
+// consecutive, and every access is checked against the caller's org.
 package ids
 
 import (

@@ -491,6 +491,13 @@ func (c *clock) Advance(d time.Duration) {
 // Main runs `ekm emulate azure`: it starts the emulator, prints one JSON line
 // describing how to use it, and serves until ctx is done.
 func Main(ctx context.Context, opts Options, stdout io.Writer) error {
+	// The control API hands out the app's secret and tenant admin tokens
+	// without authentication: it must only ever be reachable from this host.
+	if host, _, err := net.SplitHostPort(opts.Addr); err == nil && opts.Addr != "" {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("emulator: refusing to listen on %s: its control API is unauthenticated; use a loopback address such as 127.0.0.1", opts.Addr)
+		}
+	}
 	e, err := New(opts)
 	if err != nil {
 		return err

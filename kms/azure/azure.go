@@ -347,6 +347,10 @@ func (d *Driver) clientOptions(c Cloud) azcore.ClientOptions {
 	}
 }
 
+// maxCachedClients bounds the per-(tenant, vault) clients and per-tenant
+// credentials the driver keeps.
+const maxCachedClients = 10000
+
 // client returns the cached Key Vault client for (tenant, vault), creating
 // the tenant's credential on first use. Clients are keyed by tenant too so
 // that a registration naming the wrong tenant never borrows another
@@ -357,6 +361,15 @@ func (d *Driver) client(c Cloud, tenant, vault string) (*azkeys.Client, error) {
 	ck := clientKey{tenant: tenant, vault: vault}
 	if cl, ok := d.clients[ck]; ok {
 		return cl, nil
+	}
+	// Bound the caches: registrations that fail, or keys later removed,
+	// leave entries behind. Dropping all at the bound only costs new token
+	// requests; live credentials are rebuilt on their next use.
+	if len(d.clients) >= maxCachedClients {
+		clear(d.clients)
+	}
+	if len(d.creds) >= maxCachedClients {
+		clear(d.creds)
 	}
 	kk := credKey{cloud: c, tenant: tenant}
 	cred, ok := d.creds[kk]
