@@ -258,10 +258,3 @@ func listPage[T any](data []T, more bool, id func(T) string) page[T] {
 
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
 
-// clip bounds caller-supplied text echoed in an error message.
-func clip(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "…"
-	}
-	return s
-}
