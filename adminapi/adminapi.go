@@ -257,4 +257,3 @@ func listPage[T any](data []T, more bool, id func(T) string) page[T] {
 }
 
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
-
