@@ -204,7 +204,7 @@ func (k *Keyring) call(ctx context.Context, ek *store.ExternalKey, op string, fn
 	}
 	k.cfg.Metrics.ObserveKMS(providerName(ek, k.cfg.Default.Type), op, outcome, d)
 	if ek != nil {
-		k.recordCall(ek, op, outcome, d, ci.RequestID, err)
+		k.recordCall(ek, op, outcome, d, ci, err)
 	}
 	return err
 }
@@ -216,11 +216,17 @@ type KMSCallEvent struct {
 	Outcome       string  `json:"outcome"`
 	LatencyMS     float64 `json:"latency_ms"`
 	RequestID     string  `json:"request_id,omitempty"`
-	ErrorCode     string  `json:"error_code,omitempty"`
+	// RequestIDs lists every request id when the operation made several
+	// requests (RequestID is the last of them).
+	RequestIDs []string `json:"request_ids,omitempty"`
+	ErrorCode  string   `json:"error_code,omitempty"`
 }
 
-func (k *Keyring) recordCall(ek *store.ExternalKey, op, outcome string, d time.Duration, reqID string, err error) {
-	ev := KMSCallEvent{ExternalKeyID: ek.ID, Operation: op, Outcome: outcome, LatencyMS: float64(d.Microseconds()) / 1000, RequestID: reqID}
+func (k *Keyring) recordCall(ek *store.ExternalKey, op, outcome string, d time.Duration, ci *kms.CallInfo, err error) {
+	ev := KMSCallEvent{ExternalKeyID: ek.ID, Operation: op, Outcome: outcome, LatencyMS: float64(d.Microseconds()) / 1000, RequestID: ci.RequestID}
+	if len(ci.RequestIDs) > 1 {
+		ev.RequestIDs = ci.RequestIDs
+	}
 	var ke *kms.Error
 	if errors.As(err, &ke) {
 		ev.ErrorCode = ke.Code

@@ -3,6 +3,7 @@ package keyring_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"sync"
@@ -398,5 +399,33 @@ func TestWaiterCancellation(t *testing.T) {
 	release()
 	if err := <-leader; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// One recorded KMS operation that makes several requests (a validation:
+// read, encrypt, decrypt, read) names every request id in its kms.call
+// event, so each request can be found in the KMS's own logs.
+func TestCallRecordsEveryRequestID(t *testing.T) {
+	e := newEnv(t, 100)
+	ctx := context.Background()
+	err := e.kr.Call(ctx, &e.ek, "validate", func(ctx context.Context, p kms.Provider) error {
+		ci := kms.CallInfoFrom(ctx)
+		ci.Record("req-1")
+		ci.Record("req-2")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.st.ListAudit(ctx, e.org, store.AuditFilter{Types: []string{"kms.call"}, Limit: 10})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("kms.call events = %d, %v", len(evs), err)
+	}
+	var ev keyring.KMSCallEvent
+	if err := json.Unmarshal(evs[0].Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.RequestID != "req-2" || len(ev.RequestIDs) != 2 || ev.RequestIDs[0] != "req-1" || ev.RequestIDs[1] != "req-2" {
+		t.Fatalf("kms.call event = %+v", ev)
 	}
 }

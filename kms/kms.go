@@ -170,8 +170,25 @@ type Preflighter interface {
 // audit log. Providers fill it in when present in the context.
 type CallInfo struct {
 	// RequestID is the id sent to the KMS so the customer can find the call
-	// in its own logs (Azure: x-ms-client-request-id).
+	// in its own logs (Azure: x-ms-client-request-id); the last one when
+	// the call made several requests.
 	RequestID string
+	// RequestIDs are all the ids sent, in order: one operation such as a
+	// validation (read, encrypt, decrypt, read) makes several requests, and
+	// each must be findable. At most MaxCallRequestIDs.
+	RequestIDs []string
+}
+
+// MaxCallRequestIDs bounds CallInfo.RequestIDs.
+const MaxCallRequestIDs = 16
+
+// Record notes one request id sent to the KMS. Providers call it once per
+// request, sequentially.
+func (ci *CallInfo) Record(id string) {
+	ci.RequestID = id
+	if len(ci.RequestIDs) < MaxCallRequestIDs {
+		ci.RequestIDs = append(ci.RequestIDs, id)
+	}
 }
 
 type callInfoKey struct{}

@@ -195,7 +195,7 @@ var errUnexpected = errors.New("unexpected response from Key Vault")
 func (p *Provider) call(ctx context.Context, op operation, registration bool, f func(context.Context) error) error {
 	id := newRequestID()
 	if ci := kms.CallInfoFrom(ctx); ci != nil {
-		ci.RequestID = id
+		ci.Record(id)
 	}
 	ctx = policy.WithHTTPHeader(ctx, http.Header{"x-ms-client-request-id": {id}})
 	ctx, cancel := context.WithTimeout(ctx, p.d.timeout)
