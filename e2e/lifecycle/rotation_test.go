@@ -1,0 +1,217 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/ekm-dev/ekm/internal/azonboard"
+	"github.com/ekm-dev/ekm/internal/ekmtest"
+)
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestRotationAndRekey: the customer rotates its KEK, ekm notices and
+// rewraps every project key version, and the old KEK version can then be
+// disabled with all data still readable; a project re-keyed to another
+// external key survives the old key being disabled; every KMS call and
+// every lifecycle step is in the audit log.
+func TestRotationAndRekey(t *testing.T) {
+	env := ekmtest.Start(t, ekmtest.Options{ProbeInterval: 200 * time.Millisecond})
+	ctx := context.Background()
+	a := newFixture(t, env, "rot", 2)
+	// Project 0 gets a second project key version; data exists under both.
+	p0 := a.projects[0]
+	p0v1 := *p0
+	if _, err := env.App.Keyring.RotateProjectKey(ctx, env.OrgID, p0.id); err != nil {
+		t.Fatal(err)
+	}
+	a.write(p0, "v2")
+	data := []*project{&p0v1, p0, a.projects[1]}
+	readAll := func(what string) {
+		t.Helper()
+		for _, p := range data {
+			a.mustRead(p, what)
+		}
+	}
+	readAll("before rotation")
+
+	t.Run("KEK rotation", func(t *testing.T) {
+		var k keyView
+		waitFor(t, 10*time.Second, "the probe to record the current KEK version", func() bool {
+			k = a.key()
+			return k.Status == "valid" && k.CurrentKEKVersion != ""
+		})
+		old := k.CurrentKEKVersion
+		if k.KEKVersions[old] != 3 || len(k.KEKVersions) != 1 {
+			t.Fatalf("kek_versions before rotation = %v", k.KEKVersions)
+		}
+		kid, err := a.cust.RotateKey(ctx, a.ob.VaultURI, a.ob.KeyName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// kek_versions and current_kek_version name versioned kids.
+		cur := strings.TrimSuffix(old, azonboard.KeyVersion(old)) + azonboard.KeyVersion(kid)
+		// The probe describes the key every 10th round: within ~2 s here.
+		d := waitFor(t, 20*time.Second, "every project key rewrapped under the new version", func() bool {
+			k = a.key()
+			return k.CurrentKEKVersion == cur && k.KEKVersions[cur] == 3 && len(k.KEKVersions) == 1
+		})
+		t.Logf("rotation detected and 3 project key versions rewrapped %v after the customer rotated", d.Round(time.Millisecond))
+		rot := keyEvents(t, env, "external_key.rotated", a.ekID)
+		if len(rot) != 1 || rot[0].field("previous_version") != old || rot[0].field("current_version") != cur {
+			t.Fatalf("external_key.rotated = %+v", rot)
+		}
+		if rw := keyEvents(t, env, "external_key.rewrapped", a.ekID); len(rw) != 3 {
+			t.Fatalf("external_key.rewrapped events = %d, want 3", len(rw))
+		}
+
+		// kek_versions shows nothing left on the old version: the customer
+		// may disable it. Drop the cache so every read unwraps again.
+		if err := a.cust.UpdateKeyVersion(ctx, a.ob.VaultURI, a.ob.KeyName, azonboard.KeyVersion(old), map[string]any{"attributes": map[string]any{"enabled": false}}); err != nil {
+			t.Fatal(err)
+		}
+		env.App.Keyring.EvictExternalKey(a.ekID)
+		readAll("old KEK version disabled")
+		if k := a.key(); k.Status != "valid" {
+			t.Fatalf("status after disabling the old version: %s %+v", k.Status, k.StatusDetail)
+		}
+	})
+
+	t.Run("re-key", func(t *testing.T) {
+		admin := env.Admin()
+		b := newFixture(t, env, "target", 0)
+		// A target whose role assignment is gone: validated first, refused,
+		// nothing changes.
+		c := newFixture(t, env, "badtarget", 0)
+		if err := c.cust.Unassign(ctx, c.ob.AssignmentID); err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"extkey_0000000000000000000000000", c.ekID} {
+			_, err := admin.Admin.Organization.Projects.Update(ctx, p0.id, openai.AdminOrganizationProjectUpdateParams{ExternalKeyID: openai.String(bad)})
+			var oe *openai.Error
+			if !errors.As(err, &oe) || oe.StatusCode/100 != 4 || oe.Param != "external_key_id" {
+				t.Fatalf("re-key to %s: %v", bad, err)
+			}
+			pr, err := admin.Admin.Organization.Projects.Get(ctx, p0.id)
+			if err != nil || pr.ExternalKeyID != a.ekID {
+				t.Fatalf("project after a refused re-key: %v %s", err, pr.RawJSON())
+			}
+			if n := sum(a.key().KEKVersions); n != 3 {
+				t.Fatalf("key A wraps %d versions after a refused re-key", n)
+			}
+			if n := sum(c.key().KEKVersions); n != 0 {
+				t.Fatalf("refused target wraps %d versions", n)
+			}
+		}
+
+		for _, p := range a.projects {
+			pr, err := admin.Admin.Organization.Projects.Update(ctx, p.id, openai.AdminOrganizationProjectUpdateParams{ExternalKeyID: openai.String(b.ekID)})
+			if err != nil || pr.ExternalKeyID != b.ekID {
+				t.Fatalf("re-key %s: %v", p.id, err)
+			}
+		}
+		// Every version moved, none is left on A.
+		if kb, ka := b.key(), a.key(); sum(kb.KEKVersions) != 3 || sum(ka.KEKVersions) != 0 || len(ka.APIProjectIDs) != 0 {
+			t.Fatalf("after re-key: target %v, old %v (projects %v)", kb.KEKVersions, ka.KEKVersions, ka.APIProjectIDs)
+		}
+		// The old key disabled entirely: everything is still readable.
+		if err := a.cust.UpdateKey(ctx, a.ob.VaultURI, a.ob.KeyName, map[string]any{"attributes": map[string]any{"enabled": false}}); err != nil {
+			t.Fatal(err)
+		}
+		env.App.Keyring.EvictExternalKey(a.ekID)
+		env.App.Keyring.EvictExternalKey(b.ekID)
+		readAll("after re-key, old key disabled")
+		if v, err := admin.Admin.Organization.ExternalKeys.Validate(ctx, b.ekID); err != nil || v.Status != "valid" {
+			t.Fatalf("validate target: %v", err)
+		}
+		if _, err := admin.Admin.Organization.ExternalKeys.Delete(ctx, a.ekID); err != nil {
+			t.Fatalf("delete the old key: %v", err)
+		}
+		var rekeyed []string
+		for _, e := range auditEvents(t, env, "project.updated") {
+			if ch, ok := e.Payload["changes_requested"].(map[string]any); ok && ch["external_key_id"] == b.ekID {
+				rekeyed = append(rekeyed, e.field("id"))
+			}
+		}
+		slices.Sort(rekeyed)
+		want := []string{a.projects[0].id, a.projects[1].id}
+		slices.Sort(want)
+		if !slices.Equal(rekeyed, want) {
+			t.Fatalf("project.updated re-key events for %v, want %v", rekeyed, want)
+		}
+	})
+
+	t.Run("audit", func(t *testing.T) {
+		// The lifecycle is in the audit log (unavailable and restored are
+		// checked in TestRevocation, degraded in TestOutage).
+		for _, typ := range []string{"external_key.registered", "external_key.validated", "external_key.rotated",
+			"external_key.rewrapped", "external_key.removed", "project.updated", "project.key_rotated", "kms.call"} {
+			if len(auditEvents(t, env, typ)) == 0 {
+				t.Errorf("no %s event", typ)
+			}
+		}
+		auditKMSCalls(t, env)
+	})
+}
+
+// auditKMSCalls checks that every kms.call event names the request id ekm
+// sent, and that every Key Vault request ekm sent is in some kms.call event.
+func auditKMSCalls(t *testing.T, env *ekmtest.Env) {
+	t.Helper()
+	sent := map[string]bool{} // x-ms-client-request-id of ekm's Key Vault requests
+	for _, r := range env.Emu.Requests() {
+		if strings.HasSuffix(r.Host, ".vault.azure.net") && r.ClientRequestID != "" && r.Operation != "kv.challenge" {
+			sent[r.ClientRequestID] = true
+		}
+	}
+	if len(sent) == 0 {
+		t.Fatal("the emulator saw no Key Vault request from ekm")
+	}
+	var missing []string
+	waitFor(t, 10*time.Second, "a kms.call event for every Key Vault request", func() bool {
+		recorded := map[string]bool{}
+		for _, e := range auditEvents(t, env, "kms.call") {
+			id := e.field("request_id")
+			if id == "" || e.field("external_key_id") == "" || e.field("operation") == "" || e.field("outcome") == "" {
+				t.Fatalf("incomplete kms.call event: %+v", e.Payload)
+			}
+			recorded[id] = true
+			if ids, ok := e.Payload["request_ids"].([]any); ok {
+				for _, x := range ids {
+					recorded[x.(string)] = true
+				}
+			}
+		}
+		missing = missing[:0]
+		for id := range sent {
+			if !recorded[id] {
+				missing = append(missing, id)
+			}
+		}
+		return len(missing) == 0
+	})
+	seen := map[string]int{}
+	for _, r := range env.Emu.Requests() {
+		if r.ClientRequestID != "" && r.Status != http.StatusUnauthorized {
+			seen[r.ClientRequestID]++
+		}
+	}
+	for _, e := range auditEvents(t, env, "kms.call") {
+		if e.field("outcome") == "ok" && seen[e.field("request_id")] == 0 {
+			t.Errorf("kms.call %s (%s) names request id %s that Key Vault never answered", e.ID, e.field("operation"), e.field("request_id"))
+		}
+	}
+}
