@@ -90,48 +90,73 @@ type RoundResult struct {
 	Deferred  int // due projects left for later rounds by MaxPerRound
 }
 
-// Round rotates the active projects on customer keys whose current key
-// version is at least Period old, up to MaxPerRound of them.
+// Round rotates the active projects (on customer keys or the operator's
+// default key) whose current key version is at least Period old, up to
+// MaxPerRound of them. It walks every org's projects a page at a time.
 func (r *Rotator) Round(ctx context.Context) (RoundResult, error) {
 	var res RoundResult
-	keys, err := r.cfg.Store.ExternalKeysInUse(ctx)
-	if err != nil {
-		return res, fmt.Errorf("listing external keys: %w", err)
-	}
 	budget := r.cfg.MaxPerRound
-	for _, ek := range keys {
-		pids, err := r.cfg.Store.ProjectIDsByExternalKey(ctx, ek.OrgID, ek.ID, false)
+	for orgAfter := ""; ; {
+		orgs, err := r.cfg.Store.ListOrgs(ctx, store.Page{After: orgAfter, Limit: 100})
 		if err != nil {
-			return res, fmt.Errorf("listing projects of %s: %w", ek.ID, err)
+			return res, fmt.Errorf("listing orgs: %w", err)
 		}
-		for _, pid := range pids {
-			p, due, err := r.due(ctx, ek.OrgID, pid)
-			if err != nil {
-				return res, err
-			}
-			if !due {
-				continue
-			}
-			if budget == 0 {
-				res.Deferred++
-				continue
-			}
-			budget--
-			switch v, err := r.rotate(ctx, p, &ek); {
-			case err == nil:
-				res.Rotated++
-				r.cfg.Logger.Info("project key rotated", "org_id", p.OrgID, "project_id", p.ID, "version", v)
-			case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
-				res.Conflicts++
-			case ctx.Err() != nil:
-				return res, ctx.Err()
-			default:
-				res.Failed++
-				r.cfg.Logger.Warn("project key rotation failed; will retry", "org_id", p.OrgID, "project_id", p.ID, "err", err)
+		for _, o := range orgs {
+			for projAfter := ""; ; {
+				ps, err := r.cfg.Store.ListProjects(ctx, o.ID, false, store.Page{After: projAfter, Limit: 100})
+				if err != nil {
+					return res, fmt.Errorf("listing projects of %s: %w", o.ID, err)
+				}
+				for _, listed := range ps {
+					if err := r.consider(ctx, listed, &budget, &res); err != nil {
+						return res, err
+					}
+				}
+				if len(ps) < 100 {
+					break
+				}
+				projAfter = ps[len(ps)-1].ID
 			}
 		}
+		if len(orgs) < 100 {
+			return res, nil
+		}
+		orgAfter = orgs[len(orgs)-1].ID
 	}
-	return res, nil
+}
+
+// consider rotates one listed project if it is due and the budget allows.
+func (r *Rotator) consider(ctx context.Context, listed store.Project, budget *int, res *RoundResult) error {
+	p, due, err := r.due(ctx, listed.OrgID, listed.ID)
+	if err != nil || !due {
+		return err
+	}
+	if *budget == 0 {
+		res.Deferred++
+		return nil
+	}
+	*budget--
+	var ek *store.ExternalKey
+	if p.ExternalKeyID != "" {
+		k, err := r.cfg.Store.GetExternalKey(ctx, p.OrgID, p.ExternalKeyID)
+		if err != nil {
+			return fmt.Errorf("reading external key of %s: %w", p.ID, err)
+		}
+		ek = &k
+	}
+	switch v, err := r.rotate(ctx, p, ek); {
+	case err == nil:
+		res.Rotated++
+		r.cfg.Logger.Info("project key rotated", "org_id", p.OrgID, "project_id", p.ID, "version", v)
+	case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
+		res.Conflicts++
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		res.Failed++
+		r.cfg.Logger.Warn("project key rotation failed; will retry", "org_id", p.OrgID, "project_id", p.ID, "err", err)
+	}
+	return nil
 }
 
 // due reports whether a project's current key version has reached Period.
@@ -156,7 +181,11 @@ func (r *Rotator) due(ctx context.Context, orgID, projectID string) (store.Proje
 // rotate adds version p.CurrentKeyVersion+1 wrapped by ek, only if the
 // project is still on the version and key found due (compare-and-set).
 func (r *Rotator) rotate(ctx context.Context, p store.Project, ek *store.ExternalKey) (int, error) {
-	if p.ExternalKeyID != ek.ID {
+	want := ""
+	if ek != nil {
+		want = ek.ID
+	}
+	if p.ExternalKeyID != want {
 		return 0, store.ErrConflict // re-keyed since listed
 	}
 	next := p.CurrentKeyVersion + 1

@@ -274,3 +274,18 @@ func TestNeedsPeriod(t *testing.T) {
 		t.Fatal("zero period accepted")
 	}
 }
+
+func TestRotatesDefaultKeyProjects(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pid := e.project(t, false)
+	e.clk.Advance(period)
+	res, err := e.rotator(t, 0).Round(ctx)
+	if err != nil || res.Rotated != 1 || e.version(t, pid) != 2 {
+		t.Fatalf("default-key project: %+v %v, version %d", res, err, e.version(t, pid))
+	}
+	rec, err := e.st.GetProjectKey(ctx, e.org, pid, 2)
+	if err != nil || rec.ExternalKeyID != "" {
+		t.Fatalf("new version of a default-key project wrapped by %q (%v)", rec.ExternalKeyID, err)
+	}
+}

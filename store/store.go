@@ -171,6 +171,9 @@ type Page struct {
 type Queries interface {
 	CreateOrg(ctx context.Context, o Org) error
 	GetOrg(ctx context.Context, id string) (Org, error)
+	// ListOrgs lists every org (operator-side workers such as scheduled
+	// rotation walk all orgs with it).
+	ListOrgs(ctx context.Context, p Page) ([]Org, error)
 
 	CreateAPIKey(ctx context.Context, k APIKey) error
 	// APIKeyByHash finds a key by the hash of its value (any org).

@@ -186,6 +186,23 @@ func (q *queries) GetOrg(ctx context.Context, id string) (store.Org, error) {
 	return o, nil
 }
 
+func (q *queries) ListOrgs(ctx context.Context, p store.Page) ([]store.Org, error) {
+	query, args := page(p, `SELECT id, name, created_at FROM orgs WHERE 1 = 1`, nil)
+	out, err := queryAll(ctx, q, func(r scanner) (store.Org, error) {
+		var o store.Org
+		var created int64
+		if err := r.Scan(&o.ID, &o.Name, &created); err != nil {
+			return store.Org{}, err
+		}
+		o.CreatedAt = fromMS(created)
+		return o, nil
+	}, query, args...)
+	if err != nil {
+		return nil, listErr("orgs", err)
+	}
+	return out, nil
+}
+
 // --- API keys ---
 
 const apiKeyCols = `id, org_id, kind, project_id, service_account_id, name, hash, redacted_value, created_at`

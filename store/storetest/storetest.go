@@ -187,6 +187,11 @@ func testOrgs(t *testing.T, s store.Store) {
 	wantErr(t, "duplicate org", s.CreateOrg(ctx, o), store.ErrConflict)
 	_, err := s.GetOrg(ctx, ids.New("org-"))
 	wantErr(t, "missing org", err, store.ErrNotFound)
+
+	o2 := newOrg(t, s)
+	all := get[[]store.Org](t, "ListOrgs")(s.ListOrgs(ctx, store.Page{}))
+	equal(t, "ListOrgs", all, []store.Org{o, o2})
+	equal(t, "ListOrgs after", get[[]store.Org](t, "ListOrgs")(s.ListOrgs(ctx, store.Page{After: o.ID, Limit: 5})), []store.Org{o2})
 }
 
 func testAPIKeys(t *testing.T, s store.Store) {
