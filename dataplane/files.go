@@ -355,6 +355,16 @@ func toObject(f *store.File, name string) fileObject {
 
 // lookup finds a file of the caller's project. Ids of other projects or
 // orgs, and malformed ids, are all simply not found.
+// projectFile resolves the request's project and the file named in the path.
+func (s *server) projectFile(r *http.Request) (scope, store.File, error) {
+	sc, err := s.project(r)
+	if err != nil {
+		return scope{}, store.File{}, err
+	}
+	f, err := s.lookup(r, sc)
+	return sc, f, err
+}
+
 func (s *server) lookup(r *http.Request, sc scope) (store.File, error) {
 	id := r.PathValue("id")
 	if !ids.Valid("file-", id) {
@@ -384,12 +394,7 @@ func (s *server) fileName(ks *keys, f *store.File) (string, error) {
 }
 
 func (s *server) getFile(w http.ResponseWriter, r *http.Request) {
-	sc, err := s.project(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	f, err := s.lookup(r, sc)
+	sc, f, err := s.projectFile(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -486,12 +491,7 @@ func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {
-	sc, err := s.project(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	f, err := s.lookup(r, sc)
+	sc, f, err := s.projectFile(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -523,12 +523,7 @@ func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {
 // the client sees fewer bytes than Content-Length (or a broken HTTP/2
 // stream) and every HTTP client reports an error instead of a short file.
 func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
-	sc, err := s.project(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	f, err := s.lookup(r, sc)
+	sc, f, err := s.projectFile(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
