@@ -194,8 +194,10 @@ func (g diag) entra(af *azidentity.AuthenticationFailedError) *kms.Error {
 		return &kms.Error{Class: kms.Revoked, Code: CodeConditionalAccess, Step: StepRestrictions,
 			Message: fmt.Sprintf("a Conditional Access policy in tenant %s blocks ekm's service principal (AADSTS53003); exempt it (onboarding step 5)", g.p.tenant)}
 	case has(appCredentialCodes...):
+		// Name the code that matched: Entra may list others before it.
+		i := slices.IndexFunc(b.ErrorCodes, func(c int) bool { return slices.Contains(appCredentialCodes, c) })
 		return &kms.Error{Class: kms.Operator, Code: CodeAppCredentialRejected,
-			Message: fmt.Sprintf("Microsoft Entra ID rejected the server's own application credential (AADSTS%d); this is not a problem with your key — the operator must fix the server's Azure credential", b.ErrorCodes[0])}
+			Message: fmt.Sprintf("Microsoft Entra ID rejected the server's own application credential (AADSTS%d); this is not a problem with your key — the operator must fix the server's Azure credential", b.ErrorCodes[i])}
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout:
 		return &kms.Error{Class: kms.Outage, Code: CodeIdentityUnavailable, Message: fmt.Sprintf("Microsoft Entra ID is unavailable (HTTP %d); this is transient", resp.StatusCode)}
 	}
