@@ -74,6 +74,9 @@ func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 		return apierr.TooLarge(s.MaxBodyBytes)
 	case errors.As(err, &ute):
 		f := strings.ReplaceAll(ute.Field, "cryptoItem.", "")
+		if f == "" { // the body itself, e.g. an array or a string
+			return apierr.BadRequest("", "The request body must be a JSON object.")
+		}
 		return apierr.BadRequest(f, "'%s' has the wrong type.", f)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
