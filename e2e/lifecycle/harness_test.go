@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -131,7 +132,11 @@ func newFixture(t *testing.T, env *ekmtest.Env, suffix string, n int) *fixture {
 	ctx := context.Background()
 	cust, ob := env.Onboard(t, suffix)
 	admin := env.Admin()
-	ek, err := admin.Admin.Organization.ExternalKeys.New(ctx, azureKey(suffix, cust, ob))
+	var ek *openai.ExternalKey
+	err := retryUnavailable(func() (err error) {
+		ek, err = admin.Admin.Organization.ExternalKeys.New(ctx, azureKey(suffix, cust, ob))
+		return err
+	})
 	if err != nil {
 		t.Fatalf("register %s: %v", suffix, err)
 	}
@@ -146,7 +151,11 @@ func (f *fixture) newProject(name string) *project {
 	f.t.Helper()
 	ctx := context.Background()
 	admin := f.env.Admin()
-	p, err := admin.Admin.Organization.Projects.New(ctx, openai.AdminOrganizationProjectNewParams{Name: name, ExternalKeyID: openai.String(f.ekID)})
+	var p *openai.Project
+	err := retryUnavailable(func() (err error) {
+		p, err = admin.Admin.Organization.Projects.New(ctx, openai.AdminOrganizationProjectNewParams{Name: name, ExternalKeyID: openai.String(f.ekID)})
+		return err
+	})
 	if err != nil {
 		f.t.Fatalf("project %s: %v", name, err)
 	}
@@ -240,6 +249,37 @@ func (f *fixture) read(p *project) result {
 }
 
 // mustRead asserts that a read returns the same bytes.
+// retryUnavailable retries a call answered 503 (retryable by contract: the
+// KMS was slow or unreachable), as a real client would. On a loaded 2-core
+// machine running -race, the tests' short KMS timeout is sometimes hit by
+// calls that have nothing to do with the fault under test.
+func retryUnavailable(call func() error) error {
+	var err error
+	for range 5 {
+		err = call()
+		var e *openai.Error
+		if !errors.As(err, &e) || e.StatusCode != http.StatusServiceUnavailable {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return err
+}
+
+// mustReadEventually reads until the read succeeds (once a fault is gone,
+// a transient timeout on a loaded machine is not a failure).
+func (f *fixture) mustReadEventually(p *project, when string) {
+	f.t.Helper()
+	var last result
+	waitFor(f.t, 15*time.Second, when+": read of "+p.id, func() bool {
+		last = f.read(p)
+		if !last.ok && last.code == codeRevoked {
+			f.t.Fatalf("%s: read of %s refused as revoked: %v", when, p.id, last)
+		}
+		return last.ok
+	})
+}
+
 func (f *fixture) mustRead(p *project, when string) {
 	f.t.Helper()
 	if r := f.read(p); !r.ok {

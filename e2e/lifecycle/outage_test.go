@@ -82,8 +82,8 @@ func TestOutage(t *testing.T) {
 
 		env.Emu.RemoveFault(id)
 		f.waitStatusNeverUnavailable("valid", 15*time.Second)
-		f.mustRead(cached, "after the outage")
-		f.mustRead(cold, "after the outage")
+		f.mustReadEventually(cached, "after the outage")
+		f.mustReadEventually(cold, "after the outage")
 		f.neverRevoked()
 	})
 }
@@ -126,8 +126,8 @@ func vaultOutages(t *testing.T, env *ekmtest.Env) {
 
 			env.Emu.RemoveFault(id)
 			f.waitStatusNeverUnavailable("valid", 15*time.Second)
-			f.mustRead(cold, "after the outage")
-			f.mustRead(cached, "after the outage")
+			f.mustReadEventually(cold, "after the outage")
+			f.mustReadEventually(cached, "after the outage")
 			f.neverRevoked()
 			if evs := keyEvents(t, env, "external_key.degraded", f.ekID); len(evs) != 1 {
 				t.Fatalf("external_key.degraded events = %d", len(evs))
