@@ -24,6 +24,7 @@ import (
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/auth"
+	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/store"
@@ -111,9 +112,9 @@ func New(d Deps) http.Handler {
 	})
 
 	mw := auth.Middleware(d.Store, store.KindAdmin, func(r *http.Request, err error) {
-		a.log.Error("admin API authentication failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		a.log.Error("admin API authentication failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
 	})
-	return mw(mux)
+	return mw(httpx.Route(mux))
 }
 
 // handle adapts a handler that returns its failure.
@@ -138,7 +139,7 @@ func (e *kmsAPIError) Unwrap() error { return e.api }
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apierr.Error
 	if !errors.As(err, &ae) {
-		a.log.Error("admin API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		a.log.Error("admin API request failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = apierr.Internal()
 	}
 	// The SDKs retry 409 and 5xx unless told otherwise; a conflict or ekm's

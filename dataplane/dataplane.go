@@ -21,6 +21,7 @@ import (
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/secret"
@@ -90,13 +91,14 @@ func New(d Deps) http.Handler {
 		apierr.Write(w, apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Unknown request URL: %s %s.", r.Method, clip(r.URL.Path)))
 	})
 	onErr := func(r *http.Request, err error) {
-		d.Logger.Error("authenticating request", "path", r.URL.Path, "err", err)
+		d.Logger.Error("authenticating request", "request_id", httpx.RequestID(r.Context()), "path", r.URL.Path, "err", err)
 	}
 	// Responses carry plaintext, keys or encrypted names: never cached by a
 	// proxy or a client's disk cache.
+	routed := httpx.Route(mux)
 	noStore := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		mux.ServeHTTP(w, r)
+		routed.ServeHTTP(w, r)
 	})
 	return auth.Middleware(d.Store, store.KindProject, onErr)(noStore)
 }
@@ -122,6 +124,7 @@ func (s *server) stillAvailable(sc scope) error {
 const (
 	CodeKeyUnavailable            = "customer_key_unavailable"
 	CodeKeyTemporarilyUnavailable = "customer_key_temporarily_unavailable"
+	CodeKeyInvalid                = "customer_key_invalid"
 	CodeProjectArchived           = "project_archived"
 )
 
@@ -159,6 +162,14 @@ func (s *server) project(r *http.Request) (scope, error) {
 func keyError(err error) (*apierr.Error, bool) {
 	var u *keyring.UnavailableError
 	if !errors.As(err, &u) {
+		// The KMS refused the stored wrapped key itself (corrupt, or wrapped by
+		// a key it does not know): not retryable, not a revocation, and not a
+		// generic internal error either.
+		var ke *kms.Error
+		if errors.As(err, &ke) && ke.Class == kms.Invalid {
+			return apierr.New(http.StatusBadGateway, "server_error", CodeKeyInvalid, "",
+				"The customer's key management service rejected this project's stored key (%s): %s", ke.Code, ke.Message), true
+		}
 		return nil, false
 	}
 	if u.Class == kms.Revoked {
@@ -180,7 +191,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if ke, ok := keyError(err); ok {
-		s.Logger.Warn("customer key unavailable", "path", r.URL.Path, "err", err)
+		s.Logger.Warn("customer key unavailable", "request_id", httpx.RequestID(r.Context()), "path", r.URL.Path, "err", err)
 		apierr.Write(w, ke)
 		return
 	}
@@ -188,7 +199,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The client is gone; nobody reads the answer.
 		return
 	}
-	s.Logger.Error("data plane request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	s.Logger.Error("data plane request failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
 	apierr.Write(w, apierr.Internal())
 }
 

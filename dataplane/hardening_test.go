@@ -123,3 +123,30 @@ func TestDownloadAbortedWhenKeyRevokedMidStream(t *testing.T) {
 		t.Fatalf("received %d of %d bytes after revocation", got, len(content))
 	}
 }
+
+func TestCorruptStoredProjectKeyIsNamed(t *testing.T) {
+	env := dataplanetest.New(t, dataplanetest.Options{})
+	p := env.NewProject(t, "", true)
+	ctx := context.Background()
+	rec, err := env.Store.GetProjectKey(ctx, p.OrgID, p.ID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Wrapped[len(rec.Wrapped)-1] ^= 1
+	if err := env.Store.PutProjectKey(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	env.Keyring.EvictProject(p.ID)
+	req, _ := http.NewRequest("POST", env.URL+"/v1/crypto/encrypt", strings.NewReader(`{"plaintext":"aGVsbG8="}`))
+	req.Header.Set("Authorization", "Bearer "+p.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "customer_key_invalid") {
+		t.Fatalf("got %d %s, want 502 customer_key_invalid", res.StatusCode, b)
+	}
+}

@@ -19,6 +19,26 @@ import (
 
 type reqIDKey struct{}
 
+type routeKey struct{}
+
+// route holds the most specific pattern a mux matched for a request. Inner
+// muxes (the Admin API's, the data plane's) record theirs through Route, so
+// metrics and logs name "POST /v1/crypto/encrypt", not just "/v1/crypto/".
+type route struct{ pattern string }
+
+// Route wraps a package's own mux so that the pattern it matched is what
+// Wrap reports for the request.
+func Route(mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if rt, ok := r.Context().Value(routeKey{}).(*route); ok && r.Pattern != "" {
+				rt.pattern = r.Pattern
+			}
+		}()
+		mux.ServeHTTP(w, r)
+	})
+}
+
 // RequestID returns the request id of ctx ("" if none).
 func RequestID(ctx context.Context) string {
 	s, _ := ctx.Value(reqIDKey{}).(string)
@@ -74,7 +94,8 @@ func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
 			id = newID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		ctx := context.WithValue(r.Context(), reqIDKey{}, id)
+		rt := &route{}
+		ctx := context.WithValue(context.WithValue(r.Context(), reqIDKey{}, id), routeKey{}, rt)
 		r = r.WithContext(ctx)
 		rec := &recorder{ResponseWriter: w}
 		start := time.Now()
@@ -93,7 +114,10 @@ func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
-			route := r.Pattern
+			route := rt.pattern
+			if route == "" {
+				route = r.Pattern
+			}
 			if route == "" {
 				route = "unmatched"
 			}
