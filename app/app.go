@@ -179,6 +179,37 @@ func LoadRootKey(path string) (secret.Key, error) {
 	return k, nil
 }
 
+// checkRootKeyPresent fails closed when the root key file is missing but
+// projects exist: their keys may be wrapped by the operator default or local
+// keys derived from it, and a fresh root key would silently make them
+// unreadable (and new versions unreadable by every other replica).
+func checkRootKeyPresent(ctx context.Context, st store.Store, path string) error {
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	for after := ""; ; {
+		orgs, err := st.ListOrgs(ctx, store.Page{After: after, Limit: 100})
+		if err != nil {
+			return err
+		}
+		for _, o := range orgs {
+			ps, err := st.ListProjects(ctx, o.ID, true, store.Page{Limit: 1})
+			if err != nil {
+				return err
+			}
+			if len(ps) > 0 {
+				return fmt.Errorf("local root key file %s is missing, but the database already has projects: "+
+					"restore the file from backup (or point --local-root-key-file at it); refusing to create a new root key, "+
+					"which would make projects on the default or local keys unreadable", path)
+			}
+		}
+		if len(orgs) < 100 {
+			return nil
+		}
+		after = orgs[len(orgs)-1].ID
+	}
+}
+
 // createRootKey writes a fresh key to path unless it exists. The key is
 // written to a temporary file and linked into place, so a reader never sees
 // a partial file and exactly one creator wins.
@@ -238,6 +269,9 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	a := &App{Config: c, Store: st, Metrics: c.Metrics, Logger: c.Logger}
 	fail := func(err error) (*App, error) { _ = st.Close(); return nil, err }
 
+	if err := checkRootKeyPresent(ctx, st, c.LocalRootKeyFile); err != nil {
+		return fail(err)
+	}
 	root, err := LoadRootKey(c.LocalRootKeyFile)
 	if err != nil {
 		return fail(err)

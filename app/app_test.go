@@ -2,10 +2,18 @@ package app
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/store"
 )
 
 func TestLoadRootKeyRace(t *testing.T) {
@@ -41,5 +49,41 @@ func TestLoadRootKeyRace(t *testing.T) {
 	}
 	if _, err := LoadRootKey(path); err == nil {
 		t.Fatal("a truncated root key file was accepted")
+	}
+}
+
+func TestMissingRootKeyFailsClosedOnceDataExists(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
+	a, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No projects yet: a missing root key is simply created.
+	if err := os.Remove(filepath.Join(dir, "local-root.key")); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	a, err = Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("fresh data dir without projects: %v", err)
+	}
+	org := store.Org{ID: ids.New("org-"), Name: "o", CreatedAt: time.Now()}
+	if err := a.Store.CreateOrg(ctx, org); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Store.CreateProject(ctx, store.Project{ID: ids.New("proj_"), OrgID: org.ID, Name: "p", CreatedAt: time.Now(), CurrentKeyVersion: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if err := os.Remove(filepath.Join(dir, "local-root.key")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("Open with projects and no root key = %v, want a refusal", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "local-root.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a new root key was created anyway")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,20 +29,26 @@ func devCmd() *cobra.Command {
 			"project and upload a file. Ctrl-C stops both.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
+			// No environment variables on purpose: ones exported for a
+			// production server (EKM_ADDR, EKM_DATA_DIR) must never point the
+			// demo at production data.
 			return runDev(cmd.Context(), addr, emuAddr, dataDir, os.Stdout)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "ekm server address")
 	cmd.Flags().StringVar(&emuAddr, "emulator-addr", "127.0.0.1:8443", "Azure emulator address")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "ekm-dev-data", "data directory of the server; the emulator keeps its state in <data-dir>/emulator")
-	documentEnv(cmd.Flags())
 	return cmd
 }
 
 func runDev(ctx context.Context, addr, emuAddr, dataDir string, out io.Writer) error {
+	// Fail before creating anything if the server's port is taken (e.g. an
+	// `ekm serve` from the quickstart is still running).
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%w (stop the other server, or pass --addr)", err)
+	}
+	ln.Close()
 	emu, err := azure.New(azure.Options{Addr: emuAddr, StateDir: filepath.Join(dataDir, "emulator")})
 	if err != nil {
 		return err

@@ -20,7 +20,7 @@ func emulateCmd() *cobra.Command {
 			"the CA path, ekm's app credentials and how to create a customer tenant. See docs/emulator-azure.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
+			if err := applyEnvP(cmd.Flags(), emulatorEnvPrefix); err != nil {
 				return err
 			}
 			return azure.Main(cmd.Context(), opts, os.Stdout)
@@ -28,7 +28,7 @@ func emulateCmd() *cobra.Command {
 	}
 	az.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:8443", "address to listen on")
 	az.Flags().StringVar(&opts.StateDir, "state-dir", "", "directory for ca.pem, the app's certificate and (persisted) state; empty = a temporary directory, state in memory")
-	documentEnv(az.Flags())
+	documentEnvP(az.Flags(), emulatorEnvPrefix)
 	cmd.AddCommand(az)
 	return cmd
 }

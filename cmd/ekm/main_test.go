@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -134,5 +137,43 @@ func TestDev(t *testing.T) {
 	call("POST", "/v1/files", sa.APIKey.Value, mw.FormDataContentType(), &body, &file)
 	if file.ID == "" || file.Bytes != 21 {
 		t.Fatalf("upload answered %+v", file)
+	}
+}
+
+func TestEmulatorIgnoresServerEnv(t *testing.T) {
+	t.Setenv("EKM_ADDR", "0.0.0.0:9")
+	cmd := emulateCmd()
+	az, _, err := cmd.Find([]string{"azure"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnvP(az.Flags(), emulatorEnvPrefix); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := az.Flags().GetString("addr"); got != "127.0.0.1:8443" {
+		t.Fatalf("emulator --addr = %q: the server's EKM_ADDR leaked in", got)
+	}
+	t.Setenv("EKM_EMULATOR_ADDR", "127.0.0.1:9443")
+	if err := applyEnvP(az.Flags(), emulatorEnvPrefix); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := az.Flags().GetString("addr"); got != "127.0.0.1:9443" {
+		t.Fatalf("EKM_EMULATOR_ADDR ignored: %q", got)
+	}
+}
+
+func TestDevRefusesABusyPortBeforeCreatingAnything(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := filepath.Join(t.TempDir(), "dev")
+	err = runDev(context.Background(), ln.Addr().String(), "127.0.0.1:0", dir, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--addr") {
+		t.Fatalf("runDev on a busy port = %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatal("runDev created state before failing")
 	}
 }
