@@ -284,12 +284,6 @@ func bodyError(err error, limit int64, malformed string) error {
 	return apierr.BadRequest("", "%s", malformed)
 }
 
-// writeErr marks errors of the blob side of the copy.
-type writeErr struct{ err error }
-
-func (e writeErr) Error() string { return e.err.Error() }
-func (e writeErr) Unwrap() error { return e.err }
-
 func (u *upload) storeFile(ctx context.Context, p *multipart.Part, key secret.Key) error {
 	name := p.FileName()
 	if name == "" {

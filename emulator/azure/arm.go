@@ -1,7 +1,6 @@
 package azure
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -810,8 +809,6 @@ func (a *armCall) roleAssignments(name string) {
 		armError(a.w, http.StatusMethodNotAllowed, "MethodNotAllowed", "Method not supported.")
 	}
 }
-
-var errPrincipal = errors.New("principal")
 
 func (a *armCall) putRoleAssignment(g, scope string) {
 	if !isGUID(g) {

@@ -60,10 +60,10 @@ func (d *Driver) Hold() (release func()) {
 	}
 }
 
-func (d *Driver) state() (error, chan struct{}) {
+func (d *Driver) state() (chan struct{}, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.fail, d.hold
+	return d.hold, d.fail
 }
 
 type provider struct {
@@ -73,7 +73,7 @@ type provider struct {
 
 func (p *provider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
 	p.d.Wraps.Add(1)
-	if err, _ := p.d.state(); err != nil {
+	if _, err := p.d.state(); err != nil {
 		return kms.Wrapped{}, err
 	}
 	return p.inner.Wrap(ctx, pt)
@@ -81,14 +81,14 @@ func (p *provider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
 
 func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
 	p.d.Unwraps.Add(1)
-	err, hold := p.d.state()
+	hold, err := p.d.state()
 	if hold != nil {
 		select {
 		case <-hold:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		err, _ = p.d.state()
+		_, err = p.d.state()
 	}
 	if err != nil {
 		return nil, err
@@ -98,7 +98,7 @@ func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
 
 func (p *provider) Describe(ctx context.Context) (kms.KeyInfo, error) {
 	p.d.Describs.Add(1)
-	if err, _ := p.d.state(); err != nil {
+	if _, err := p.d.state(); err != nil {
 		return kms.KeyInfo{}, err
 	}
 	return p.inner.Describe(ctx)
