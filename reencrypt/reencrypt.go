@@ -272,10 +272,20 @@ func (r *run) once(ctx context.Context, f store.File, version int) (moved bool, 
 		return false, err
 	}
 
-	err = r.Store.ReplaceFileContent(ctx, nf, f.BlobKey)
+	// Not cancellable: a cancellation racing the commit must not leave us
+	// unsure whether the record now points at the new blob.
+	bg := context.WithoutCancel(ctx)
+	err = r.Store.ReplaceFileContent(bg, nf, f.BlobKey)
+	if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+		// An ambiguous failure (e.g. the connection dropped at commit): the
+		// record decides whether the swap happened.
+		if cur, gerr := r.Store.GetFile(bg, r.org, r.proj, f.ID); gerr == nil && cur.BlobKey == nf.BlobKey {
+			err = nil
+		}
+	}
 	if err != nil {
 		// The record did not take the new blob: it is ours alone to remove.
-		if derr := r.Blobs.Delete(context.WithoutCancel(ctx), nf.BlobKey); derr != nil {
+		if derr := r.Blobs.Delete(bg, nf.BlobKey); derr != nil {
 			r.Logger.Warn("reencrypt: removing unused blob failed; Sweep will", "file_id", f.ID, "err", derr)
 		}
 		if errors.Is(err, store.ErrNotFound) {
