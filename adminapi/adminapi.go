@@ -1,6 +1,6 @@
 // Package adminapi serves ekm's OpenAI-wire-compatible Admin API under
 // /v1/organization/: external keys (customer KEKs), projects, admin API keys,
-// project service accounts and the audit log.
+// project service accounts and their API keys, and the audit log.
 //
 // The official OpenAI SDKs are the contract: request bodies, objects, list
 // pages and errors have OpenAI's shapes, and ekm-specific additions are extra
@@ -96,7 +96,13 @@ func New(d Deps) http.Handler {
 	h("POST /v1/organization/projects/{id}/service_accounts", a.createServiceAccount)
 	h("GET /v1/organization/projects/{id}/service_accounts", a.listServiceAccounts)
 	h("GET /v1/organization/projects/{id}/service_accounts/{sa}", a.getServiceAccount)
+	h("POST /v1/organization/projects/{id}/service_accounts/{sa}", a.updateServiceAccount)
 	h("DELETE /v1/organization/projects/{id}/service_accounts/{sa}", a.deleteServiceAccount)
+
+	h("GET /v1/organization/projects/{id}/api_keys", a.listProjectKeys)
+	h("GET /v1/organization/projects/{id}/api_keys/{key}", a.getProjectKey)
+	h("POST /v1/organization/projects/{id}/api_keys/{key}", a.updateProjectKey)
+	h("DELETE /v1/organization/projects/{id}/api_keys/{key}", a.deleteProjectKey)
 
 	h("POST /v1/organization/admin_api_keys", a.createAdminKey)
 	h("GET /v1/organization/admin_api_keys", a.listAdminKeys)

@@ -38,9 +38,14 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sa, err := c.Admin.Organization.Projects.ServiceAccounts.New(ctx, p.ID, openai.AdminOrganizationProjectServiceAccountNewParams{Name: "sa"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := e.snapshot(org.ID, p.ID)
 
 	const ek = "/v1/organization/external_keys"
+	pk := "/v1/organization/projects/" + p.ID + "/api_keys"
 	long := func(n int) string { return strings.Repeat("a", n) }
 	cases := []struct {
 		name, method, path, body string
@@ -107,7 +112,28 @@ func TestBadInput(t *testing.T) {
 		{"audit cursor", "GET", "/v1/organization/audit_logs?before=proj_x", "", 400, "invalid_value", "before"},
 		{"audit actor filter", "GET", "/v1/organization/audit_logs?actor_ids[]=key_x", "", 400, "unknown_parameter", "actor_ids[]"},
 
+		{"sa update role", "POST", "/v1/organization/projects/" + p.ID + "/service_accounts/" + sa.ID, `{"role":"owner"}`, 400, "unsupported_role", "role"},
+		{"sa update field", "POST", "/v1/organization/projects/" + p.ID + "/service_accounts/" + sa.ID, `{"api_key":"x"}`, 400, "unknown_parameter", "api_key"},
+		{"sa update body", "POST", "/v1/organization/projects/" + p.ID + "/service_accounts/" + sa.ID, `[]`, 400, "invalid_json", ""},
+		{"project keys limit", "GET", pk + "?limit=101", "", 400, "invalid_value", "limit"},
+		{"project keys after", "GET", pk + "?after=svc_acct_x", "", 400, "invalid_value", "after"},
+		{"project keys order", "GET", pk + "?order=desc", "", 400, "unknown_parameter", "order"},
+		{"project keys access", "GET", pk + "?owner_project_access=all", "", 400, "invalid_value", "owner_project_access"},
+		{"project keys access twice", "GET", pk + "?owner_project_access=any&owner_project_access=any", "", 400, "invalid_value", "owner_project_access"},
+		{"project key update empty", "POST", pk + "/" + sa.APIKey.ID, `{}`, 400, "missing_required_parameter", "scopes"},
+		{"project key update scopes", "POST", pk + "/" + sa.APIKey.ID, `{"scopes":["api.files.read"]}`, 400, "unsupported_parameter", "scopes"},
+		{"project key update scopes type", "POST", pk + "/" + sa.APIKey.ID, `{"scopes":"all"}`, 400, "invalid_type", "scopes"},
+		{"project key update scopes null", "POST", pk + "/" + sa.APIKey.ID, `{"scopes":null}`, 400, "invalid_type", "scopes"},
+		{"project key update expiry", "POST", pk + "/" + sa.APIKey.ID, `{"scopes":[],"expires_in_seconds":60}`, 400, "unsupported_parameter", "expires_in_seconds"},
+		{"project key update field", "POST", pk + "/" + sa.APIKey.ID, `{"name":"x"}`, 400, "unknown_parameter", "name"},
+
 		{"malformed key id", "GET", ek + "/notanid", "", 404, "not_found", ""},
+		{"malformed project key id", "GET", pk + "/key_", "", 404, "not_found", ""},
+		{"malformed project key id delete", "DELETE", pk + "/svc_acct_06h2azmcxyds50vdkg1t8480rm", "", 404, "not_found", ""},
+		{"unknown project key", "DELETE", pk + "/key_06h2azmcxyds50vdkg1t8480rm", "", 404, "not_found", ""},
+		{"project key of unknown project", "GET", "/v1/organization/projects/proj_06h2azmcxyds50vdkg1t8480rm/api_keys/" + sa.APIKey.ID, "", 404, "not_found", ""},
+		{"project keys of malformed project", "GET", "/v1/organization/projects/proj_x/api_keys", "", 404, "not_found", ""},
+		{"malformed sa id update", "POST", "/v1/organization/projects/" + p.ID + "/service_accounts/svc_acct_x", `{"name":"x"}`, 404, "not_found", ""},
 		{"malformed project id", "POST", "/v1/organization/projects/proj_short/archive", "", 404, "not_found", ""},
 		{"malformed admin key id", "DELETE", "/v1/organization/admin_api_keys/zzz", "", 404, "not_found", ""},
 		{"malformed sa id", "GET", "/v1/organization/projects/" + p.ID + "/service_accounts/svc_acct_", "", 404, "not_found", ""},

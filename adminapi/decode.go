@@ -381,6 +381,75 @@ func decodeServiceAccountCreate(b []byte) (string, error) {
 	return o.requiredStr("name", maxName)
 }
 
+// saUpdate is a decoded service account update; nil fields are unchanged.
+type saUpdate struct {
+	Name *string
+	Role *string
+}
+
+// Service account roles. ekm's service accounts are all members: a project
+// key can use its project's data plane and nothing else, and no role of
+// ekm's would let it do more.
+const roleMember = "member"
+
+func decodeServiceAccountUpdate(b []byte) (saUpdate, error) {
+	var req saUpdate
+	o, err := decodeObject(b)
+	if err != nil {
+		return req, err
+	}
+	if err := o.only("name", "role"); err != nil {
+		return req, err
+	}
+	if n, ok, err := o.name("name"); err != nil {
+		return req, err
+	} else if ok {
+		req.Name = &n
+	}
+	role, ok, err := o.str("role", maxType)
+	switch {
+	case err != nil:
+		return req, err
+	case !ok:
+	case role == roleMember:
+		req.Role = &role
+	case role == "owner":
+		return req, apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_role", "role", "Invalid 'role': 'owner' is not supported by this server; service accounts are members of their project.")
+	default:
+		return req, apierr.BadRequest("role", "Invalid 'role': expected 'member' or 'owner'.")
+	}
+	return req, nil
+}
+
+// decodeProjectKeyUpdate decodes POST …/api_keys/{key_id}. ekm keys have no
+// scopes and do not expire, so the only update it can honour is "scopes":
+// [], which in OpenAI's contract means all permissions: what the key already
+// has.
+func decodeProjectKeyUpdate(b []byte) error {
+	o, err := decodeObject(b)
+	if err != nil {
+		return err
+	}
+	if err := o.only("scopes", "expires_in_seconds"); err != nil {
+		return err
+	}
+	if err := o.unsupported("expires_in_seconds"); err != nil {
+		return err
+	}
+	raw, ok := o["scopes"]
+	if !ok {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "missing_required_parameter", "scopes", "Provide at least one of 'scopes' or 'expires_in_seconds'.")
+	}
+	var scopes []string
+	if isNull(raw) || json.Unmarshal(raw, &scopes) != nil {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "invalid_type", "scopes", "Invalid type for 'scopes': expected an array of strings.")
+	}
+	if len(scopes) > 0 {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_parameter", "scopes", "Restricting a key's 'scopes' is not supported by this server; project keys have all permissions on their project.")
+	}
+	return nil
+}
+
 // --- list queries ---
 
 const (

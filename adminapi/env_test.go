@@ -17,6 +17,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/local"
@@ -136,6 +138,13 @@ func newEnv(t *testing.T) *env {
 		Default: keyring.DefaultKey{Type: "local", Params: kms.Params{"local_key_id": "default"}}})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/organization/", New(Deps{Store: st, Keyring: kr, Now: clk.Now, MaxBodyBytes: testMaxBody, ValidateTimeout: 10 * time.Second}))
+	// The data plane over the same store and keyring, to check what admin
+	// changes do to project keys (e.g. a deleted key stops authenticating).
+	blobs, err := blob.NewDir(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux.Handle("/v1/", dataplane.New(dataplane.Deps{Store: st, Keyring: kr, Blobs: blobs, Now: clk.Now}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &env{t: t, st: st, kr: kr, srv: srv, clk: clk, flaky: flaky}

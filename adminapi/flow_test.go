@@ -329,7 +329,7 @@ func TestAdminKeysAndServiceAccounts(t *testing.T) {
 	apiErr(t, err, http.StatusConflict)
 
 	types := e.auditTypes(org.ID)
-	want := []string{"api_key.created", "api_key.created", "api_key.deleted", "project.created", "service_account.created", "api_key.created", "service_account.deleted", "project.archived"}
+	want := []string{"api_key.created", "api_key.created", "api_key.deleted", "project.created", "service_account.created", "api_key.created", "api_key.deleted", "service_account.deleted", "project.archived"}
 	if !slices.Equal(types, want) {
 		t.Fatalf("audit: %v", types)
 	}

@@ -119,3 +119,24 @@ func FuzzParseListQuery(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeServiceAccountAndKeyUpdates(f *testing.F) {
+	for _, s := range []string{`{"name":"x"}`, `{"role":"member"}`, `{"role":"owner"}`, `{"scopes":[]}`, `{"scopes":["a"]}`, `{"expires_in_seconds":1}`, `{}`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if req, err := decodeServiceAccountUpdate(b); err != nil {
+			badRequest(t, err)
+		} else {
+			if req.Name != nil {
+				checkName(t, *req.Name)
+			}
+			if req.Role != nil && *req.Role != roleMember {
+				t.Fatalf("accepted role %q", *req.Role)
+			}
+		}
+		if err := decodeProjectKeyUpdate(b); err != nil {
+			badRequest(t, err)
+		}
+	})
+}

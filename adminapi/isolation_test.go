@@ -52,6 +52,15 @@ func TestOrgIsolation(t *testing.T) {
 		{"DELETE", "/v1/organization/projects/" + pA.ID + "/service_accounts/" + saA.ID, ""},
 		{"GET", "/v1/organization/projects/" + pB.ID + "/service_accounts/" + saA.ID, ""},
 		{"DELETE", "/v1/organization/projects/" + pB.ID + "/service_accounts/" + saA.ID, ""},
+		{"POST", "/v1/organization/projects/" + pA.ID + "/service_accounts/" + saA.ID, `{"name":"stolen"}`},
+		{"POST", "/v1/organization/projects/" + pB.ID + "/service_accounts/" + saA.ID, `{"name":"stolen"}`},
+		{"GET", "/v1/organization/projects/" + pA.ID + "/api_keys", ""},
+		{"GET", "/v1/organization/projects/" + pA.ID + "/api_keys/" + saA.APIKey.ID, ""},
+		{"POST", "/v1/organization/projects/" + pA.ID + "/api_keys/" + saA.APIKey.ID, `{"scopes":[]}`},
+		{"DELETE", "/v1/organization/projects/" + pA.ID + "/api_keys/" + saA.APIKey.ID, ""},
+		{"GET", "/v1/organization/projects/" + pB.ID + "/api_keys/" + saA.APIKey.ID, ""},
+		{"DELETE", "/v1/organization/projects/" + pB.ID + "/api_keys/" + saA.APIKey.ID, ""},
+		{"DELETE", "/v1/organization/projects/" + pB.ID + "/api_keys/" + aKeyID, ""},
 		{"GET", "/v1/organization/admin_api_keys/" + aKeyID, ""},
 		{"DELETE", "/v1/organization/admin_api_keys/" + aKeyID, ""},
 		{"POST", "/v1/organization/projects", `{"name":"x","external_key_id":"` + kA.ID + `"}`},
@@ -71,6 +80,14 @@ func TestOrgIsolation(t *testing.T) {
 	apiErr(t, err, http.StatusNotFound)
 	_, err = b.Admin.Organization.Projects.Get(ctx, pA.ID)
 	apiErr(t, err, http.StatusNotFound)
+	_, err = b.Admin.Organization.Projects.APIKeys.Delete(ctx, pA.ID, saA.APIKey.ID)
+	apiErr(t, err, http.StatusNotFound)
+	_, err = b.Admin.Organization.Projects.ServiceAccounts.Update(ctx, pA.ID, saA.ID, openai.AdminOrganizationProjectServiceAccountUpdateParams{Name: openai.String("stolen")})
+	apiErr(t, err, http.StatusNotFound)
+	bKeys, err := b.Admin.Organization.Projects.APIKeys.List(ctx, pB.ID, openai.AdminOrganizationProjectAPIKeyListParams{})
+	if err != nil || len(bKeys.Data) != 0 {
+		t.Fatalf("B's project keys: %v %s", err, bKeys.RawJSON())
+	}
 
 	// B's lists hold only B's objects.
 	ks, err := b.Admin.Organization.ExternalKeys.List(ctx, openai.AdminOrganizationExternalKeyListParams{})
@@ -104,8 +121,11 @@ func TestOrgIsolation(t *testing.T) {
 	if err != nil || p.Name != "a-proj" || p.ArchivedAt != nil || p.ExternalKeyID != kA.ID {
 		t.Fatalf("A's project changed: %v %+v", err, p)
 	}
-	if _, err := e.st.GetServiceAccount(ctx, orgA.ID, pA.ID, saA.ID); err != nil {
-		t.Fatal(err)
+	if sa, err := e.st.GetServiceAccount(ctx, orgA.ID, pA.ID, saA.ID); err != nil || sa.Name != "a-sa" {
+		t.Fatalf("A's service account changed: %v %+v", err, sa)
+	}
+	if r := e.do(saA.APIKey.Value, "POST", "/v1/crypto/encrypt", `{"plaintext":"aGk="}`); r.Status != http.StatusOK {
+		t.Fatalf("A's project key: %d %s", r.Status, r.Raw)
 	}
 	if _, err := e.st.GetAPIKey(ctx, orgA.ID, aKeyID); err != nil {
 		t.Fatal(err)
