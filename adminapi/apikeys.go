@@ -1,7 +1,6 @@
 package adminapi
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/ekm-dev/ekm/apierr"
@@ -390,7 +389,7 @@ func (a *api) updateServiceAccount(w http.ResponseWriter, r *http.Request) error
 			return storeErr(err, kindServiceAccount, s.ID)
 		}
 		cur.Name = *req.Name
-		if err := replaceServiceAccount(r.Context(), q, cur); err != nil {
+		if err := q.UpdateServiceAccount(r.Context(), cur); err != nil {
 			return err
 		}
 		out = cur
@@ -400,34 +399,4 @@ func (a *api) updateServiceAccount(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	return writeJSON(w, http.StatusOK, serviceAccountObj(out))
-}
-
-// replaceServiceAccount rewrites service account s (same id) with its keys
-// unchanged. The store has no update of service accounts, so the row is
-// deleted and inserted again, within the caller's transaction: its keys are
-// deleted first (they would go with the account) and re-inserted as they
-// were, hash included, so they keep authenticating. Nothing else refers to
-// either row.
-func replaceServiceAccount(ctx context.Context, q store.Queries, s store.ServiceAccount) error {
-	keys, err := accountKeys(ctx, q, s)
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := q.DeleteAPIKey(ctx, k.OrgID, k.ID); err != nil {
-			return err
-		}
-	}
-	if err := q.DeleteServiceAccount(ctx, s.OrgID, s.ProjectID, s.ID); err != nil {
-		return storeErr(err, kindServiceAccount, s.ID)
-	}
-	if err := q.CreateServiceAccount(ctx, s); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := q.CreateAPIKey(ctx, k); err != nil {
-			return err
-		}
-	}
-	return nil
 }

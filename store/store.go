@@ -184,6 +184,8 @@ type Queries interface {
 
 	CreateServiceAccount(ctx context.Context, s ServiceAccount) error
 	GetServiceAccount(ctx context.Context, orgID, projectID, id string) (ServiceAccount, error)
+	// UpdateServiceAccount writes Name and Role of an existing account.
+	UpdateServiceAccount(ctx context.Context, s ServiceAccount) error
 	ListServiceAccounts(ctx context.Context, orgID, projectID string, p Page) ([]ServiceAccount, error)
 	// DeleteServiceAccount also deletes its API keys.
 	DeleteServiceAccount(ctx context.Context, orgID, projectID, id string) error

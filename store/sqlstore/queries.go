@@ -297,6 +297,12 @@ func (q *queries) GetServiceAccount(ctx context.Context, orgID, projectID, id st
 	return s, nil
 }
 
+func (q *queries) UpdateServiceAccount(ctx context.Context, s store.ServiceAccount) error {
+	n, err := q.exec(ctx, `UPDATE service_accounts SET name = ?, role = ? WHERE org_id = ? AND project_id = ? AND id = ?`,
+		s.Name, s.Role, s.OrgID, s.ProjectID, s.ID)
+	return changed("update", "service account", n, err)
+}
+
 func (q *queries) ListServiceAccounts(ctx context.Context, orgID, projectID string, p store.Page) ([]store.ServiceAccount, error) {
 	query, args := page(p, `SELECT `+serviceAccountCols+` FROM service_accounts WHERE org_id = ? AND project_id = ?`, []any{orgID, projectID})
 	out, err := queryAll(ctx, q, scanServiceAccount, query, args...)

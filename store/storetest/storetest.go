@@ -252,6 +252,17 @@ func testServiceAccounts(t *testing.T, s store.Store) {
 	missing.ID, missing.ProjectID = ids.New("svc_acct_"), ids.New("proj_")
 	wantErr(t, "account of missing project", s.CreateServiceAccount(ctx, missing), store.ErrNotFound)
 
+	renamed := sa1
+	renamed.Name = "renamed"
+	must(t, s.UpdateServiceAccount(ctx, renamed))
+	equal(t, "updated", get[store.ServiceAccount](t, "get")(s.GetServiceAccount(ctx, o.ID, p1.ID, sa1.ID)), renamed)
+	elsewhere := renamed
+	elsewhere.ProjectID = p2.ID
+	wantErr(t, "update under another project", s.UpdateServiceAccount(ctx, elsewhere), store.ErrNotFound)
+	elsewhere = renamed
+	elsewhere.OrgID = ids.New("org-")
+	wantErr(t, "update in another org", s.UpdateServiceAccount(ctx, elsewhere), store.ErrNotFound)
+
 	wantErr(t, "delete under another project", s.DeleteServiceAccount(ctx, o.ID, p2.ID, sa1.ID), store.ErrNotFound)
 	must(t, s.DeleteServiceAccount(ctx, o.ID, p1.ID, sa1.ID))
 	_, err = s.GetServiceAccount(ctx, o.ID, p1.ID, sa1.ID)
