@@ -81,6 +81,9 @@ type AzureConfig struct {
 	ClientCertificate         string // path to PEM or PKCS#12
 	ClientCertificatePassword string
 	FederatedTokenFile        string
+	// Cloud the app is registered in: "public" (default), "china" or
+	// "usgov". Only vaults of that cloud can be registered.
+	Cloud string
 	// DialOverride sends every Azure connection to host:port (the emulator).
 	DialOverride string
 	// CAFile is a PEM CA to trust for Azure hosts (the emulator's).

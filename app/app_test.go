@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -87,3 +88,27 @@ func TestMissingRootKeyFailsClosedOnceDataExists(t *testing.T) {
 		t.Fatal("a new root key was created anyway")
 	}
 }
+
+func TestAzureCloudIsChecked(t *testing.T) {
+	root := secretForTest()
+	c := Config{Azure: AzureConfig{ClientID: "11111111-2222-3333-4444-555555555555", ClientSecret: "s", Cloud: "mars"}}
+	if _, err := Drivers(c, root); err == nil || !strings.Contains(err.Error(), "mars") {
+		t.Fatalf("unknown cloud accepted: %v", err)
+	}
+	c.Azure.Cloud = "usgov"
+	ds, err := Drivers(c, root)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("usgov: %d drivers, %v", len(ds), err)
+	}
+	// A US Government app accepts only US Government vaults.
+	p := map[string]string{"tenant_id": "11111111-2222-3333-4444-555555555555", "vault_uri": "https://vault1.vault.azure.net/", "key_name": "org-0123456789abcdefghjkmnpqrs--k"}
+	if _, err := ds[1].Check("org-0123456789abcdefghjkmnpqrs", p); err == nil {
+		t.Fatal("a public-cloud vault was accepted by a usgov app")
+	}
+	p["vault_uri"] = "https://vault1.vault.usgovcloudapi.net/"
+	if _, err := ds[1].Check("org-0123456789abcdefghjkmnpqrs", p); err != nil {
+		t.Fatalf("usgov vault refused: %v", err)
+	}
+}
+
+func secretForTest() secret.Key { return secret.New() }

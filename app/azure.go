@@ -8,7 +8,12 @@ import (
 )
 
 func azureDriverConfig(c AzureConfig, hc *http.Client, kmsTimeout time.Duration) azure.Config {
+	var clouds []azure.Cloud
+	if c.Cloud != "" {
+		clouds = []azure.Cloud{azure.Cloud(c.Cloud)}
+	}
 	return azure.Config{
+		Clouds:              clouds,
 		ClientID:            c.ClientID,
 		ClientSecret:        c.ClientSecret,
 		CertificateFile:     c.ClientCertificate,

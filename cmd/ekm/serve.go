@@ -25,6 +25,7 @@ func azureFlags(fs *pflag.FlagSet, c *app.AzureConfig) {
 	fs.StringVar(&c.ClientCertificate, "azure-client-certificate", "", "PEM or PKCS#12 file with the app's certificate and private key")
 	fs.StringVar(&c.ClientCertificatePassword, "azure-client-certificate-password", "", "password of a PKCS#12 certificate file")
 	fs.StringVar(&c.FederatedTokenFile, "azure-federated-token-file", "", "workload identity token file (federated credential)")
+	fs.StringVar(&c.Cloud, "azure-cloud", "", "cloud ekm's app is registered in: public (default), china or usgov; only that cloud's vaults can be registered")
 	fs.StringVar(&c.DialOverride, "azure-dial-override", "", "send every Azure connection to this host:port (the Azure emulator); TLS still verifies the real host names")
 	fs.StringVar(&c.CAFile, "azure-ca-file", "", "extra CA (PEM) to trust for Azure hosts (the emulator's ca.pem)")
 }
