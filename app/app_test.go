@@ -112,3 +112,64 @@ func TestAzureCloudIsChecked(t *testing.T) {
 }
 
 func secretForTest() secret.Key { return secret.New() }
+
+// TestRunStartsWorkers checks the wiring of App.Run: scheduled project-key
+// rotation and audit retention run from the first moment.
+func TestRunStartsWorkers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := Open(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), ProjectKeyRotationPeriod: time.Hour,
+		AuditRetention: 24 * time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	org := store.Org{ID: ids.New("org-"), Name: "o", CreatedAt: time.Now()}
+	pid := ids.New("proj_")
+	rec, pk, err := a.Keyring.NewVersion(ctx, org.ID, pid, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk.Zero()
+	rec.CreatedAt = time.Now().Add(-2 * time.Hour) // due for rotation
+	old := store.AuditEvent{ID: ids.New("audit_log-"), OrgID: org.ID, Type: "project.created", EffectiveAt: time.Now().Add(-48 * time.Hour), Data: []byte(`{}`)}
+	err = a.Store.InTx(ctx, func(q store.Queries) error {
+		if err := q.CreateOrg(ctx, org); err != nil {
+			return err
+		}
+		if err := q.CreateProject(ctx, store.Project{ID: pid, OrgID: org.ID, Name: "p", CreatedAt: time.Now(), CurrentKeyVersion: 1}); err != nil {
+			return err
+		}
+		if err := q.PutProjectKey(ctx, rec); err != nil {
+			return err
+		}
+		return q.AppendAudit(ctx, old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, nil) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p, err := a.Store.GetProject(ctx, org.ID, pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := a.Store.ListAudit(ctx, org.ID, store.AuditFilter{Types: []string{"project.created"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.CurrentKeyVersion == 2 && len(evs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Run: project key version %d (want 2), %d expired audit events left (want 0)", p.CurrentKeyVersion, len(evs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
