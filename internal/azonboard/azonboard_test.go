@@ -12,7 +12,10 @@ import (
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
-func TestOnboardAgainstEmulator(t *testing.T) {
+// newCustomer starts an emulator and returns it with the admin of a new
+// customer tenant.
+func newCustomer(t *testing.T) (*azure.Emulator, *azonboard.Customer) {
+	t.Helper()
 	e, err := azure.New(azure.Options{Addr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +30,11 @@ func TestOnboardAgainstEmulator(t *testing.T) {
 	}
 	c := &azonboard.Customer{HTTP: e.HTTPClient(), TenantID: ten.ID, SubscriptionID: ten.SubscriptionID,
 		GraphToken: ten.AdminTokens.Graph, ARMToken: ten.AdminTokens.Management, VaultToken: ten.AdminTokens.Vault}
+	return e, c
+}
+
+func TestOnboardAgainstEmulator(t *testing.T) {
+	e, c := newCustomer(t)
 	ctx := context.Background()
 	o, err := c.Onboard(ctx, e.App().ClientID, "org-0123456789abcdefghjkmnpqrs", "acmevault", "main")
 	if err != nil {
@@ -49,20 +57,7 @@ func TestOnboardAgainstEmulator(t *testing.T) {
 }
 
 func TestKeyLifecycleHelpers(t *testing.T) {
-	e, err := azure.New(azure.Options{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	ten, err := e.CreateTenant()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &azonboard.Customer{HTTP: e.HTTPClient(), TenantID: ten.ID, SubscriptionID: ten.SubscriptionID,
-		GraphToken: ten.AdminTokens.Graph, ARMToken: ten.AdminTokens.Management, VaultToken: ten.AdminTokens.Vault}
+	e, c := newCustomer(t)
 	ctx := context.Background()
 	o, err := c.Onboard(ctx, e.App().ClientID, "org-0123456789abcdefghjkmnpqrs", "helpvault", "main")
 	if err != nil {
