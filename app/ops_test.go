@@ -12,7 +12,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/ekm-dev/ekm/internal/ekmtest"
+	"github.com/ekm-dev/ekm/ekmtest"
 )
 
 func get(t *testing.T, url string, hdr map[string]string) (*http.Response, string) {

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/ids"
-	"github.com/ekm-dev/ekm/internal/kmsfake"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/kmsfake"
 	"github.com/ekm-dev/ekm/kms/local"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"

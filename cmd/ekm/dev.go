@@ -14,7 +14,7 @@ import (
 
 	"github.com/ekm-dev/ekm/adminapi"
 	"github.com/ekm-dev/ekm/app"
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
@@ -49,7 +49,7 @@ func runDev(ctx context.Context, addr, emuAddr, dataDir string, out io.Writer) e
 		return fmt.Errorf("%w (stop the other server, or pass --addr)", err)
 	}
 	ln.Close()
-	emu, err := azure.New(azure.Options{Addr: emuAddr, StateDir: filepath.Join(dataDir, "emulator")})
+	emu, err := azurecloud.New(azurecloud.Options{Addr: emuAddr, StateDir: filepath.Join(dataDir, "emulator")})
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 )
 
 func emulateCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "emulate", Short: "Run an emulator of a cloud's identity and KMS endpoints"}
-	var opts azure.Options
+	var opts azurecloud.Options
 	az := &cobra.Command{
 		Use:   "azure",
 		Short: "Emulate Microsoft Entra ID, Key Vault, Graph and ARM on one TLS port",
@@ -23,7 +23,7 @@ func emulateCmd() *cobra.Command {
 			if err := applyEnvP(cmd.Flags(), emulatorEnvPrefix); err != nil {
 				return err
 			}
-			return azure.Main(cmd.Context(), opts, os.Stdout)
+			return azurecloud.Main(cmd.Context(), opts, os.Stdout)
 		},
 	}
 	az.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:8443", "address to listen on")

@@ -5,21 +5,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
 // azureEnv is an Azure emulator in the test process and the flags and
 // environment that point an ekm child at it, exactly as an operator would.
 type azureEnv struct {
-	emu  *azure.Emulator
+	emu  *azurecloud.Emulator
 	args []string // --azure-* flags
 	env  []string // child environment (the client secret stays out of argv)
 }
 
 func startAzure(t *testing.T) *azureEnv {
 	t.Helper()
-	emu, err := azure.New(azure.Options{Addr: "127.0.0.1:0"})
+	emu, err := azurecloud.New(azurecloud.Options{Addr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

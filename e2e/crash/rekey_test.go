@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 )
 
 // TestRekeyKilled kills `ekm serve` at random moments during and after a
@@ -78,7 +78,7 @@ func TestRekeyKilled(t *testing.T) {
 
 	// Slow every Key Vault call, so that a re-key (validate the new key,
 	// then unwrap and wrap each version) lasts long enough to be killed in.
-	if _, err := z.emu.InjectFault(azure.Fault{Host: "vault", Latency: azure.Duration(8 * time.Millisecond)}); err != nil {
+	if _, err := z.emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(8 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	// One re-key without a kill measures how long a re-key takes here.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 )
 
 // TestRewrapKilled: the customer rotates its KEK; the server's probe
@@ -82,7 +82,7 @@ func TestRewrapKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := z.emu.InjectFault(azure.Fault{Host: "vault", Latency: azure.Duration(4 * time.Millisecond)}); err != nil {
+	if _, err := z.emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(4 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	onOld := func() int { return projects*versions - counts()[latest] }

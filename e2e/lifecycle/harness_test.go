@@ -16,8 +16,8 @@ import (
 
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/client"
+	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/azonboard"
-	"github.com/ekm-dev/ekm/internal/ekmtest"
 )
 
 // Error codes of the data plane (docs/API.md).

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ekm-dev/ekm/internal/ekmtest"
+	"github.com/ekm-dev/ekm/ekmtest"
 )
 
 // kmsCalls counts the Key Vault operations ekm caused (the 401 challenge

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ekm-dev/ekm/emulator/azure"
-	"github.com/ekm-dev/ekm/internal/ekmtest"
+	"github.com/ekm-dev/ekm/ekmtest"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 )
 
 // outageKMSTimeout bounds one KMS call (retries included) in these tests;
@@ -65,7 +65,7 @@ func TestOutage(t *testing.T) {
 		cached, cold := f.projects[0], f.projects[1]
 		f.mustRead(cached, "before the outage")
 		env.App.Keyring.EvictProject(cold.id)
-		id, err := env.Emu.InjectFault(azure.Fault{Host: "login", Status: http.StatusServiceUnavailable})
+		id, err := env.Emu.InjectFault(azurecloud.Fault{Host: "login", Status: http.StatusServiceUnavailable})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,15 +94,15 @@ func TestOutage(t *testing.T) {
 func vaultOutages(t *testing.T, env *ekmtest.Env) {
 	for _, tc := range []struct {
 		name  string
-		fault azure.Fault
+		fault azurecloud.Fault
 	}{
-		{"latency beyond the KMS timeout", azure.Fault{Latency: azure.Duration(3 * outageKMSTimeout)}},
-		{"503", azure.Fault{Status: http.StatusServiceUnavailable}},
-		{"500", azure.Fault{Status: http.StatusInternalServerError}},
+		{"latency beyond the KMS timeout", azurecloud.Fault{Latency: azurecloud.Duration(3 * outageKMSTimeout)}},
+		{"503", azurecloud.Fault{Status: http.StatusServiceUnavailable}},
+		{"500", azurecloud.Fault{Status: http.StatusInternalServerError}},
 		// Retry-After beyond the SDK's longest retry delay: ekm gives up at once.
-		{"429 with Retry-After", azure.Fault{Status: http.StatusTooManyRequests, RetryAfter: "30"}},
-		{"429 without Retry-After", azure.Fault{Status: http.StatusTooManyRequests}},
-		{"connection reset", azure.Fault{Reset: true}},
+		{"429 with Retry-After", azurecloud.Fault{Status: http.StatusTooManyRequests, RetryAfter: "30"}},
+		{"429 without Retry-After", azurecloud.Fault{Status: http.StatusTooManyRequests}},
+		{"connection reset", azurecloud.Fault{Reset: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -148,7 +148,7 @@ func TestOutageHardTTL(t *testing.T) {
 	env.App.Keyring.EvictProject(p.id)
 	f.mustRead(p, "filling the cache")
 	filled := time.Now()
-	id, err := env.Emu.InjectFault(azure.Fault{Host: f.vaultHost(), Status: http.StatusServiceUnavailable})
+	id, err := env.Emu.InjectFault(azurecloud.Fault{Host: f.vaultHost(), Status: http.StatusServiceUnavailable})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/azonboard"
-	"github.com/ekm-dev/ekm/internal/ekmtest"
 	"github.com/ekm-dev/ekm/kms/azure"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/azonboard"
-	"github.com/ekm-dev/ekm/internal/ekmtest"
 )
 
 func sum(m map[string]int) int {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/azonboard"
-	"github.com/ekm-dev/ekm/internal/ekmtest"
 	"github.com/ekm-dev/ekm/kms/azure"
 )
 

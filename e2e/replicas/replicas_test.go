@@ -13,7 +13,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/ekm-dev/ekm/client"
-	"github.com/ekm-dev/ekm/internal/ekmtest"
+	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/store/sqlstore/pgtest"
 )
 

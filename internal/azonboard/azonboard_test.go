@@ -8,15 +8,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
 // newCustomer starts an emulator and returns it with the admin of a new
 // customer tenant.
-func newCustomer(t *testing.T) (*azure.Emulator, *azonboard.Customer) {
+func newCustomer(t *testing.T) (*azurecloud.Emulator, *azonboard.Customer) {
 	t.Helper()
-	e, err := azure.New(azure.Options{Addr: "127.0.0.1:0"})
+	e, err := azurecloud.New(azurecloud.Options{Addr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	emu "github.com/ekm-dev/ekm/emulator/azure"
+	emu "github.com/ekm-dev/ekm/emulator/azurecloud"
 
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/local"

@@ -25,7 +25,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
-	emu "github.com/ekm-dev/ekm/emulator/azure"
+	emu "github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/kmstest"
 )

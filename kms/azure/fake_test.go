@@ -29,7 +29,7 @@ import (
 // fakeAzure is a minimal, recorded-shape stand-in for Entra's token endpoint
 // and one Key Vault, served over TLS under the production host names via a
 // dial override. It exists to replay exact error bodies from the reference;
-// protocol fidelity is the job of the emulator in emulator/azure.
+// protocol fidelity is the job of the emulator in emulator/azurecloud.
 type fakeAzure struct {
 	t       *testing.T
 	srv     *httptest.Server

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ekm-dev/ekm/adminapi"
 	"github.com/ekm-dev/ekm/app"
-	"github.com/ekm-dev/ekm/emulator/azure"
+	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
@@ -32,13 +32,13 @@ type Options struct {
 	// NoRun: build the app but do not serve or probe (the test drives it).
 	NoRun bool
 	// Emulator, if set, is used instead of starting a new one.
-	Emulator *azure.Emulator
+	Emulator *azurecloud.Emulator
 	Logger   *slog.Logger
 }
 
 // Env is a running emulator + server.
 type Env struct {
-	Emu *azure.Emulator
+	Emu *azurecloud.Emulator
 	App *app.App
 	// URL is the server's base URL, e.g. http://127.0.0.1:1234 ("" with NoRun).
 	URL string
@@ -56,7 +56,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	e := &Env{Emu: o.Emulator}
 	if e.Emu == nil {
-		emu, err := azure.New(azure.Options{Addr: "127.0.0.1:0"})
+		emu, err := azurecloud.New(azurecloud.Options{Addr: "127.0.0.1:0"})
 		if err != nil {
 			t.Fatal(err)
 		}

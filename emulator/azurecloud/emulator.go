@@ -9,7 +9,7 @@
 // Go runs its production code path unchanged. A control API on the
 // listener's own address creates customer tenants, injects faults, reads
 // counters and moves the emulator's clock. See docs/emulator-azure.md.
-package azure
+package azurecloud
 
 import (
 	"context"
