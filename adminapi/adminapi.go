@@ -14,7 +14,6 @@
 package adminapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,24 +22,24 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
 
 // Deps are what the Admin API needs.
 type Deps struct {
-	Store   store.Store
-	Keyring *keyring.Keyring
+	Store store.Store
+	// Service makes every change to keys and projects.
+	Service *lifecycle.Service
 	Logger  *slog.Logger
 	Now     func() time.Time // nil = time.Now
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64
-	// ValidateTimeout bounds the live KMS check at registration, validation
-	// and re-key (default 30s).
-	ValidateTimeout time.Duration
 }
 
 // Id prefixes of the objects served here.
@@ -54,17 +53,17 @@ const (
 )
 
 type api struct {
-	st       store.Store
-	kr       *keyring.Keyring
-	log      *slog.Logger
-	now      func() time.Time
-	maxBody  int64
-	validate time.Duration
+	st      store.Store
+	svc     *lifecycle.Service
+	kr      *keyring.Keyring
+	log     *slog.Logger
+	now     func() time.Time
+	maxBody int64
 }
 
 // New returns the handler of every route under /v1/organization/.
 func New(d Deps) http.Handler {
-	a := &api{st: d.Store, kr: d.Keyring, log: d.Logger, now: d.Now, maxBody: d.MaxBodyBytes, validate: d.ValidateTimeout}
+	a := &api{st: d.Store, svc: d.Service, kr: d.Service.Keyring(), log: d.Logger, now: d.Now, maxBody: d.MaxBodyBytes}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -73,9 +72,6 @@ func New(d Deps) http.Handler {
 	}
 	if a.maxBody <= 0 {
 		a.maxBody = 1 << 20
-	}
-	if a.validate <= 0 {
-		a.validate = 30 * time.Second
 	}
 	mux := http.NewServeMux()
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
@@ -215,20 +211,9 @@ func storeErr(err error, kind, id string) error {
 	return err
 }
 
-// event builds an audit event caused by the request's admin key. payload is
-// rendered under the event type's key in the audit log.
-func (a *api) event(r *http.Request, typ, projectID string, payload any) (store.AuditEvent, error) {
-	data, err := jsonMarshal(payload)
-	if err != nil {
-		return store.AuditEvent{}, err
-	}
-	return store.AuditEvent{ID: ids.New(prefixAudit), OrgID: caller(r).OrgID, Type: typ, EffectiveAt: a.now(),
-		Actor: caller(r).ID, ProjectID: projectID, Data: data}, nil
-}
-
-// kmsContext bounds the live KMS work of one request (ValidateTimeout).
-func (a *api) kmsContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), a.validate)
+// record is the audit record of ev, caused by the request's admin key.
+func (a *api) record(r *http.Request, projectID string, ev audit.Event) store.AuditEvent {
+	return audit.Record(audit.Entry{OrgID: caller(r).OrgID, Actor: caller(r).ID, ProjectID: projectID, At: a.now()}, ev)
 }
 
 func unix(t time.Time) int64 { return t.Unix() }
@@ -262,5 +247,3 @@ func listPage[T any](data []T, more bool, id func(T) string) page[T] {
 	}
 	return p
 }
-
-func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }

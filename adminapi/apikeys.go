@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -59,10 +60,7 @@ func (a *api) createAdminKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	value, hash, redacted := newKeyValue(store.KindAdmin)
 	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: orgID, Kind: store.KindAdmin, Name: name, Hash: hash, RedactedValue: redacted, CreatedAt: a.now()}
-	ev, err := a.event(r, "api_key.created", "", apiKeyCreated(k))
-	if err != nil {
-		return err
-	}
+	ev := a.record(r, "", audit.NewAPIKeyCreated(k))
 	err = a.st.InTx(r.Context(), func(q store.Queries) error {
 		if err := q.CreateAPIKey(r.Context(), k); err != nil {
 			return err
@@ -78,13 +76,6 @@ func (a *api) createAdminKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 // apiKeyCreated is the api_key.created payload. It never holds the value.
-func apiKeyCreated(k store.APIKey) map[string]any {
-	data := map[string]any{"kind": k.Kind, "name": k.Name, "redacted_value": k.RedactedValue}
-	if k.ServiceAccountID != "" {
-		data["service_account_id"] = k.ServiceAccountID
-	}
-	return map[string]any{"id": k.ID, "data": data}
-}
 
 func (a *api) getAdminKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id", prefixAPIKey, kindAdminKey)
@@ -142,10 +133,7 @@ func (a *api) deleteAdminKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	me := caller(r)
-	ev, err := a.event(r, "api_key.deleted", "", map[string]any{"id": id})
-	if err != nil {
-		return err
-	}
+	ev := a.record(r, "", audit.APIKeyDeleted{ID: id})
 	err = a.st.InTx(r.Context(), func(q store.Queries) error {
 		k, err := q.GetAPIKey(r.Context(), me.OrgID, id)
 		if err == nil && k.Kind != store.KindAdmin {
@@ -228,14 +216,8 @@ func (a *api) createServiceAccount(w http.ResponseWriter, r *http.Request) error
 	value, hash, redacted := newKeyValue(store.KindProject)
 	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: p.OrgID, Kind: store.KindProject, ProjectID: p.ID, ServiceAccountID: sa.ID,
 		Name: name, Hash: hash, RedactedValue: redacted, CreatedAt: now}
-	saEv, err := a.event(r, "service_account.created", p.ID, map[string]any{"id": sa.ID, "data": map[string]any{"role": sa.Role, "name": sa.Name}})
-	if err != nil {
-		return err
-	}
-	keyEv, err := a.event(r, "api_key.created", p.ID, apiKeyCreated(k))
-	if err != nil {
-		return err
-	}
+	saEv := a.record(r, p.ID, audit.ServiceAccountCreated{ID: sa.ID, Data: audit.ServiceAccountDetails{Role: sa.Role, Name: sa.Name}})
+	keyEv := a.record(r, p.ID, audit.NewAPIKeyCreated(k))
 	err = a.st.InTx(r.Context(), func(q store.Queries) error {
 		// Re-read: the project may have been archived meanwhile.
 		cur, err := q.GetProject(r.Context(), p.OrgID, p.ID)
@@ -325,17 +307,9 @@ func (a *api) deleteServiceAccount(w http.ResponseWriter, r *http.Request) error
 		}
 		var evs []store.AuditEvent
 		for _, k := range keys {
-			ev, err := a.event(r, "api_key.deleted", s.ProjectID, map[string]any{"id": k.ID})
-			if err != nil {
-				return err
-			}
-			evs = append(evs, ev)
+			evs = append(evs, a.record(r, s.ProjectID, audit.APIKeyDeleted{ID: k.ID}))
 		}
-		ev, err := a.event(r, "service_account.deleted", s.ProjectID, map[string]any{"id": s.ID})
-		if err != nil {
-			return err
-		}
-		evs = append(evs, ev)
+		evs = append(evs, a.record(r, s.ProjectID, audit.ServiceAccountDeleted{ID: s.ID}))
 		if err := q.DeleteServiceAccount(r.Context(), s.OrgID, s.ProjectID, s.ID); err != nil {
 			return storeErr(err, kindServiceAccount, s.ID)
 		}
@@ -370,11 +344,8 @@ func (a *api) updateServiceAccount(w http.ResponseWriter, r *http.Request) error
 	if req.Name == nil || *req.Name == s.Name {
 		return writeJSON(w, http.StatusOK, serviceAccountObj(s))
 	}
-	ev, err := a.event(r, "service_account.updated", s.ProjectID, map[string]any{"id": s.ID,
-		"changes_requested": map[string]any{"name": *req.Name}, "previous": map[string]any{"name": s.Name}})
-	if err != nil {
-		return err
-	}
+	ev := a.record(r, s.ProjectID, audit.ServiceAccountUpdated{ID: s.ID,
+		ChangesRequested: map[string]any{"name": *req.Name}, Previous: map[string]any{"name": s.Name}})
 	var out store.ServiceAccount
 	err = a.st.InTx(r.Context(), func(q store.Queries) error {
 		p, err := q.GetProject(r.Context(), s.OrgID, s.ProjectID)
@@ -399,4 +370,78 @@ func (a *api) updateServiceAccount(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	return writeJSON(w, http.StatusOK, serviceAccountObj(out))
+}
+
+func decodeAdminKeyCreate(b []byte) (string, error) {
+	o, err := decodeObject(b)
+	if err != nil {
+		return "", err
+	}
+	if err := o.only("name", "expires_in_seconds"); err != nil {
+		return "", err
+	}
+	if err := o.unsupported("expires_in_seconds"); err != nil {
+		return "", err
+	}
+	return o.requiredStr("name", maxName)
+}
+
+func decodeServiceAccountCreate(b []byte) (string, error) {
+	o, err := decodeObject(b)
+	if err != nil {
+		return "", err
+	}
+	if err := o.only("name", "create_service_account_only", "expires_in_seconds"); err != nil {
+		return "", err
+	}
+	if err := o.unsupported("expires_in_seconds"); err != nil {
+		return "", err
+	}
+	// A service account exists here only to own a project key.
+	if only, _, err := o.boolean("create_service_account_only"); err != nil {
+		return "", err
+	} else if only {
+		return "", apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_parameter", "create_service_account_only", "'create_service_account_only' is not supported by this server: a service account is created with its API key.")
+	}
+	return o.requiredStr("name", maxName)
+}
+
+// saUpdate is a decoded service account update; nil fields are unchanged.
+type saUpdate struct {
+	Name *string
+	Role *string
+}
+
+// Service account roles. ekm's service accounts are all members: a project
+// key can use its project's data plane and nothing else, and no role of
+// ekm's would let it do more.
+const roleMember = "member"
+
+func decodeServiceAccountUpdate(b []byte) (saUpdate, error) {
+	var req saUpdate
+	o, err := decodeObject(b)
+	if err != nil {
+		return req, err
+	}
+	if err := o.only("name", "role"); err != nil {
+		return req, err
+	}
+	if n, ok, err := o.name("name"); err != nil {
+		return req, err
+	} else if ok {
+		req.Name = &n
+	}
+	role, ok, err := o.str("role", maxType)
+	switch {
+	case err != nil:
+		return req, err
+	case !ok:
+	case role == roleMember:
+		req.Role = &role
+	case role == "owner":
+		return req, apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_role", "role", "Invalid 'role': 'owner' is not supported by this server; service accounts are members of their project.")
+	default:
+		return req, apierr.BadRequest("role", "Invalid 'role': expected 'member' or 'owner'.")
+	}
+	return req, nil
 }

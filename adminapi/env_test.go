@@ -21,7 +21,12 @@ import (
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/aws"
+	"github.com/ekm-dev/ekm/kms/azure"
+	"github.com/ekm-dev/ekm/kms/gcp"
 	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/kms/oci"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
 	"github.com/ekm-dev/ekm/store/sqlstore"
@@ -59,6 +64,11 @@ type flakyDriver struct {
 }
 
 func (d *flakyDriver) Type() string { return flakyType }
+func (d *flakyDriver) Spec() kms.Spec {
+	s := d.inner.Spec()
+	s.Type = flakyType
+	return s
+}
 func (d *flakyDriver) Check(org string, p kms.Params) (kms.Params, error) {
 	return d.inner.Check(org, p)
 }
@@ -88,17 +98,17 @@ type flakyProvider struct {
 	inner kms.Provider
 }
 
-func (p *flakyProvider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
+func (p *flakyProvider) Wrap(ctx context.Context, pt []byte, aad kms.AAD) (kms.Wrapped, error) {
 	if err := p.d.before("wrap"); err != nil {
 		return kms.Wrapped{}, err
 	}
-	return p.inner.Wrap(ctx, pt)
+	return p.inner.Wrap(ctx, pt, aad)
 }
-func (p *flakyProvider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
+func (p *flakyProvider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
 	if err := p.d.before("unwrap"); err != nil {
 		return nil, err
 	}
-	return p.inner.Unwrap(ctx, w)
+	return p.inner.Unwrap(ctx, w, aad)
 }
 func (p *flakyProvider) Describe(ctx context.Context) (kms.KeyInfo, error) {
 	if err := p.d.before("describe"); err != nil {
@@ -115,6 +125,7 @@ var (
 type env struct {
 	t     *testing.T
 	st    store.Store
+	svc   *lifecycle.Service
 	kr    *keyring.Keyring
 	srv   *httptest.Server
 	clk   *clock
@@ -133,11 +144,13 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	flaky := &flakyDriver{inner: local.NewDriver(secret.New())}
-	reg := kms.NewRegistry(local.NewDriver(secret.New()), flaky)
-	kr := keyring.New(keyring.Config{Store: st, Registry: reg, Now: clk.Now,
-		Default: keyring.DefaultKey{Type: "local", Params: kms.Params{"local_key_id": "default"}}})
+	// Described like a server's: every built-in type, enabled or not.
+	reg := kms.NewRegistry(local.NewDriver(secret.New()), flaky).Describe(azure.Spec(), aws.Spec(), gcp.Spec(), oci.Spec())
+	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: reg, Now: clk.Now, ValidateTimeout: 10 * time.Second,
+		Default: kms.Ref{Type: "local", Params: kms.Params{"local_key_id": "default"}}})
+	kr := svc.Keyring()
 	mux := http.NewServeMux()
-	mux.Handle("/v1/organization/", New(Deps{Store: st, Keyring: kr, Now: clk.Now, MaxBodyBytes: testMaxBody, ValidateTimeout: 10 * time.Second}))
+	mux.Handle("/v1/organization/", New(Deps{Store: st, Service: svc, Now: clk.Now, MaxBodyBytes: testMaxBody}))
 	// The data plane over the same store and keyring, to check what admin
 	// changes do to project keys (e.g. a deleted key stops authenticating).
 	blobs, err := blob.NewDir(filepath.Join(t.TempDir(), "blobs"))
@@ -147,7 +160,7 @@ func newEnv(t *testing.T) *env {
 	mux.Handle("/v1/", dataplane.New(dataplane.Deps{Store: st, Keyring: kr, Blobs: blobs, Now: clk.Now}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &env{t: t, st: st, kr: kr, srv: srv, clk: clk, flaky: flaky}
+	return &env{t: t, st: st, svc: svc, kr: kr, srv: srv, clk: clk, flaky: flaky}
 }
 
 // org creates an org and returns it, its admin key and an SDK client.

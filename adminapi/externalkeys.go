@@ -2,16 +2,12 @@ package adminapi
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
-	"slices"
-	"strings"
+	"regexp"
 
 	"github.com/ekm-dev/ekm/apierr"
-	"github.com/ekm-dev/ekm/ids"
-	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -74,46 +70,16 @@ func (a *api) createExternalKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req, err := decodeExternalKeyCreate(b)
+	req, err := decodeExternalKeyCreate(b, a.svc.Registry())
 	if err != nil {
 		return err
 	}
-	org := caller(r).OrgID
-	params, err := a.kr.Check(req.Type, org, req.Params)
+	ek, err := a.svc.RegisterKey(r.Context(), caller(r).ID, caller(r).OrgID,
+		lifecycle.Registration{Type: req.Type, Name: req.Name, Purpose: req.Purpose, Params: req.Params})
 	if err != nil {
-		return checkFailure(err, req.Type)
+		return serviceErr(err, kindExternalKey, "")
 	}
-	now := a.now()
-	ek := store.ExternalKey{ID: ids.New(prefixExternalKey), OrgID: org, Type: req.Type, Name: req.Name, Purpose: req.Purpose,
-		Params: map[string]string(params), CreatedAt: now}
-	// Prove the key works (permissions, key type, a wrap/unwrap round trip)
-	// before storing anything: a registered key is a usable key.
-	ctx, cancel := a.kmsContext(r)
-	info, err := a.kr.Validate(ctx, &ek)
-	cancel()
-	if err != nil {
-		return kmsFailure(err, stepParam(err, req.Type))
-	}
-	ek.Status, ek.StatusAt, ek.CurrentKEKVersion = store.StatusValid, now, info.CurrentVersion
-	config := map[string]any{"type": ek.Type, "name": ek.Name, "purpose": ek.Purpose}
-	for k, v := range ek.Params {
-		config[k] = v
-	}
-	ev, err := a.event(r, "external_key.registered", "", map[string]any{"id": ek.ID, "data": config})
-	if err != nil {
-		return err
-	}
-	var obj map[string]any
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
-		if err := q.CreateExternalKey(r.Context(), ek); err != nil {
-			return err
-		}
-		if err := q.AppendAudit(r.Context(), ev); err != nil {
-			return err
-		}
-		obj, err = externalKeyObject(r.Context(), q, ek)
-		return err
-	})
+	obj, err := externalKeyObject(r.Context(), a.st, ek)
 	if err != nil {
 		return err
 	}
@@ -168,75 +134,16 @@ func (a *api) deleteExternalKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	org := caller(r).OrgID
-	ev, err := a.event(r, "external_key.removed", "", map[string]any{"id": id})
+	k, err := a.svc.RemoveKey(r.Context(), caller(r).ID, caller(r).OrgID, id)
+	if err != nil {
+		return serviceErr(err, kindExternalKey, id)
+	}
+	// The key protected nothing: no projects and no stored versions remain.
+	obj, err := externalKeyObject(r.Context(), a.st, k)
 	if err != nil {
 		return err
 	}
-	var obj map[string]any
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
-		k, err := q.GetExternalKey(r.Context(), org, id)
-		if err != nil {
-			return storeErr(err, kindExternalKey, id)
-		}
-		if err := inUse(r.Context(), q, k); err != nil {
-			return err
-		}
-		if obj, err = externalKeyObject(r.Context(), q, k); err != nil {
-			return err
-		}
-		if err := q.DeleteExternalKey(r.Context(), org, id); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				// Something still references the key (a race with a project
-				// creation, or stored data): the database refused.
-				return apierr.Conflict("external_key_in_use", "External key %s is still referenced by stored project keys and cannot be removed.", id)
-			}
-			return err
-		}
-		return q.AppendAudit(r.Context(), ev)
-	})
-	if err != nil {
-		return err
-	}
-	a.kr.Forget(id)
 	return writeJSON(w, http.StatusOK, obj)
-}
-
-// inUse refuses to remove a key that protects any project's data. Archived
-// projects count: their stored data is still wrapped by the key, and
-// removing it would make that data unrecoverable.
-func inUse(ctx context.Context, q store.Queries, k store.ExternalKey) error {
-	all, err := q.ProjectIDsByExternalKey(ctx, k.OrgID, k.ID, true)
-	if err != nil || len(all) == 0 {
-		return err
-	}
-	active, err := q.ProjectIDsByExternalKey(ctx, k.OrgID, k.ID, false)
-	if err != nil {
-		return err
-	}
-	var archived []string
-	for _, p := range all {
-		if !slices.Contains(active, p) {
-			archived = append(archived, p)
-		}
-	}
-	var parts []string
-	if len(active) > 0 {
-		parts = append(parts, fmt.Sprintf("it protects %d active project(s): %s; move them to another key first (POST /v1/organization/projects/{project_id} with a new external_key_id)", len(active), idList(active)))
-	}
-	if len(archived) > 0 {
-		parts = append(parts, fmt.Sprintf("archived project(s) %s still hold data wrapped by it", idList(archived)))
-	}
-	return apierr.Conflict("external_key_in_use", "External key %s cannot be removed: %s.", k.ID, strings.Join(parts, "; "))
-}
-
-// idList names up to 10 ids.
-func idList(ids []string) string {
-	const max = 10
-	if len(ids) <= max {
-		return strings.Join(ids, ", ")
-	}
-	return strings.Join(ids[:max], ", ") + fmt.Sprintf(" and %d more", len(ids)-max)
 }
 
 // validateError is the error part of a failed validation.
@@ -257,58 +164,110 @@ func (a *api) validateExternalKey(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	org := caller(r).OrgID
-	k, err := a.st.GetExternalKey(r.Context(), org, id)
+	v, err := a.svc.ValidateKey(r.Context(), caller(r).ID, caller(r).OrgID, id)
 	if err != nil {
-		return storeErr(err, kindExternalKey, id)
+		return serviceErr(err, kindExternalKey, id)
 	}
-	ctx, cancel := a.kmsContext(r)
-	info, verr := a.kr.Validate(ctx, &k)
-	cancel()
-	h := store.KeyHealth{Status: store.StatusValid, At: a.now(), CurrentKEKVersion: info.CurrentVersion}
 	resp := validateResponse{Status: "valid"}
-	var d diagnosis
-	if verr != nil {
-		var ok bool
-		if d, ok = diagnose(verr); !ok {
-			// Not from the KMS: report an unknown outage, never raw text.
-			d = diagnosis{Class: kms.Outage, Code: "kms_error", Message: "The customer's key management service could not be reached."}
-			a.log.Warn("external key validation failed", "external_key_id", id, "err", verr)
-		}
-		// Outages (and ekm's own misconfiguration) do not show the key is
-		// bad: cached keys keep serving, hence "degraded".
-		h.Status = store.StatusDegraded
-		if d.Class == kms.Revoked || d.Class == kms.Invalid {
-			h.Status = store.StatusUnavailable
-		}
-		h.Code, h.Message, h.CurrentKEKVersion = d.Code, d.Message, ""
-		resp = validateResponse{Status: "invalid", Error: &validateError{Code: d.Code, Message: d.Message, Step: d.Step, Retryable: d.Class == kms.Outage}}
-	}
-	data := map[string]any{"status": resp.Status}
-	if resp.Error != nil {
-		data["code"], data["step"] = d.Code, d.Step
-	}
-	ev, err := a.event(r, "external_key.validated", "", map[string]any{"id": id, "data": data})
-	if err != nil {
-		return err
-	}
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
-		if err := q.SetExternalKeyHealth(r.Context(), org, id, h); err != nil {
-			return storeErr(err, kindExternalKey, id)
-		}
-		return q.AppendAudit(r.Context(), ev)
-	})
-	if err != nil {
-		return err
-	}
-	// This replica's gate follows the proof just made: a key that works again
-	// is served again at once, a revoked one is refused at once (other
-	// replicas learn either from their health probe).
-	switch {
-	case verr == nil:
-		a.kr.MarkAvailable(id)
-	case d.Class == kms.Revoked:
-		a.kr.MarkUnavailable(id, &keyring.UnavailableError{ExternalKeyID: id, Class: d.Class, Code: d.Code, Message: d.Message, Err: verr})
+	if !v.Valid {
+		d := v.Diagnosis
+		resp = validateResponse{Status: "invalid", Error: &validateError{Code: d.Code, Message: d.Message, Step: d.Step, Retryable: d.Retryable()}}
 	}
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// Purposes of external keys.
+const (
+	purposeEKM = "ekm"
+	purposePSP = "psp_decryption"
+)
+
+var (
+	typeRE  = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+	fieldRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+)
+
+// extKeyRequest is a decoded external key registration.
+type extKeyRequest struct {
+	Type    string
+	Name    string
+	Purpose string
+	Params  kms.Params
+}
+
+// decodeExternalKeyCreate decodes POST /external_keys. It checks shape only,
+// against the fields the type's driver describes (kms.Spec); the driver
+// then checks the values (lifecycle.Service.RegisterKey).
+func decodeExternalKeyCreate(b []byte, reg *kms.Registry) (extKeyRequest, error) {
+	var req extKeyRequest
+	o, err := decodeObject(b)
+	if err != nil {
+		return req, err
+	}
+	if req.Type, err = o.requiredStr("type", maxType); err != nil {
+		return req, err
+	}
+	if !typeRE.MatchString(req.Type) {
+		return req, apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_type", "type", "Invalid 'type': %q is not a supported external key type.", clip(req.Type))
+	}
+	if req.Name, err = o.requiredStr("name", maxName); err != nil {
+		return req, err
+	}
+	p, ok, err := o.str("purpose", maxType)
+	switch {
+	case err != nil:
+		return req, err
+	case !ok || p == purposeEKM:
+		req.Purpose = purposeEKM
+	case p == purposePSP:
+		// ekm never decrypts payment data for a processor; accepting the
+		// purpose would promise a feature that does not exist.
+		return req, apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_purpose", "purpose", "Invalid 'purpose': 'psp_decryption' is not supported by this server; external keys protect project data (purpose 'ekm').")
+	default:
+		return req, apierr.BadRequest("purpose", "Invalid 'purpose': expected 'ekm'.")
+	}
+	req.Params = kms.Params{}
+	spec, _, known := reg.Spec(req.Type)
+	fields := spec.Fields
+	if !known {
+		// A type this server does not describe: pass its fields through as
+		// strings; the registry refuses it as unsupported.
+		for k := range o {
+			if k == "type" || k == "name" || k == "purpose" {
+				continue
+			}
+			if !fieldRE.MatchString(k) {
+				return req, apierr.New(http.StatusBadRequest, "invalid_request_error", "unknown_parameter", clip(k), "Unrecognized request argument supplied: %s", clip(k))
+			}
+			v, ok, err := o.str(k, maxLong)
+			if err != nil {
+				return req, err
+			}
+			if ok && v != "" {
+				req.Params[k] = v
+			}
+		}
+		return req, nil
+	}
+	allowed := []string{"type", "name", "purpose"}
+	for _, f := range fields {
+		allowed = append(allowed, f.Name)
+	}
+	if err := o.only(allowed...); err != nil {
+		return req, err
+	}
+	for _, f := range fields {
+		v, ok, err := o.str(f.Name, f.MaxLen)
+		if err != nil {
+			return req, err
+		}
+		if !ok || v == "" {
+			if f.Required {
+				return req, apierr.Missing(f.Name)
+			}
+			continue
+		}
+		req.Params[f.Name] = v
+	}
+	return req, nil
 }

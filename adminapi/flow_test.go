@@ -14,6 +14,7 @@ import (
 
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -139,7 +140,7 @@ func TestSDKFlow(t *testing.T) {
 	}
 
 	// Re-key alpha (with a second version) and gamma to k2.
-	if _, err := e.kr.RotateProjectKey(ctx, org.ID, p1.ID); err != nil {
+	if _, err := e.svc.RotateProjectKey(ctx, "", org.ID, p1.ID, lifecycle.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	before := plaintexts(t, e, org.ID, p1.ID)

@@ -10,6 +10,13 @@ import (
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/aws"
+	"github.com/ekm-dev/ekm/kms/azure"
+	"github.com/ekm-dev/ekm/kms/gcp"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/kms/oci"
+	"github.com/ekm-dev/ekm/secret"
 )
 
 // Seed corpora live in testdata/fuzz/<FuzzName>/.
@@ -33,9 +40,12 @@ func checkName(t *testing.T, s string) {
 	}
 }
 
+// fuzzRegistry describes every built-in type, as a server does.
+var fuzzRegistry = kms.NewRegistry(local.NewDriver(secret.New())).Describe(azure.Spec(), aws.Spec(), gcp.Spec(), oci.Spec())
+
 func FuzzDecodeExternalKeyCreate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
-		req, err := decodeExternalKeyCreate(b)
+		req, err := decodeExternalKeyCreate(b, fuzzRegistry)
 		if err != nil {
 			badRequest(t, err)
 			return
@@ -44,18 +54,18 @@ func FuzzDecodeExternalKeyCreate(f *testing.F) {
 			t.Fatalf("accepted type %q purpose %q", req.Type, req.Purpose)
 		}
 		checkName(t, req.Name)
-		fields, known := keyTypes[req.Type]
+		spec, _, known := fuzzRegistry.Spec(req.Type)
 		for k, v := range req.Params {
 			if v == "" || utf8.RuneCountInString(v) > maxLong || k == "type" || k == "name" || k == "purpose" {
 				t.Fatalf("accepted param %q=%q", k, v)
 			}
-			if known && !isField(req.Type, k) {
+			if _, isField := spec.Field(k); known && !isField {
 				t.Fatalf("accepted unknown field %q for %s", k, req.Type)
 			}
 		}
-		for _, fd := range fields {
-			if fd.required && req.Params[fd.name] == "" {
-				t.Fatalf("accepted %s without %s", req.Type, fd.name)
+		for _, fd := range spec.Fields {
+			if fd.Required && req.Params[fd.Name] == "" {
+				t.Fatalf("accepted %s without %s", req.Type, fd.Name)
 			}
 		}
 	})

@@ -13,25 +13,23 @@ import (
 )
 
 func TestKMSErrorMapping(t *testing.T) {
-	tenant := &kms.Error{Class: kms.Invalid, Code: "invalid_tenant_id", Step: "tenant_id", Message: "tenant_id must be a GUID"}
-	if got := stepParam(tenant, "azure"); got != "tenant_id" {
-		t.Fatalf("stepParam(tenant_id) = %q", got)
-	}
-	if got := stepParam(&kms.Error{Class: kms.Revoked, Code: "role_missing", Step: "4"}, "azure"); got != "" {
-		t.Fatalf("stepParam(onboarding step) = %q", got)
-	}
-	// A driver's Check error naming a field becomes that param, not a step.
+	tenant := &kms.Error{Class: kms.Invalid, Code: "invalid_tenant_id", Param: "tenant_id", Message: "tenant_id must be a GUID"}
+	// A driver's error naming a field becomes that param, not a step.
 	var ke *kmsAPIError
-	if err := checkFailure(tenant, "azure"); !errors.As(err, &ke) || ke.api.Param != "tenant_id" || ke.Step != "" || ke.api.Status != 400 || ke.api.Code != "invalid_tenant_id" {
-		t.Fatalf("checkFailure: %#v", err)
+	if err := kmsFailure(tenant, ""); !errors.As(err, &ke) || ke.api.Param != "tenant_id" || ke.Step != "" || ke.api.Status != 400 || ke.api.Code != "invalid_tenant_id" {
+		t.Fatalf("kmsFailure(param): %#v", err)
+	}
+	// An onboarding step stays a step, and names no param.
+	if err := kmsFailure(&kms.Error{Class: kms.Revoked, Code: "role_missing", Step: "4"}, ""); !errors.As(err, &ke) || ke.api.Param != nil || ke.Step != "4" {
+		t.Fatalf("kmsFailure(step): %#v", err)
 	}
 	// Errors that are not from the KMS stay internal.
 	plain := errors.New("database is down")
 	if err := kmsFailure(plain, "x"); err != plain {
 		t.Fatalf("kmsFailure(plain) = %v", err)
 	}
-	if err := checkFailure(plain, "local"); err != plain {
-		t.Fatalf("checkFailure(plain) = %v", err)
+	if err := serviceErr(plain, "project", "proj_x"); err != plain {
+		t.Fatalf("serviceErr(plain) = %v", err)
 	}
 	cases := []struct {
 		err    error

@@ -11,6 +11,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -165,7 +166,7 @@ func TestRekeyKMSFailureLeavesProjectUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.kr.RotateProjectKey(ctx, org.ID, p.ID); err != nil {
+	if _, err := e.svc.RotateProjectKey(ctx, "", org.ID, p.ID, lifecycle.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	fk := e.registerFlaky(key)
@@ -248,7 +249,7 @@ func TestRekeyConcurrentChange(t *testing.T) {
 	e.flaky.setHook(func(op string) error {
 		// After validation, while rewrapping: a rotation lands.
 		if op == "wrap" && wraps.Add(1) == 2 {
-			if _, err := e.kr.RotateProjectKey(ctx, org.ID, p.ID); err != nil {
+			if _, err := e.svc.RotateProjectKey(ctx, "", org.ID, p.ID, lifecycle.RotateOptions{}); err != nil {
 				t.Errorf("rotate: %v", err)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/store"
@@ -26,10 +27,7 @@ func CreateOrg(ctx context.Context, st store.Store, name string, now time.Time) 
 	org = store.Org{ID: ids.New(prefixOrg), Name: name, CreatedAt: now}
 	value, hash, redacted := newKeyValue(store.KindAdmin)
 	k := store.APIKey{ID: ids.New(prefixAPIKey), OrgID: org.ID, Kind: store.KindAdmin, Name: "Initial admin key", Hash: hash, RedactedValue: redacted, CreatedAt: now}
-	ev := store.AuditEvent{ID: ids.New(prefixAudit), OrgID: org.ID, Type: "api_key.created", EffectiveAt: now}
-	if ev.Data, err = jsonMarshal(apiKeyCreated(k)); err != nil {
-		return store.Org{}, "", err
-	}
+	ev := audit.Record(audit.Entry{OrgID: org.ID, At: now}, audit.NewAPIKeyCreated(k))
 	err = st.InTx(ctx, func(q store.Queries) error {
 		if err := q.CreateOrg(ctx, org); err != nil {
 			return err

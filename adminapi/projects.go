@@ -1,14 +1,11 @@
 package adminapi
 
 import (
-	"context"
-	"errors"
 	"net/http"
-	"slices"
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/ids"
-	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -43,18 +40,13 @@ func archivedErr(id string) error {
 	return apierr.Conflict("project_archived", "Project %s is archived and cannot be changed.", id)
 }
 
-// bodyExternalKey loads the external key named by the request field
-// external_key_id; a malformed or unknown id is a 404 naming the field.
-func (a *api) bodyExternalKey(ctx context.Context, org, id string) (store.ExternalKey, error) {
-	nf := apierr.New(http.StatusNotFound, "invalid_request_error", "not_found", "external_key_id", "No external key found with id '%s'.", clip(id))
-	if !ids.Valid(prefixExternalKey, id) {
-		return store.ExternalKey{}, nf
+// bodyKeyID checks the shape of the request field external_key_id: a
+// malformed id cannot exist, so it is a 404 naming the field.
+func bodyKeyID(id string) error {
+	if id != "" && !ids.Valid(prefixExternalKey, id) {
+		return apierr.New(http.StatusNotFound, "invalid_request_error", "not_found", "external_key_id", "No external key found with id '%s'.", clip(id))
 	}
-	k, err := a.st.GetExternalKey(ctx, org, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.ExternalKey{}, nf
-	}
-	return k, err
+	return nil
 }
 
 func (a *api) createProject(w http.ResponseWriter, r *http.Request) error {
@@ -66,52 +58,13 @@ func (a *api) createProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	org := caller(r).OrgID
-	var ek *store.ExternalKey
-	param := ""
-	if req.ExternalKeyID != "" {
-		k, err := a.bodyExternalKey(r.Context(), org, req.ExternalKeyID)
-		if err != nil {
-			return err
-		}
-		ek, param = &k, "external_key_id"
-	}
-	id := ids.New(prefixProject)
-	// The first project key is wrapped before the transaction: a key that
-	// cannot wrap fails the creation with nothing stored.
-	ctx, cancel := a.kmsContext(r)
-	rec, pk, err := a.kr.NewVersion(ctx, org, id, 1, ek)
-	cancel()
-	if err != nil {
-		return kmsFailure(err, param)
-	}
-	defer pk.Zero()
-	p := store.Project{ID: id, OrgID: org, Name: req.Name, ExternalKeyID: req.ExternalKeyID, CreatedAt: a.now(), CurrentKeyVersion: 1}
-	var ekID any
-	if p.ExternalKeyID != "" {
-		ekID = p.ExternalKeyID
-	}
-	ev, err := a.event(r, "project.created", id, map[string]any{"id": id, "data": map[string]any{"name": p.Name, "title": p.Name, "external_key_id": ekID}})
-	if err != nil {
+	if err := bodyKeyID(req.ExternalKeyID); err != nil {
 		return err
 	}
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
-		if err := q.CreateProject(r.Context(), p); err != nil {
-			if errors.Is(err, store.ErrNotFound) && ek != nil {
-				// The key was removed since we loaded it.
-				return apierr.New(http.StatusNotFound, "invalid_request_error", "not_found", "external_key_id", "No external key found with id '%s'.", ek.ID)
-			}
-			return err
-		}
-		if err := q.PutProjectKey(r.Context(), rec); err != nil {
-			return err
-		}
-		return q.AppendAudit(r.Context(), ev)
-	})
+	p, err := a.svc.CreateProject(r.Context(), caller(r).ID, caller(r).OrgID, req.Name, req.ExternalKeyID)
 	if err != nil {
-		return err
+		return serviceErr(err, kindProject, "")
 	}
-	a.kr.Prime(org, id, 1, p.ExternalKeyID, pk)
 	return writeJSON(w, http.StatusOK, projectObj(p))
 }
 
@@ -163,134 +116,16 @@ func (a *api) updateProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	org := caller(r).OrgID
-	p, err := a.st.GetProject(r.Context(), org, id)
-	if err != nil {
-		return storeErr(err, kindProject, id)
-	}
-	if p.ArchivedAt != nil {
-		return archivedErr(id)
-	}
-	changes, previous := map[string]any{}, map[string]any{}
-	if req.Name != nil && *req.Name != p.Name {
-		changes["name"], changes["title"], previous["name"] = *req.Name, *req.Name, p.Name
-	}
-	rekey := req.ExternalKeyID != nil && *req.ExternalKeyID != p.ExternalKeyID
-	var recs []store.ProjectKey
-	if rekey {
-		if recs, err = a.rewrap(r, p, *req.ExternalKeyID); err != nil {
+	if req.ExternalKeyID != nil {
+		if err := bodyKeyID(*req.ExternalKeyID); err != nil {
 			return err
 		}
-		changes["external_key_id"] = *req.ExternalKeyID
-		previous["external_key_id"] = nullable(p.ExternalKeyID)
 	}
-	if len(changes) == 0 {
-		return writeJSON(w, http.StatusOK, projectObj(p))
-	}
-	ev, err := a.event(r, "project.updated", id, map[string]any{"id": id, "changes_requested": changes, "previous": previous})
+	p, err := a.svc.UpdateProject(r.Context(), caller(r).ID, caller(r).OrgID, id, lifecycle.ProjectUpdate{Name: req.Name, ExternalKeyID: req.ExternalKeyID})
 	if err != nil {
-		return err
+		return serviceErr(err, kindProject, id)
 	}
-	var out store.Project
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
-		cur, err := q.GetProject(r.Context(), org, id)
-		if err != nil {
-			return storeErr(err, kindProject, id)
-		}
-		if cur.ArchivedAt != nil {
-			return archivedErr(id)
-		}
-		if rekey {
-			// Compare-and-set: the rewrapped versions are only right if the
-			// project is still on the key (and versions) we rewrapped from.
-			if err := sameKeys(r.Context(), q, p, cur, recs); err != nil {
-				return err
-			}
-			for _, rec := range recs {
-				if err := q.PutProjectKey(r.Context(), rec); err != nil {
-					return err
-				}
-			}
-			cur.ExternalKeyID = *req.ExternalKeyID
-		}
-		if req.Name != nil {
-			cur.Name = *req.Name
-		}
-		if err := q.UpdateProject(r.Context(), cur); err != nil {
-			return err
-		}
-		out = cur
-		return q.AppendAudit(r.Context(), ev)
-	})
-	if err != nil {
-		return err
-	}
-	if rekey {
-		// Cached plaintext is tied to the old key's revocation gate.
-		a.kr.EvictProject(id)
-	}
-	return writeJSON(w, http.StatusOK, projectObj(out))
-}
-
-// rewrap validates the target key and rewraps every version of p's key
-// under it. Nothing is stored.
-func (a *api) rewrap(r *http.Request, p store.Project, toID string) ([]store.ProjectKey, error) {
-	var to *store.ExternalKey
-	if toID != "" {
-		k, err := a.bodyExternalKey(r.Context(), p.OrgID, toID)
-		if err != nil {
-			return nil, err
-		}
-		to = &k
-		ctx, cancel := a.kmsContext(r)
-		_, err = a.kr.Validate(ctx, to)
-		cancel()
-		if err != nil {
-			return nil, kmsFailure(err, "external_key_id")
-		}
-	}
-	ctx, cancel := a.kmsContext(r)
-	defer cancel()
-	recs, err := a.kr.Rewrap(ctx, p.OrgID, p.ID, to)
-	if err != nil {
-		// Unwrapping under the current key can fail too: then the request's
-		// field is not the culprit.
-		var ue *keyring.UnavailableError
-		if errors.As(err, &ue) && ue.ExternalKeyID == p.ExternalKeyID && p.ExternalKeyID != toID {
-			return nil, kmsFailure(err, "")
-		}
-		return nil, kmsFailure(err, "external_key_id")
-	}
-	return recs, nil
-}
-
-// sameKeys checks, inside the re-key transaction, that nothing changed the
-// project's key since the versions were rewrapped.
-func sameKeys(ctx context.Context, q store.Queries, before, cur store.Project, recs []store.ProjectKey) error {
-	conflict := apierr.Conflict("concurrent_update", "Project %s's key was changed by another request while re-keying; retry the update.", cur.ID)
-	if cur.ExternalKeyID != before.ExternalKeyID || cur.CurrentKeyVersion != before.CurrentKeyVersion {
-		return conflict
-	}
-	stored, err := q.ListProjectKeys(ctx, cur.OrgID, cur.ID)
-	if err != nil {
-		return err
-	}
-	if len(stored) != len(recs) {
-		return conflict
-	}
-	for _, s := range stored {
-		if s.ExternalKeyID != before.ExternalKeyID || !slices.ContainsFunc(recs, func(r store.ProjectKey) bool { return r.Version == s.Version }) {
-			return conflict
-		}
-	}
-	return nil
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
+	return writeJSON(w, http.StatusOK, projectObj(p))
 }
 
 func (a *api) archiveProject(w http.ResponseWriter, r *http.Request) error {
@@ -298,32 +133,72 @@ func (a *api) archiveProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	org := caller(r).OrgID
-	ev, err := a.event(r, "project.archived", id, map[string]any{"id": id})
+	p, err := a.svc.ArchiveProject(r.Context(), caller(r).ID, caller(r).OrgID, id)
 	if err != nil {
-		return err
+		return serviceErr(err, kindProject, id)
 	}
-	var out store.Project
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
-		p, err := q.GetProject(r.Context(), org, id)
-		if err != nil {
-			return storeErr(err, kindProject, id)
-		}
-		out = p
-		if p.ArchivedAt != nil {
-			return nil // already archived: idempotent, no second event
-		}
-		now := a.now()
-		p.ArchivedAt = &now
-		if err := q.UpdateProject(r.Context(), p); err != nil {
-			return err
-		}
-		out = p
-		return q.AppendAudit(r.Context(), ev)
-	})
+	return writeJSON(w, http.StatusOK, projectObj(p))
+}
+
+type projectCreate struct {
+	Name          string
+	ExternalKeyID string // "" = the operator's default key
+}
+
+func decodeProjectCreate(b []byte) (projectCreate, error) {
+	var req projectCreate
+	o, err := decodeObject(b)
 	if err != nil {
-		return err
+		return req, err
 	}
-	a.kr.EvictProject(id)
-	return writeJSON(w, http.StatusOK, projectObj(out))
+	if err := o.only("name", "external_key_id", "geography", "residency"); err != nil {
+		return req, err
+	}
+	if err := o.unsupported("geography", "residency"); err != nil {
+		return req, err
+	}
+	if req.Name, err = o.requiredStr("name", maxName); err != nil {
+		return req, err
+	}
+	req.ExternalKeyID, _, err = o.externalKeyID()
+	return req, err
+}
+
+// externalKeyID reads external_key_id: absent or null means "not given".
+func (o object) externalKeyID() (string, bool, error) {
+	id, ok, err := o.str("external_key_id", maxID)
+	if err == nil && ok && id == "" {
+		err = apierr.BadRequest("external_key_id", "Invalid 'external_key_id': must be an external key id (extkey_…).")
+	}
+	return id, ok && err == nil, err
+}
+
+type projectUpdate struct {
+	Name          *string
+	ExternalKeyID *string
+}
+
+func decodeProjectUpdate(b []byte) (projectUpdate, error) {
+	var req projectUpdate
+	o, err := decodeObject(b)
+	if err != nil {
+		return req, err
+	}
+	if err := o.only("name", "external_key_id", "geography"); err != nil {
+		return req, err
+	}
+	if err := o.unsupported("geography"); err != nil {
+		return req, err
+	}
+	if n, ok, err := o.name("name"); err != nil {
+		return req, err
+	} else if ok {
+		req.Name = &n
+	}
+	if id, ok, err := o.externalKeyID(); err != nil {
+		return req, err
+	} else if ok {
+		req.ExternalKeyID = &id
+	}
+	return req, nil
 }

@@ -1,6 +1,6 @@
 // Package app assembles an ekm server from its configuration: the store, the
-// KMS drivers, the keyring, the blob store, the HTTP API and the background
-// workers. cmd/ekm maps flags to a Config; tests build a Config directly, so
+// KMS drivers, the lifecycle service (with the KMS call layer and the
+// keyring), the blob store, the HTTP API and the background workers. cmd/ekm maps flags to a Config; tests build a Config directly, so
 // the code they run is the code the binary runs.
 package app
 
@@ -21,12 +21,17 @@ import (
 	"github.com/ekm-dev/ekm/adminapi"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/dataplane"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/internal/dialoverride"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/aws"
 	"github.com/ekm-dev/ekm/kms/azure"
+	"github.com/ekm-dev/ekm/kms/gcp"
 	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/kms/oci"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/metrics"
 	"github.com/ekm-dev/ekm/probe"
 	"github.com/ekm-dev/ekm/rotation"
@@ -92,8 +97,11 @@ type AzureConfig struct {
 
 // App is a running server's parts.
 type App struct {
-	Config  Config
-	Store   store.Store
+	Config Config
+	Store  store.Store
+	// Service makes every change to keys and projects; Keyring is its hot
+	// path (plaintext project keys).
+	Service *lifecycle.Service
 	Keyring *keyring.Keyring
 	Blobs   blob.Store
 	Metrics *metrics.Metrics
@@ -262,6 +270,13 @@ func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 	return ds, nil
 }
 
+// Registry is the registry of drivers, describing every built-in type so
+// that a registration of a type whose driver is not configured is refused
+// as not enabled (after its shape is checked).
+func Registry(drivers []kms.Driver) *kms.Registry {
+	return kms.NewRegistry(drivers...).Describe(azure.Spec(), aws.Spec(), gcp.Spec(), oci.Spec())
+}
+
 // Open builds the app. Close releases it.
 func Open(ctx context.Context, c Config) (*App, error) {
 	c.defaults()
@@ -283,12 +298,13 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	if err != nil {
 		return fail(err)
 	}
-	a.Keyring = keyring.New(keyring.Config{
-		Store: st, Registry: kms.NewRegistry(drivers...),
-		Default:  keyring.DefaultKey{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}},
+	a.Service = lifecycle.New(lifecycle.Config{
+		Store: st, Registry: Registry(drivers),
+		Default:  kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}},
 		CacheTTL: c.CacheTTL, CacheSize: c.CacheSize, KMSTimeout: c.KMSTimeout,
 		Now: c.Now, Metrics: c.Metrics, Logger: c.Logger,
 	})
+	a.Keyring = a.Service.Keyring()
 	a.Blobs, err = blob.NewDir(filepath.Join(c.DataDir, "blobs"))
 	if err != nil {
 		return fail(err)
@@ -299,7 +315,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
-	admin := adminapi.New(adminapi.Deps{Store: a.Store, Keyring: a.Keyring, Logger: a.Logger, Now: a.Config.Now})
+	admin := adminapi.New(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now})
 	data := dataplane.New(dataplane.Deps{Store: a.Store, Keyring: a.Keyring, Blobs: a.Blobs, Logger: a.Logger, Now: a.Config.Now, MaxFileBytes: a.Config.MaxFileBytes})
 	mux.Handle("/v1/organization/", admin)
 	mux.Handle("/v1/files", data)
@@ -358,8 +374,8 @@ func (a *App) Close() error {
 
 // Prober returns the health prober of this app's keys.
 func (a *App) Prober() *probe.Prober {
-	return probe.New(probe.Config{Store: a.Store, Keyring: a.Keyring, Interval: a.Config.ProbeInterval,
-		Now: a.Config.Now, Logger: a.Logger, Metrics: a.Metrics})
+	return probe.New(probe.Config{Store: a.Store, Service: a.Service, Interval: a.Config.ProbeInterval,
+		Logger: a.Logger, Metrics: a.Metrics})
 }
 
 // Run serves HTTP and runs the background workers (health probe, audit
@@ -384,7 +400,7 @@ func (a *App) rotator() *rotation.Rotator {
 	if a.Config.ProjectKeyRotationPeriod <= 0 {
 		return nil
 	}
-	r, _ := rotation.New(rotation.Config{Store: a.Store, Keyring: a.Keyring, Period: a.Config.ProjectKeyRotationPeriod,
+	r, _ := rotation.New(rotation.Config{Store: a.Store, Service: a.Service, Period: a.Config.ProjectKeyRotationPeriod,
 		Now: a.Config.Now, Logger: a.Logger})
 	return r
 }
@@ -397,7 +413,7 @@ func (a *App) sweepBlobs(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		res, err := dataplane.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-time.Hour))
+		res, err := files.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-time.Hour))
 		if err != nil && ctx.Err() == nil {
 			a.Logger.Warn("blob sweep failed", "err", err)
 		} else if err == nil {

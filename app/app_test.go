@@ -126,7 +126,7 @@ func TestRunStartsWorkers(t *testing.T) {
 	defer a.Close()
 	org := store.Org{ID: ids.New("org-"), Name: "o", CreatedAt: time.Now()}
 	pid := ids.New("proj_")
-	rec, pk, err := a.Keyring.NewVersion(ctx, org.ID, pid, 1, nil)
+	rec, pk, err := a.Service.NewVersion(ctx, org.ID, pid, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
@@ -49,6 +50,7 @@ type Deps struct {
 
 type server struct {
 	Deps
+	files *files.Store
 }
 
 // New returns the handler of /v1/files… and /v1/crypto/…, authenticated by
@@ -66,7 +68,7 @@ func New(d Deps) http.Handler {
 	if d.MaxBodyBytes <= 0 {
 		d.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &server{Deps: d}
+	s := &server{Deps: d, files: &files.Store{Records: d.Store, Blobs: d.Blobs, Logger: d.Logger}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/files", s.uploadFile)
 	mux.HandleFunc("GET /v1/files", s.listFiles)
@@ -156,28 +158,32 @@ func (s *server) project(r *http.Request) (scope, error) {
 	return scope{OrgID: k.OrgID, ProjectID: k.ProjectID, Project: p}, nil
 }
 
-// keyError maps a key-use failure to the API error callers see. Only
-// UnavailableError carries a customer-safe message; anything else is logged
-// by fail and answered as a generic 500.
+// keyError maps a key-use failure to the API error callers see, from its
+// diagnosis (kms.Diagnose): access withdrawn → 403, an outage or ekm's own
+// misconfiguration → 503 with Retry-After, and the KMS refusing the stored
+// wrapped key itself (corrupt, or wrapped by a key it does not know) → 502:
+// not retryable, not a revocation, and not a generic internal error either.
+// Anything else is not a key failure.
 func keyError(err error) (*apierr.Error, bool) {
-	var u *keyring.UnavailableError
-	if !errors.As(err, &u) {
-		// The KMS refused the stored wrapped key itself (corrupt, or wrapped by
-		// a key it does not know): not retryable, not a revocation, and not a
-		// generic internal error either.
-		var ke *kms.Error
-		if errors.As(err, &ke) && ke.Class == kms.Invalid {
-			return apierr.New(http.StatusBadGateway, "server_error", CodeKeyInvalid, "",
-				"The customer's key management service rejected this project's stored key (%s): %s", ke.Code, ke.Message), true
-		}
+	d, ok := kms.Diagnose(err)
+	if !ok {
 		return nil, false
 	}
-	if u.Class == kms.Revoked {
+	var u *keyring.UnavailableError
+	switch {
+	case !errors.As(err, &u):
+		// Only Invalid failures leave the keyring as they are.
+		if d.Class != kms.Invalid {
+			return nil, false
+		}
+		return apierr.New(http.StatusBadGateway, "server_error", CodeKeyInvalid, "",
+			"The customer's key management service rejected this project's stored key (%s): %s", d.Code, d.Message), true
+	case d.Class == kms.Revoked:
 		return apierr.New(http.StatusForbidden, "invalid_request_error", CodeKeyUnavailable, "",
-			"The customer-managed key of this project is unavailable (%s): %s", u.Code, u.Message), true
+			"The customer-managed key of this project is unavailable (%s): %s", d.Code, d.Message), true
 	}
 	e := apierr.New(http.StatusServiceUnavailable, "server_error", CodeKeyTemporarilyUnavailable, "",
-		"The customer-managed key of this project is temporarily unavailable (%s): %s Retry later.", u.Code, u.Message)
+		"The customer-managed key of this project is temporarily unavailable (%s): %s Retry later.", d.Code, d.Message)
 	e.RetryAfter = keyRetryAfter
 	return e, true
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -169,7 +170,7 @@ func TestSweep(t *testing.T) {
 		os.Chtimes(filepath.Join(env.Dir.TempDir(), e.Name()), old, old)
 	}
 
-	res, err := dataplane.Sweep(ctx, env.Store, env.Dir, time.Now().Add(-time.Hour))
+	res, err := files.Sweep(ctx, env.Store, env.Dir, time.Now().Add(-time.Hour))
 	if err != nil || res.OrphanBlobs != 1 || res.StaleTemps != 1 {
 		t.Fatalf("sweep: %+v %v", res, err)
 	}

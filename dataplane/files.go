@@ -16,6 +16,7 @@ import (
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/envelope"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
@@ -32,9 +33,6 @@ const (
 	maxNameBytes   = 1024
 	maxPurposeLen  = 64
 	maxListLimit   = 10000
-	// Caller contexts of the two ciphertexts of a file (docs/DATA.md).
-	callerContent  = "file-content"
-	callerFilename = "file-name"
 )
 
 // fileObject is OpenAI's File object.
@@ -48,17 +46,6 @@ type fileObject struct {
 	Purpose       string  `json:"purpose"`
 	Status        string  `json:"status"`
 	StatusDetails *string `json:"status_details"`
-}
-
-// ContentContext is the envelope context of f's content (docs/DATA.md).
-// Re-encryption uses it to read and write content exactly as the Files API.
-func ContentContext(f *store.File) envelope.Context {
-	return envelope.Context{OrgID: f.OrgID, ProjectID: f.ProjectID, ObjectID: f.ID, KeyVersion: uint32(f.KeyVersion), Caller: []byte(callerContent)}
-}
-
-// NameContext is the envelope context of f's name ciphertext.
-func NameContext(f *store.File) envelope.Context {
-	return envelope.Context{OrgID: f.OrgID, ProjectID: f.ProjectID, ObjectID: f.ID, KeyVersion: uint32(f.KeyVersion), Caller: []byte(callerFilename)}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -152,7 +139,6 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 	u := &upload{s: s, sc: sc, limit: s.MaxFileBytes, file: store.File{
 		ID: ids.New("file-"), OrgID: sc.OrgID, ProjectID: sc.ProjectID, KeyVersion: int(version), CreatedAt: s.Now().UTC(),
 	}}
-	u.file.BlobKey = BlobKey(sc.OrgID, sc.ProjectID, u.file.ID)
 	committed := false
 	defer func() {
 		if !committed && u.bw != nil {
@@ -181,34 +167,21 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.file.Purpose = u.purpose
-	u.file.NameCiphertext, err = envelope.Seal(key, NameContext(&u.file), []byte(u.name))
+	u.file.NameCiphertext, err = envelope.Seal(key, files.NameContext(&u.file), []byte(u.name))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("sealing file name: %w", err))
 		return
 	}
 
-	// Order: blob durable under its final key, then the record. A crash in
-	// between leaves an orphan blob (swept by Sweep), never a record without
-	// its content.
+	// Blob durable under its final key, then the record (files.Store.Commit):
+	// a crash in between leaves an orphan blob, never a record without its
+	// content.
 	committed = true
-	if err := u.bw.Commit(); err != nil {
+	if err := s.files.Commit(r.Context(), u.file, u.bw); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			err = errStorageFull()
 		}
-		s.fail(w, r, fmt.Errorf("committing file content: %w", err))
-		return
-	}
-	// The record is written whatever the client does now: a cancellation
-	// racing the commit must not leave us unsure whether the record exists.
-	bg := context.WithoutCancel(r.Context())
-	if err := s.Store.CreateFile(bg, u.file); err != nil {
-		// Remove the content only if the record certainly does not exist.
-		if _, gerr := s.Store.GetFile(bg, u.file.OrgID, u.file.ProjectID, u.file.ID); errors.Is(gerr, store.ErrNotFound) {
-			if derr := s.Blobs.Delete(bg, u.file.BlobKey); derr != nil {
-				s.Logger.Error("removing content of unrecorded file", "file_id", u.file.ID, "err", derr)
-			}
-		}
-		s.fail(w, r, fmt.Errorf("recording file: %w", err))
+		s.fail(w, r, fmt.Errorf("storing file: %w", err))
 		return
 	}
 	writeJSON(w, toObject(&u.file, u.name))
@@ -293,12 +266,12 @@ func (u *upload) storeFile(ctx context.Context, p *multipart.Part, key secret.Ke
 		return apierr.BadRequest("file", "The file name must be valid UTF-8 of at most %d bytes.", maxNameBytes)
 	}
 	u.name = name
-	bw, err := u.s.Blobs.Create(ctx, u.file.BlobKey)
+	bw, err := u.s.files.Create(ctx, &u.file)
 	if err != nil {
 		return storageError(fmt.Errorf("creating blob: %w", err))
 	}
 	u.bw = bw
-	ew, err := envelope.NewWriter(bw, key, ContentContext(&u.file))
+	ew, err := envelope.NewWriter(bw, key, files.ContentContext(&u.file))
 	if err != nil {
 		return storageError(fmt.Errorf("starting encryption: %w", err))
 	}
@@ -376,7 +349,7 @@ func (s *server) lookup(r *http.Request, sc scope) (store.File, error) {
 
 // fileName decrypts a file's name.
 func (s *server) fileName(ks *keys, f *store.File) (string, error) {
-	b, err := envelope.Open(ks.get, NameContext(f), f.NameCiphertext)
+	b, err := envelope.Open(ks.get, files.NameContext(f), f.NameCiphertext)
 	if err != nil {
 		if errors.Is(err, envelope.ErrAuth) || errors.Is(err, envelope.ErrFormat) || errors.Is(err, errNoSuchVersion) {
 			s.Logger.Error("file name failed authentication", "file_id", f.ID, "err", err)
@@ -449,24 +422,24 @@ func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 	}
 	want := page.Limit
 	page.Limit++ // one more tells whether there is a next page
-	files, err := s.Store.ListFiles(r.Context(), sc.OrgID, sc.ProjectID, purpose, page)
+	list, err := s.Store.ListFiles(r.Context(), sc.OrgID, sc.ProjectID, purpose, page)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out := fileList{Object: "list", Data: make([]fileObject, 0, min(len(files), want))}
-	if len(files) > want {
+	out := fileList{Object: "list", Data: make([]fileObject, 0, min(len(list), want))}
+	if len(list) > want {
 		out.HasMore = true
-		files = files[:want]
+		list = list[:want]
 	}
 	ks := s.keys(r.Context(), sc)
 	defer ks.zero()
-	for i := range files {
-		name, err := s.fileName(ks, &files[i])
+	for i := range list {
+		name, err := s.fileName(ks, &list[i])
 		var ae *apierr.Error
 		if errors.As(err, &ae) && ae.Code == "file_corrupted" {
 			// One damaged record must not hide the rest of the list.
-			o := toObject(&files[i], "")
+			o := toObject(&list[i], "")
 			details := "The stored file name failed its integrity check."
 			o.Status, o.StatusDetails = "error", &details
 			out.Data = append(out.Data, o)
@@ -476,32 +449,28 @@ func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		out.Data = append(out.Data, toObject(&files[i], name))
+		out.Data = append(out.Data, toObject(&list[i], name))
 	}
-	if len(files) > 0 {
-		out.FirstID, out.LastID = &files[0].ID, &files[len(files)-1].ID
+	if len(list) > 0 {
+		out.FirstID, out.LastID = &list[0].ID, &list[len(list)-1].ID
 	}
 	writeJSON(w, out)
 }
 
 func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {
-	sc, f, err := s.projectFile(r)
+	_, f, err := s.projectFile(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	// Record first, then content: a failure in between leaves an orphan
-	// blob for Sweep, never a listed file without content. Deleting needs
-	// no key, so a customer can delete data even while its key is revoked.
-	if err := s.Store.DeleteFile(r.Context(), sc.OrgID, sc.ProjectID, f.ID); err != nil {
+	// Deleting needs no key, so a customer can delete data even while its
+	// key is revoked.
+	if err := s.files.Delete(r.Context(), f); err != nil {
 		if errors.Is(err, store.ErrNotFound) { // a concurrent delete won
 			err = apierr.NotFound("file", f.ID)
 		}
 		s.fail(w, r, err)
 		return
-	}
-	if err := s.Blobs.Delete(context.WithoutCancel(r.Context()), f.BlobKey); err != nil && !errors.Is(err, blob.ErrNotFound) {
-		s.Logger.Error("removing content of deleted file; Sweep will retry", "file_id", f.ID, "err", err)
 	}
 	writeJSON(w, struct {
 		ID      string `json:"id"`
@@ -524,17 +493,12 @@ func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
 	}
 	ks := s.keys(r.Context(), sc)
 	defer ks.zero()
-	rc, _, err := s.Blobs.Open(r.Context(), f.BlobKey)
-	if errors.Is(err, blob.ErrNotFound) {
-		// Re-encryption may have replaced the content (and deleted the old
-		// blob) between our read of the record and the open: read it again.
-		if nf, gerr := s.Store.GetFile(r.Context(), sc.OrgID, sc.ProjectID, f.ID); gerr == nil && nf.BlobKey != f.BlobKey {
-			f = nf
-			rc, _, err = s.Blobs.Open(r.Context(), f.BlobKey)
-		} else if errors.Is(gerr, store.ErrNotFound) {
-			s.fail(w, r, apierr.NotFound("file", f.ID)) // deleted meanwhile
-			return
-		}
+	// Re-encryption may replace the content between our read of the record
+	// and the open: files.Store.Open follows it.
+	rc, f, err := s.files.Open(r.Context(), f)
+	if errors.Is(err, store.ErrNotFound) {
+		s.fail(w, r, apierr.NotFound("file", f.ID)) // deleted meanwhile
+		return
 	}
 	if err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
@@ -552,7 +516,7 @@ func (s *server) fileContent(w http.ResponseWriter, r *http.Request) {
 		}
 		return err
 	}
-	pr, err := envelope.NewReader(rc, ks.get, ContentContext(&f))
+	pr, err := envelope.NewReader(rc, ks.get, files.ContentContext(&f))
 	if err != nil {
 		s.fail(w, r, corrupt(err))
 		return

@@ -37,9 +37,18 @@ type cache struct {
 	lru  *list.List // front = most recently used
 	byEK map[string]map[cacheKey]struct{}
 	// gens counts evictions per project (ids are unique across orgs), so that an unwrap that
-	// started before a re-key is not cached after it.
-	gens map[string]uint64
+	// started before a re-key is not cached after it. Bounded: at maxGens
+	// entries it is cleared and epoch bumped, which makes every fill in flight
+	// uncacheable (safe, and rare).
+	gens  map[string]uint64
+	epoch uint64
 }
+
+// maxGens bounds the per-project eviction counters.
+const maxGens = 10000
+
+// generation is a project's eviction count, valid within one epoch.
+type generation struct{ epoch, n uint64 }
 
 func newCache(ttl time.Duration, max int, now func() time.Time) *cache {
 	return &cache{ttl: ttl, max: max, now: now, m: map[cacheKey]*entry{}, lru: list.New(), byEK: map[string]map[cacheKey]struct{}{}, gens: map[string]uint64{}}
@@ -125,6 +134,10 @@ func (c *cache) evictExternalKey(extKeyID string) int {
 func (c *cache) evictProject(projectID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, ok := c.gens[projectID]; !ok && len(c.gens) >= maxGens {
+		clear(c.gens)
+		c.epoch++
+	}
 	c.gens[projectID]++
 	for k, e := range c.m {
 		if k.projectID == projectID {
@@ -133,17 +146,17 @@ func (c *cache) evictProject(projectID string) {
 	}
 }
 
-func (c *cache) generation(projectID string) uint64 {
+func (c *cache) generation(projectID string) generation {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gens[projectID]
+	return generation{c.epoch, c.gens[projectID]}
 }
 
 // putIfGeneration caches key unless the project was evicted since gen.
-func (c *cache) putIfGeneration(k cacheKey, extKeyID string, key secret.Key, gen uint64) {
+func (c *cache) putIfGeneration(k cacheKey, extKeyID string, key secret.Key, gen generation) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gens[k.projectID] == gen {
+	if (generation{c.epoch, c.gens[k.projectID]}) == gen {
 		c.putLocked(k, extKeyID, key)
 	}
 }

@@ -3,9 +3,7 @@ package keyring_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -14,89 +12,34 @@ import (
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/kmsfake"
-	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/lifecycle/lifecycletest"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
-	"github.com/ekm-dev/ekm/store/sqlstore"
 )
 
 type env struct {
+	*lifecycletest.Env
 	st    store.Store
 	kr    *keyring.Keyring
 	drv   *kmsfake.Driver
 	org   string
 	ek    store.ExternalKey
-	clock *fakeClock
+	clock *lifecycletest.Clock
 }
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func newEnv(t *testing.T, cacheSize int) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "ekm.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	root := secret.New()
-	drv := kmsfake.New()
-	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
-	kr := keyring.New(keyring.Config{
-		Store: st, Registry: kms.NewRegistry(local.NewDriver(root), drv),
-		Default:  keyring.DefaultKey{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}},
-		CacheTTL: time.Hour, CacheSize: cacheSize, Now: clock.Now,
-	})
-	e := &env{st: st, kr: kr, drv: drv, org: ids.New("org-"), clock: clock}
-	if err := st.CreateOrg(ctx, store.Org{ID: e.org, Name: "acme", CreatedAt: clock.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	e.ek = e.newExtKey(t, kmsfake.Type)
+	le := lifecycletest.New(t, lifecycletest.Options{CacheSize: cacheSize})
+	e := &env{Env: le, st: le.Store, kr: le.Keyring, drv: le.Fake, org: le.Org, clock: le.Clock}
+	e.ek = le.ExternalKey(t, kmsfake.Type)
 	return e
 }
 
-func (e *env) newExtKey(t *testing.T, typ string) store.ExternalKey {
-	t.Helper()
-	p, err := e.kr.Check(typ, e.org, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ek := store.ExternalKey{ID: ids.New("extkey_"), OrgID: e.org, Type: typ, Name: "k", Purpose: "ekm", Params: p, Status: store.StatusValid, CreatedAt: e.clock.Now()}
-	if err := e.st.CreateExternalKey(context.Background(), ek); err != nil {
-		t.Fatal(err)
-	}
-	return ek
-}
+func (e *env) newExtKey(t *testing.T, typ string) store.ExternalKey { return e.ExternalKey(t, typ) }
 
 // newProject stores a project with version 1 of its key wrapped by ek.
 func (e *env) newProject(t *testing.T, ek *store.ExternalKey) (string, secret.Key) {
-	t.Helper()
-	ctx := context.Background()
-	pid := ids.New("proj_")
-	rec, pk, err := e.kr.NewVersion(ctx, e.org, pid, 1, ek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ekID := ""
-	if ek != nil {
-		ekID = ek.ID
-	}
-	err = e.st.InTx(ctx, func(q store.Queries) error {
-		if err := q.CreateProject(ctx, store.Project{ID: pid, OrgID: e.org, Name: "p", ExternalKeyID: ekID, CreatedAt: e.clock.Now(), CurrentKeyVersion: 1}); err != nil {
-			return err
-		}
-		return q.PutProjectKey(ctx, rec)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pid, pk
+	return e.Project(t, ek)
 }
 
 func TestKeyRoundTripAndCache(t *testing.T) {
@@ -212,7 +155,7 @@ func TestRevocationClosesGateAndEvicts(t *testing.T) {
 	if _, err := e.kr.Key(ctx, e.org, pid2, 1); err != nil {
 		t.Fatalf("another key's project affected: %v", err)
 	}
-	if _, _, err := e.kr.NewVersion(ctx, e.org, pid, 2, &e.ek); !errors.As(err, &u) {
+	if _, _, err := e.Service.NewVersion(ctx, e.org, pid, 2, &e.ek); !errors.As(err, &u) {
 		t.Fatalf("write after revocation: %v", err)
 	}
 	e.kr.MarkAvailable(e.ek.ID)
@@ -301,57 +244,6 @@ func TestEvictionRaceDoesNotCache(t *testing.T) {
 	}
 }
 
-func TestRewrapAndRotate(t *testing.T) {
-	e := newEnv(t, 100)
-	ctx := context.Background()
-	pid, v1 := e.newProject(t, &e.ek)
-	v, err := e.kr.RotateProjectKey(ctx, e.org, pid)
-	if err != nil || v != 2 {
-		t.Fatalf("rotate = %d, %v", v, err)
-	}
-	cur, k2, err := e.kr.Current(ctx, e.org, pid)
-	if err != nil || cur != 2 || bytes.Equal(k2.Bytes(), v1.Bytes()) {
-		t.Fatalf("after rotate current = %d, %v", cur, err)
-	}
-	to := e.newExtKey(t, local.Type)
-	recs, err := e.kr.Rewrap(ctx, e.org, pid, &to)
-	if err != nil || len(recs) != 2 {
-		t.Fatalf("rewrap: %d, %v", len(recs), err)
-	}
-	for _, r := range recs {
-		if r.ExternalKeyID != to.ID {
-			t.Fatalf("rewrapped record names %q", r.ExternalKeyID)
-		}
-	}
-	// Failure leaves nothing half-done: Rewrap returns records, it stores none.
-	e.drv.Fail(kmsfake.ErrOutage)
-	e.kr.EvictProject(pid)
-	if _, err := e.kr.Rewrap(ctx, e.org, pid, &to); err == nil {
-		t.Fatal("rewrap succeeded while the source KMS is down")
-	}
-	keys, _ := e.st.ListProjectKeys(ctx, e.org, pid)
-	for _, k := range keys {
-		if k.ExternalKeyID != e.ek.ID {
-			t.Fatal("rewrap wrote to the store")
-		}
-	}
-}
-
-func TestValidate(t *testing.T) {
-	e := newEnv(t, 100)
-	if _, err := e.kr.Validate(context.Background(), &e.ek); err != nil {
-		t.Fatal(err)
-	}
-	e.drv.Fail(kmsfake.ErrRevoked)
-	if _, err := e.kr.Validate(context.Background(), &e.ek); kms.ClassOf(err) != kms.Revoked {
-		t.Fatalf("Validate = %v", err)
-	}
-	evs, err := e.st.ListAudit(context.Background(), e.org, store.AuditFilter{Types: []string{"kms.call"}, Limit: 10})
-	if err != nil || len(evs) != 2 {
-		t.Fatalf("kms.call audit events = %d, %v", len(evs), err)
-	}
-}
-
 func TestUnwrapRacingReKeyIsNotCached(t *testing.T) {
 	e := newEnv(t, 100)
 	ctx := context.Background()
@@ -399,33 +291,5 @@ func TestWaiterCancellation(t *testing.T) {
 	release()
 	if err := <-leader; err != nil {
 		t.Fatal(err)
-	}
-}
-
-// One recorded KMS operation that makes several requests (a validation:
-// read, encrypt, decrypt, read) names every request id in its kms.call
-// event, so each request can be found in the KMS's own logs.
-func TestCallRecordsEveryRequestID(t *testing.T) {
-	e := newEnv(t, 100)
-	ctx := context.Background()
-	err := e.kr.Call(ctx, &e.ek, "validate", func(ctx context.Context, p kms.Provider) error {
-		ci := kms.CallInfoFrom(ctx)
-		ci.Record("req-1")
-		ci.Record("req-2")
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := e.st.ListAudit(ctx, e.org, store.AuditFilter{Types: []string{"kms.call"}, Limit: 10})
-	if err != nil || len(evs) != 1 {
-		t.Fatalf("kms.call events = %d, %v", len(evs), err)
-	}
-	var ev keyring.KMSCallEvent
-	if err := json.Unmarshal(evs[0].Data, &ev); err != nil {
-		t.Fatal(err)
-	}
-	if ev.RequestID != "req-2" || len(ev.RequestIDs) != 2 || ev.RequestIDs[0] != "req-1" || ev.RequestIDs[1] != "req-2" {
-		t.Fatalf("kms.call event = %+v", ev)
 	}
 }

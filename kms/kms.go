@@ -4,17 +4,31 @@
 // (the KEK). The KEK never leaves the customer's KMS; ekm stores only what
 // Wrap returns, including the exact KEK version the KMS used, and passes that
 // back to Unwrap so that a customer rotating its key never breaks old data.
+// Every wrap is bound to associated data ([AAD]: org, project, key version).
+//
+// A [Driver] builds Providers of one external key type and describes that
+// type ([Spec]: its registration fields, diagnosis codes and onboarding
+// steps), so that the Admin API needs no table of its own. A [Registry]
+// holds the drivers a server runs.
+//
+// Callers do not use Providers directly: [Keys] opens them and runs every
+// operation through one call layer (timeout, error wrapping, and an
+// [Observer] that sees each call with the caller's context, for metrics and
+// the audit log), in the manner of gocloud.dev/secrets over its drivers.
 //
 // Every provider reports failures as [*Error], which classifies them (see
 // [Class]) so that revocation can be told apart from an outage, and carries a
-// machine-readable code and the onboarding step the customer has to fix.
-// Each provider passes the conformance suite in package kmstest.
+// machine-readable code, the onboarding step the customer has to fix and the
+// registration parameter at fault. Each provider passes the conformance
+// suite in package kmstest.
 package kms
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 )
 
 // Wrapped is a project key as the KMS returned it. All fields are stored.
@@ -27,6 +41,48 @@ type Wrapped struct {
 	Algorithm string
 	// Ciphertext is the wrapped key, opaque to ekm.
 	Ciphertext []byte
+}
+
+// AAD is the associated data bound to a wrapped key: the org, project and
+// project key version it belongs to. Unwrap with different AAD fails.
+//
+// Providers hand it to the KMS where the KMS takes it (AWS KMS
+// EncryptionContext, Cloud KMS additionalAuthenticatedData, OCI
+// associatedData), so that a customer can grant or deny one project in its
+// own key policy; where the KMS has none (RSA-OAEP in Azure Key Vault), the
+// provider binds it inside what it encrypts. Wraps that belong to no project
+// (validation, health probes) carry only the org.
+type AAD struct {
+	OrgID     string
+	ProjectID string // "" for wraps of no project
+	Version   int    // project key version; 0 when ProjectID is ""
+}
+
+// AAD context keys, as a customer writes them in a policy condition (e.g.
+// kms:EncryptionContext:ekm:project).
+const (
+	AADOrg     = "ekm:org"
+	AADProject = "ekm:project"
+	AADVersion = "ekm:version"
+)
+
+// Context returns the AAD as key-value pairs: the form of AWS KMS's
+// EncryptionContext and OCI's associatedData.
+func (a AAD) Context() map[string]string {
+	m := map[string]string{AADOrg: a.OrgID}
+	if a.ProjectID != "" {
+		m[AADProject] = a.ProjectID
+		m[AADVersion] = strconv.Itoa(a.Version)
+	}
+	return m
+}
+
+// Bytes returns a canonical encoding of the AAD for KMSs that take bytes:
+// the JSON object of Context (keys sorted, so equal AADs encode equally and
+// different ones never collide).
+func (a AAD) Bytes() []byte {
+	b, _ := json.Marshal(a.Context()) // a map of strings always marshals
+	return b
 }
 
 // KeyInfo describes the KEK as the KMS reports it.
@@ -44,13 +100,21 @@ type KeyInfo struct {
 // concurrent use.
 type Provider interface {
 	// Wrap encrypts plaintext (a 32-byte project key) under the KEK's current
-	// version.
-	Wrap(ctx context.Context, plaintext []byte) (Wrapped, error)
-	// Unwrap decrypts w with exactly the KEK version recorded in it. The
-	// caller owns (and must wipe) the returned bytes.
-	Unwrap(ctx context.Context, w Wrapped) ([]byte, error)
+	// version, bound to aad.
+	Wrap(ctx context.Context, plaintext []byte, aad AAD) (Wrapped, error)
+	// Unwrap decrypts w with exactly the KEK version recorded in it, and fails
+	// unless aad is what w was wrapped with. The caller owns (and must wipe)
+	// the returned bytes.
+	Unwrap(ctx context.Context, w Wrapped, aad AAD) ([]byte, error)
 	// Describe reports the KEK's current version and state.
 	Describe(ctx context.Context) (KeyInfo, error)
+}
+
+// Preflighter is implemented by providers that can check a key's setup
+// beyond a round trip (key type, enabled, permitted operations) and explain
+// what is wrong. Validation calls it before the round trip.
+type Preflighter interface {
+	Preflight(ctx context.Context) error
 }
 
 // Class tells callers what a failure means for the customer's data.
@@ -77,10 +141,15 @@ const (
 type Error struct {
 	Class Class
 	// Code is a stable machine-readable diagnosis, e.g.
-	// "azure_service_principal_missing". Documented per provider.
+	// "azure_service_principal_missing". Each driver lists its codes in its
+	// Spec.
 	Code string
-	// Step is the onboarding step the customer must fix ("" if none).
+	// Step is the onboarding step the customer must fix ("" if none), as
+	// numbered in the driver's Spec and its docs (e.g. "3", or "2,4").
 	Step string
+	// Param is the registration parameter at fault ("" if none), e.g.
+	// "tenant_id".
+	Param string
 	// Message explains the failure and the fix in plain words.
 	Message string
 	// RequestID is the id the KMS can correlate (e.g. x-ms-client-request-id).
@@ -93,7 +162,10 @@ type Error struct {
 func (e *Error) Error() string {
 	s := fmt.Sprintf("kms %s (%s): %s", e.Class, e.Code, e.Message)
 	if e.Step != "" {
-		s += " [fix: " + e.Step + "]"
+		s += " [fix: step " + e.Step + "]"
+	}
+	if e.Param != "" {
+		s += " [param: " + e.Param + "]"
 	}
 	return s
 }
@@ -107,9 +179,8 @@ func ClassOf(err error) Class {
 	if err == nil {
 		return ""
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Class
+	if d, ok := Diagnose(err); ok {
+		return d.Class
 	}
 	return Outage
 }
@@ -122,26 +193,66 @@ type Params map[string]string
 type Driver interface {
 	// Type is the external key type this driver serves.
 	Type() string
+	// Spec describes the type: registration fields, codes, onboarding.
+	Spec() Spec
 	// Check validates and normalises registration params for orgID without
-	// any network call. Errors are *Error with Class Invalid and a Code
-	// naming the offending parameter.
+	// any network call. Errors are *Error with Class Invalid, a Code, and
+	// Param naming the offending parameter when there is one.
 	Check(orgID string, p Params) (Params, error)
 	// Open returns a Provider for params that passed Check.
 	Open(orgID string, p Params) (Provider, error)
 }
 
-// Registry maps external key types to drivers.
+// Registry maps external key types to drivers. It can also describe types
+// this server knows but does not run (no driver configured), so that a
+// registration of such a type is checked for shape and then refused as not
+// enabled, and the console can say how to enable it.
 type Registry struct {
 	drivers map[string]Driver
+	known   map[string]Spec
 }
 
 // NewRegistry returns a registry with the given drivers.
 func NewRegistry(ds ...Driver) *Registry {
-	r := &Registry{drivers: map[string]Driver{}}
+	r := &Registry{drivers: map[string]Driver{}, known: map[string]Spec{}}
 	for _, d := range ds {
 		r.drivers[d.Type()] = d
 	}
 	return r
+}
+
+// Describe adds the specs of types without a driver here (not enabled).
+// Specs of types that have a driver are ignored. It returns r.
+func (r *Registry) Describe(specs ...Spec) *Registry {
+	for _, s := range specs {
+		if _, ok := r.drivers[s.Type]; !ok {
+			r.known[s.Type] = s
+		}
+	}
+	return r
+}
+
+// Spec describes typ: from its driver when enabled, else from Describe.
+// ok is false for types this server knows nothing of.
+func (r *Registry) Spec(typ string) (s Spec, enabled, ok bool) {
+	if d, ok := r.drivers[typ]; ok {
+		return d.Spec(), true, true
+	}
+	s, ok = r.known[typ]
+	return s, false, ok
+}
+
+// Known lists every type the registry describes (enabled or not), sorted.
+func (r *Registry) Known() []string {
+	out := make([]string, 0, len(r.drivers)+len(r.known))
+	for t := range r.drivers {
+		out = append(out, t)
+	}
+	for t := range r.known {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Driver returns the driver for typ, or false if none is built in.
@@ -150,56 +261,55 @@ func (r *Registry) Driver(typ string) (Driver, bool) {
 	return d, ok
 }
 
+// Types lists the types this registry serves (enabled), sorted.
+func (r *Registry) Types() []string {
+	out := make([]string, 0, len(r.drivers))
+	for t := range r.drivers {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// UnsupportedType is the error for a type no driver of this server serves.
+func UnsupportedType(typ string) *Error {
+	return &Error{Class: Invalid, Code: CodeUnsupportedType, Param: "type",
+		Message: fmt.Sprintf("external key type %q is not supported by this server", typ)}
+}
+
+// notEnabled is the error for a known type whose driver is not configured.
+func notEnabled(typ string) *Error {
+	return &Error{Class: Invalid, Code: CodeUnsupportedType, Param: "type",
+		Message: fmt.Sprintf("external key type %q is not enabled on this server: its operator has not configured ekm's identity for it", typ)}
+}
+
+// Codes every driver may return through the call layer, in addition to its
+// own.
+const (
+	CodeUnsupportedType  = "unsupported_type"
+	CodeTimeout          = "kms_timeout"
+	CodeUnreachable      = "kms_error"
+	CodeRoundTripFailed  = "round_trip_mismatch"
+	CodeInvalidKeyLength = "invalid_project_key"
+)
+
+// Check validates registration params of typ for orgID (no network call).
+func (r *Registry) Check(typ, orgID string, p Params) (Params, error) {
+	d, ok := r.drivers[typ]
+	if !ok {
+		if _, known := r.known[typ]; known {
+			return nil, notEnabled(typ)
+		}
+		return nil, UnsupportedType(typ)
+	}
+	return d.Check(orgID, p)
+}
+
 // Open is a shortcut for Driver(typ).Open.
 func (r *Registry) Open(typ, orgID string, p Params) (Provider, error) {
 	d, ok := r.drivers[typ]
 	if !ok {
-		return nil, &Error{Class: Invalid, Code: "unsupported_type", Message: fmt.Sprintf("external key type %q is not supported by this server", typ)}
+		return nil, UnsupportedType(typ)
 	}
 	return d.Open(orgID, p)
-}
-
-// Preflighter is implemented by providers that can check a key's setup
-// beyond a round trip (key type, enabled, permitted operations) and explain
-// what is wrong. Registration and /validate call it before the round trip.
-type Preflighter interface {
-	Preflight(ctx context.Context) error
-}
-
-// CallInfo collects facts about one KMS call that the caller records in the
-// audit log. Providers fill it in when present in the context.
-type CallInfo struct {
-	// RequestID is the id sent to the KMS so the customer can find the call
-	// in its own logs (Azure: x-ms-client-request-id); the last one when
-	// the call made several requests.
-	RequestID string
-	// RequestIDs are all the ids sent, in order: one operation such as a
-	// validation (read, encrypt, decrypt, read) makes several requests, and
-	// each must be findable. At most MaxCallRequestIDs.
-	RequestIDs []string
-}
-
-// MaxCallRequestIDs bounds CallInfo.RequestIDs.
-const MaxCallRequestIDs = 16
-
-// Record notes one request id sent to the KMS. Providers call it once per
-// request, sequentially.
-func (ci *CallInfo) Record(id string) {
-	ci.RequestID = id
-	if len(ci.RequestIDs) < MaxCallRequestIDs {
-		ci.RequestIDs = append(ci.RequestIDs, id)
-	}
-}
-
-type callInfoKey struct{}
-
-// WithCallInfo returns a context in which providers record into ci.
-func WithCallInfo(ctx context.Context, ci *CallInfo) context.Context {
-	return context.WithValue(ctx, callInfoKey{}, ci)
-}
-
-// CallInfoFrom returns the CallInfo of ctx, or nil.
-func CallInfoFrom(ctx context.Context) *CallInfo {
-	ci, _ := ctx.Value(callInfoKey{}).(*CallInfo)
-	return ci
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/kmsfake"
 	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/probe"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
@@ -20,6 +21,7 @@ import (
 
 type env struct {
 	st  store.Store
+	svc *lifecycle.Service
 	kr  *keyring.Keyring
 	drv *kmsfake.Driver
 	p   *probe.Prober
@@ -34,10 +36,10 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := kmsfake.New()
-	kr := keyring.New(keyring.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), drv),
-		Default: keyring.DefaultKey{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
-	e := &env{st: st, kr: kr, drv: drv, org: ids.New("org-")}
-	e.p = probe.New(probe.Config{Store: st, Keyring: kr, Interval: time.Hour, EncryptEvery: 1})
+	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), drv),
+		Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
+	e := &env{st: st, svc: svc, kr: svc.Keyring(), drv: drv, org: ids.New("org-")}
+	e.p = probe.New(probe.Config{Store: st, Service: svc, Interval: time.Hour, EncryptEvery: 1})
 	if err := st.CreateOrg(context.Background(), store.Org{ID: e.org, Name: "o", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) extKey(t *testing.T, typ string) store.ExternalKey {
 	t.Helper()
-	p, err := e.kr.Check(typ, e.org, nil)
+	p, err := e.svc.Check(typ, e.org, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func (e *env) project(t *testing.T, ek store.ExternalKey) string {
 	t.Helper()
 	ctx := context.Background()
 	pid := ids.New("proj_")
-	rec, pk, err := e.kr.NewVersion(ctx, e.org, pid, 1, &ek)
+	rec, pk, err := e.svc.NewVersion(ctx, e.org, pid, 1, &ek)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ func TestLoadIsIndependentOfRequests(t *testing.T) {
 	for range 5 {
 		pids = append(pids, e.project(t, ek))
 	}
-	p := probe.New(probe.Config{Store: e.st, Keyring: e.kr, Interval: time.Hour, EncryptEvery: 10})
+	p := probe.New(probe.Config{Store: e.st, Service: e.svc, Interval: time.Hour, EncryptEvery: 10})
 	start := e.drv.Unwraps.Load()
 	for range 10 {
 		p.Round(ctx)
@@ -202,7 +204,7 @@ func TestKEKRotationRewrapsInBackground(t *testing.T) {
 	ctx := context.Background()
 	ek := e.extKey(t, local.Type)
 	pid := e.project(t, ek)
-	if _, err := e.kr.RotateProjectKey(ctx, e.org, pid); err != nil {
+	if _, err := e.svc.RotateProjectKey(ctx, "", e.org, pid, lifecycle.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.p.Round(ctx) // first sight of the current version
@@ -217,7 +219,7 @@ func TestKEKRotationRewrapsInBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	ek = e.status(t, ek.ID)
-	p := probe.New(probe.Config{Store: e.st, Keyring: e.kr, Interval: time.Hour, EncryptEvery: 1, RewrapPerRound: 1})
+	p := probe.New(probe.Config{Store: e.st, Service: e.svc, Interval: time.Hour, EncryptEvery: 1, RewrapPerRound: 1})
 	p.Round(ctx)
 	after := e.status(t, ek.ID)
 	if after.CurrentKEKVersion == v1 {

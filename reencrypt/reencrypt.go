@@ -8,24 +8,23 @@
 // blob (fsync), swaps the record with a compare-and-set on the old blob key,
 // and only then deletes the old blob. A crash at any point leaves the old or
 // the new record, each with complete content; the blob left behind is an
-// orphan that dataplane.Sweep removes. Progress is derived from the store
+// orphan that files.Sweep removes. Progress is derived from the store
 // (files below the current version), so a run resumes where the last one
 // stopped, and runs are safe next to serving replicas and each other.
 package reencrypt
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/blob"
-	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/envelope"
-	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
@@ -242,11 +241,11 @@ func (r *run) once(ctx context.Context, f store.File, version int) (moved bool, 
 	}
 	nf := f
 	nf.KeyVersion = version
-	name, err := envelope.Open(keys, dataplane.NameContext(&f), f.NameCiphertext)
+	name, err := envelope.Open(keys, files.NameContext(&f), f.NameCiphertext)
 	if err != nil {
 		return false, classify(err)
 	}
-	nf.NameCiphertext, err = envelope.Seal(newKey, dataplane.NameContext(&nf), name)
+	nf.NameCiphertext, err = envelope.Seal(newKey, files.NameContext(&nf), name)
 	secret.Wipe(name)
 	if err != nil {
 		return false, fmt.Errorf("sealing name: %w", err)
@@ -267,42 +266,31 @@ func (r *run) once(ctx context.Context, f store.File, version int) (moved bool, 
 		return false, fmt.Errorf("opening content: %w", err)
 	}
 	defer rc.Close()
-	nf.BlobKey = dataplane.RewriteBlobKey(&f, version)
+	nf.BlobKey = files.RewriteBlobKey(&f, version)
 	if err := r.copy(ctx, rc, keys, &f, &nf, newKey); err != nil {
 		return false, err
 	}
 
-	// Not cancellable: a cancellation racing the commit must not leave us
-	// unsure whether the record now points at the new blob.
-	bg := context.WithoutCancel(ctx)
-	err = r.Store.ReplaceFileContent(bg, nf, f.BlobKey)
-	if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
-		// An ambiguous failure (e.g. the connection dropped at commit): the
-		// record decides whether the swap happened.
-		if cur, gerr := r.Store.GetFile(bg, r.org, r.proj, f.ID); gerr == nil && cur.BlobKey == nf.BlobKey {
-			err = nil
-		}
+	// The swap is a compare-and-set on the old blob key; the blob that lost
+	// is removed (files.Store.Replace).
+	err = r.fileStore().Replace(ctx, nf, f)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // deleted meanwhile
 	}
 	if err != nil {
-		// The record did not take the new blob: it is ours alone to remove.
-		if derr := r.Blobs.Delete(bg, nf.BlobKey); derr != nil {
-			r.Logger.Warn("reencrypt: removing unused blob failed; Sweep will", "file_id", f.ID, "err", derr)
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return false, nil // deleted meanwhile
-		}
 		return false, err
 	}
-	if err := r.Blobs.Delete(context.WithoutCancel(ctx), f.BlobKey); err != nil && !errors.Is(err, blob.ErrNotFound) {
-		r.Logger.Warn("reencrypt: removing replaced blob failed; Sweep will", "file_id", f.ID, "err", err)
-	}
 	return true, nil
+}
+
+func (r *run) fileStore() *files.Store {
+	return &files.Store{Records: r.Store, Blobs: r.Blobs, Logger: r.Logger}
 }
 
 // copy streams f's plaintext from rc, re-encrypted for nf, into nf's blob
 // and commits it. Memory use is two segment buffers whatever the size.
 func (r *run) copy(ctx context.Context, rc io.Reader, keys envelope.KeyFunc, f, nf *store.File, newKey secret.Key) error {
-	pr, err := envelope.NewReader(rc, keys, dataplane.ContentContext(f))
+	pr, err := envelope.NewReader(rc, keys, files.ContentContext(f))
 	if err != nil {
 		return classify(err)
 	}
@@ -316,7 +304,7 @@ func (r *run) copy(ctx context.Context, rc io.Reader, keys envelope.KeyFunc, f, 
 			_ = bw.Abort()
 		}
 	}()
-	ew, err := envelope.NewWriter(bw, newKey, dataplane.ContentContext(nf))
+	ew, err := envelope.NewWriter(bw, newKey, files.ContentContext(nf))
 	if err != nil {
 		return fmt.Errorf("starting encryption: %w", err)
 	}
@@ -372,12 +360,11 @@ func (r *run) audit(ctx context.Context) {
 	if r.res.Reencrypted == 0 && len(r.res.Failed) == 0 {
 		return
 	}
-	data, _ := json.Marshal(map[string]any{"project_id": r.proj, "version": r.res.Version,
-		"reencrypted": r.res.Reencrypted, "skipped": r.res.Skipped, "failed": len(r.res.Failed)})
+	ev := audit.ProjectReencrypted{ProjectID: r.proj, Version: r.res.Version,
+		Reencrypted: r.res.Reencrypted, Skipped: r.res.Skipped, Failed: len(r.res.Failed)}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	err := r.Store.AppendAudit(ctx, store.AuditEvent{ID: ids.New("audit_log-"), OrgID: r.org, Type: "project.reencrypted",
-		EffectiveAt: r.Now(), ProjectID: r.proj, Data: data})
+	err := r.Store.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: r.org, ProjectID: r.proj, At: r.Now()}, ev))
 	if err != nil {
 		r.Logger.Warn("reencrypt: recording audit event failed", "project_id", r.proj, "err", err)
 	}

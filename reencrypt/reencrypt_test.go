@@ -16,8 +16,8 @@ import (
 
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/client"
-	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/reencrypt"
@@ -297,7 +297,7 @@ func TestConcurrentDeleteAndRewrite(t *testing.T) {
 	deleted, rewritten := ids[1], ids[3]
 	hb := &hookBlobs{Store: fx.env.Dir}
 	hb.hook = func(key string) {
-		_, _, id, _ := dataplane.ParseBlobKey(key)
+		_, _, id, _ := files.ParseBlobKey(key)
 		switch id {
 		case deleted: // a user deletes the file while it is re-encrypted
 			if err := fx.c.DeleteFile(ctx, id); err != nil {
@@ -366,7 +366,7 @@ func TestConcurrentRunsWithServing(t *testing.T) {
 		t.Fatalf("%d re-encryptions of 30 files", moved)
 	}
 	// A delete racing a swap can leave the new blob behind; Sweep takes it.
-	if _, err := dataplane.Sweep(ctx, fx.env.Store, fx.env.Dir, time.Now().Add(time.Minute)); err != nil {
+	if _, err := files.Sweep(ctx, fx.env.Store, fx.env.Dir, time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	fx.check(t, v)

@@ -11,6 +11,7 @@ import (
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/rotation"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
@@ -31,6 +32,7 @@ func (c *clock) Advance(d time.Duration) {
 
 type env struct {
 	st  store.Store
+	svc *lifecycle.Service
 	kr  *keyring.Keyring
 	clk *clock
 	org string
@@ -49,8 +51,9 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
 	e := &env{st: st, clk: clk, org: ids.New("org-")}
-	e.kr = keyring.New(keyring.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New())),
-		Default: keyring.DefaultKey{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}}, Now: clk.Now})
+	e.svc = lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New())),
+		Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}}, Now: clk.Now})
+	e.kr = e.svc.Keyring()
 	if err := st.CreateOrg(ctx, store.Org{ID: e.org, Name: "o", CreatedAt: clk.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +75,7 @@ func (e *env) project(t *testing.T, customer bool) string {
 	if customer {
 		ek, p.ExternalKeyID = &e.ek, e.ek.ID
 	}
-	rec, pk, err := e.kr.NewVersion(ctx, e.org, id, 1, ek)
+	rec, pk, err := e.svc.NewVersion(ctx, e.org, id, 1, ek)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,7 @@ func (e *env) version(t *testing.T, pid string) int {
 
 func (e *env) rotator(t *testing.T, maxPerRound int) *rotation.Rotator {
 	t.Helper()
-	r, err := rotation.New(rotation.Config{Store: e.st, Keyring: e.kr, Period: period, MaxPerRound: maxPerRound, Now: e.clk.Now, Interval: 5 * time.Millisecond})
+	r, err := rotation.New(rotation.Config{Store: e.st, Service: e.svc, Period: period, MaxPerRound: maxPerRound, Now: e.clk.Now, Interval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

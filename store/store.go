@@ -121,6 +121,12 @@ type ProjectKey struct {
 	CreatedAt     time.Time
 }
 
+// ProbeTarget is an external key in use and one project key it wraps.
+type ProbeTarget struct {
+	Key    ExternalKey
+	Sample ProjectKey
+}
+
 // AuditEvent is one entry of an org's audit log.
 type AuditEvent struct {
 	ID          string // audit_log-…
@@ -198,15 +204,21 @@ type Queries interface {
 	// UpdateExternalKeyParams replaces Params (e.g. a local key's version).
 	UpdateExternalKeyParams(ctx context.Context, orgID, id string, params map[string]string) error
 	DeleteExternalKey(ctx context.Context, orgID, id string) error
-	// ExternalKeysInUse lists, across all orgs, keys that wrap at least one
-	// project key of a non-archived project (what the health probe watches).
-	ExternalKeysInUse(ctx context.Context) ([]ExternalKey, error)
+	// ProbeTargets lists, across all orgs in id order after the key id after
+	// ("" = from the start), up to limit external keys that wrap at least one
+	// project key of a non-archived project (what the health probe watches),
+	// each with one such project key (the newest) to test-decrypt. One query.
+	ProbeTargets(ctx context.Context, after string, limit int) ([]ProbeTarget, error)
 
 	CreateProject(ctx context.Context, p Project) error
 	GetProject(ctx context.Context, orgID, id string) (Project, error)
 	ListProjects(ctx context.Context, orgID string, includeArchived bool, p Page) ([]Project, error)
 	// UpdateProject writes Name, ExternalKeyID, ArchivedAt, CurrentKeyVersion.
 	UpdateProject(ctx context.Context, p Project) error
+	// ProjectsDueForRotation lists, across all orgs in id order after the
+	// project id after, up to limit non-archived projects whose current key
+	// version was created at or before cutoff. One query.
+	ProjectsDueForRotation(ctx context.Context, cutoff time.Time, after string, limit int) ([]Project, error)
 	// ProjectIDsByExternalKey lists projects whose ExternalKeyID is extKeyID.
 	ProjectIDsByExternalKey(ctx context.Context, orgID, extKeyID string, includeArchived bool) ([]string, error)
 
@@ -215,6 +227,10 @@ type Queries interface {
 	PutProjectKey(ctx context.Context, k ProjectKey) error
 	GetProjectKey(ctx context.Context, orgID, projectID string, version int) (ProjectKey, error)
 	ListProjectKeys(ctx context.Context, orgID, projectID string) ([]ProjectKey, error)
+	// ProjectKeysToRewrap lists up to limit project key versions of an org
+	// wrapped by extKeyID under a KEK version other than current (left to
+	// rewrap after the customer rotated its key), in (project, version) order.
+	ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current string, limit int) ([]ProjectKey, error)
 	// CountProjectKeysByKEKVersion counts project key versions wrapped by each
 	// version of an external key.
 	CountProjectKeysByKEKVersion(ctx context.Context, orgID, extKeyID string) (map[string]int, error)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -73,7 +74,7 @@ func projectCmd() *cobra.Command {
 				return err
 			}
 			defer a.Close()
-			v, err := a.Keyring.RotateProjectKey(cmd.Context(), org, proj)
+			v, err := a.Service.RotateProjectKey(cmd.Context(), "", org, proj, lifecycle.RotateOptions{})
 			if errors.Is(err, store.ErrConflict) {
 				return errors.New("the project's key changed while rotating (another rotation or re-key); check its current version and retry if needed")
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
 	"github.com/ekm-dev/ekm/store/sqlstore"
@@ -29,6 +30,7 @@ import (
 type Env struct {
 	DataDir string // holds the SQLite file and the blob directory
 	Store   store.Store
+	Service *lifecycle.Service
 	Keyring *keyring.Keyring
 	Dir     *blob.Dir
 	Handler http.Handler // what Server serves
@@ -56,11 +58,12 @@ func New(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(func() { st.Close() })
 	root := secret.New()
-	kr := keyring.New(keyring.Config{
+	svc := lifecycle.New(lifecycle.Config{
 		Store:    st,
 		Registry: kms.NewRegistry(local.NewDriver(root)),
-		Default:  keyring.DefaultKey{Type: "local", Params: kms.Params{"local_key_id": "default"}},
+		Default:  kms.Ref{Type: "local", Params: kms.Params{"local_key_id": "default"}},
 	})
+	kr := svc.Keyring()
 	bd, err := blob.NewDir(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +83,7 @@ func New(t testing.TB, o Options) *Env {
 	h := dataplane.New(d)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &Env{DataDir: dir, Store: st, Keyring: kr, Dir: bd, Handler: h, Server: srv, URL: srv.URL}
+	return &Env{DataDir: dir, Store: st, Service: svc, Keyring: kr, Dir: bd, Handler: h, Server: srv, URL: srv.URL}
 }
 
 // Project is a project with one API key.
@@ -119,7 +122,7 @@ func (e *Env) NewProject(t testing.TB, orgID string, external bool) Project {
 		}
 		ek, p.ExternalKeyID = &k, k.ID
 	}
-	rec, pk, err := e.Keyring.NewVersion(ctx, orgID, p.ID, 1, ek)
+	rec, pk, err := e.Service.NewVersion(ctx, orgID, p.ID, 1, ek)
 	if err != nil {
 		t.Fatalf("new project key: %v", err)
 	}
@@ -163,7 +166,7 @@ func (e *Env) Rotate(t testing.TB, p Project) int {
 		ek = &k
 	}
 	v := pr.CurrentKeyVersion + 1
-	rec, pk, err := e.Keyring.NewVersion(ctx, p.OrgID, p.ID, v, ek)
+	rec, pk, err := e.Service.NewVersion(ctx, p.OrgID, p.ID, v, ek)
 	if err != nil {
 		t.Fatal(err)
 	}

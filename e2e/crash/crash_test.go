@@ -30,7 +30,7 @@ import (
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/client"
-	"github.com/ekm-dev/ekm/dataplane"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -359,14 +359,14 @@ func openStore(t *testing.T, dataDir string) store.Store {
 // sweepAndCheckBlobs runs the startup sweep with every blob old enough to
 // judge (no ekm process may run), then checks that the blob store holds
 // exactly the blobs the project's records point to, and no temporaries.
-func sweepAndCheckBlobs(t *testing.T, st store.Store, dataDir, orgID, projectID string) dataplane.SweepResult {
+func sweepAndCheckBlobs(t *testing.T, st store.Store, dataDir, orgID, projectID string) files.SweepResult {
 	t.Helper()
 	ctx := context.Background()
 	dir, err := blob.NewDir(filepath.Join(dataDir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := dataplane.Sweep(ctx, st, dir, time.Now().Add(time.Minute))
+	res, err := files.Sweep(ctx, st, dir, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

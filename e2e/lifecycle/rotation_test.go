@@ -13,6 +13,7 @@ import (
 
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/azonboard"
+	"github.com/ekm-dev/ekm/lifecycle"
 )
 
 func sum(m map[string]int) int {
@@ -35,7 +36,7 @@ func TestRotationAndRekey(t *testing.T) {
 	// Project 0 gets a second project key version; data exists under both.
 	p0 := a.projects[0]
 	p0v1 := *p0
-	if _, err := env.App.Keyring.RotateProjectKey(ctx, env.OrgID, p0.id); err != nil {
+	if _, err := env.App.Service.RotateProjectKey(ctx, "", env.OrgID, p0.id, lifecycle.RotateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	a.write(p0, "v2")

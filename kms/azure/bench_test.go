@@ -21,11 +21,11 @@ func BenchmarkWrapUnwrap(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for b.Loop() {
-			w, err := p.Wrap(ctx, pt)
+			w, err := p.Wrap(ctx, pt, testAAD)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := p.Unwrap(ctx, w); err != nil {
+			if _, err := p.Unwrap(ctx, w, testAAD); err != nil {
 				b.Fatal(err)
 			}
 		}

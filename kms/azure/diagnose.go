@@ -52,8 +52,7 @@ const (
 	CodeClientSetup              = "azure_client_setup_failed"
 )
 
-// Onboarding steps (kms.Error.Step), numbered as in docs/azure.md, or the
-// registration parameter to correct.
+// Onboarding steps (kms.Error.Step), numbered as in docs/azure.md.
 const (
 	StepServicePrincipal = "1" // create ekm's service principal in the tenant
 	StepRole             = "2" // custom role with encrypt/decrypt/read
@@ -62,7 +61,6 @@ const (
 	StepRestrictions     = "5" // optional restrictions (firewall, CA, key_ops)
 	StepRoleOrAssignment = "2,4"
 	StepKeyOrRestriction = "3,5"
-	StepTenantID         = ParamTenantID
 )
 
 // operation names the Key Vault data action a call needs.
@@ -137,7 +135,7 @@ func (g diag) classify(err error) *kms.Error {
 	var ne net.Error
 	switch {
 	case errors.As(err, &tm):
-		return &kms.Error{Class: g.tenantClass(), Code: CodeTenantMismatch, Step: StepTenantID,
+		return &kms.Error{Class: g.tenantClass(), Code: CodeTenantMismatch, Param: ParamTenantID,
 			Message: fmt.Sprintf("vault %s belongs to Microsoft Entra tenant %s, not to the registered tenant_id %s; register the key with the tenant that owns the vault", g.p.host, tm.vault, tm.registered)}
 	case errors.As(err, &op):
 		return &kms.Error{Class: kms.Operator, Code: CodeAppCredentialRejected,
@@ -188,7 +186,7 @@ func (g diag) entra(af *azidentity.AuthenticationFailedError) *kms.Error {
 		return &kms.Error{Class: kms.Revoked, Code: CodeServicePrincipalDisabled, Step: StepServicePrincipal,
 			Message: fmt.Sprintf("ekm's service principal (appId %s) is disabled in tenant %s (AADSTS7000112); re-enable it (onboarding step 1)", g.p.d.clientID, g.p.tenant)}
 	case has(90002):
-		return &kms.Error{Class: g.tenantClass(), Code: CodeTenantNotFound, Step: StepTenantID,
+		return &kms.Error{Class: g.tenantClass(), Code: CodeTenantNotFound, Param: ParamTenantID,
 			Message: fmt.Sprintf("Microsoft Entra tenant %s was not found (AADSTS90002); check tenant_id", g.p.tenant)}
 	case has(53003):
 		return &kms.Error{Class: kms.Revoked, Code: CodeConditionalAccess, Step: StepRestrictions,
@@ -238,7 +236,7 @@ func (g diag) vault(re *azcore.ResponseError) *kms.Error {
 	switch re.StatusCode {
 	case http.StatusUnauthorized:
 		if strings.Contains(b.Error.Message, "AKV10032") {
-			return &kms.Error{Class: g.tenantClass(), Code: CodeTenantMismatch, Step: StepTenantID,
+			return &kms.Error{Class: g.tenantClass(), Code: CodeTenantMismatch, Param: ParamTenantID,
 				Message: fmt.Sprintf("vault %s does not belong to the registered tenant %s (AKV10032); register the key with the tenant that owns the vault", g.p.host, g.p.tenant)}
 		}
 		return &kms.Error{Class: kms.Operator, Code: CodeUnauthorized,

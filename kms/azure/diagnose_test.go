@@ -28,8 +28,13 @@ func checkErr(t *testing.T, name string, err error, w wantErr, mustContain ...st
 		t.Errorf("%s: error %v is not a *kms.Error", name, err)
 		return
 	}
-	if ke.Class != w.class || ke.Code != w.code || ke.Step != w.step {
-		t.Errorf("%s: got %s/%s/step %q, want %s/%s/step %q (%s)", name, ke.Class, ke.Code, ke.Step, w.class, w.code, w.step, ke.Message)
+	// A step names what to fix; so does a parameter (tenant_id).
+	where := ke.Step
+	if where == "" {
+		where = ke.Param
+	}
+	if ke.Class != w.class || ke.Code != w.code || where != w.step {
+		t.Errorf("%s: got %s/%s/step %q, want %s/%s/step %q (%s)", name, ke.Class, ke.Code, where, w.class, w.code, w.step, ke.Message)
 	}
 	if ke.Message == "" || ke.RequestID == "" {
 		t.Errorf("%s: message %q, request id %q", name, ke.Message, ke.RequestID)
@@ -69,7 +74,7 @@ func TestDiagnoseEntra(t *testing.T) {
 			// Entra answers unknown tenants already at OIDC discovery.
 			writeRaw(w, 400, `{"error":"invalid_tenant","error_description":"AADSTS90002: Tenant '11111111-2222-3333-4444-555555555555' not found.","error_codes":[90002]}`)
 			return true
-		}, wantErr{kms.Revoked, CodeTenantNotFound, StepTenantID}, nil},
+		}, wantErr{kms.Revoked, CodeTenantNotFound, ParamTenantID}, nil},
 		{"bad secret", entra(401, `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}`),
 			wantErr{kms.Operator, CodeAppCredentialRejected, ""}, nil},
 		{"bad cert assertion", entra(401, `{"error":"invalid_client","error_description":"AADSTS700027: Client assertion failed signature validation.","error_codes":[700027]}`),
@@ -93,7 +98,7 @@ func TestDiagnoseEntra(t *testing.T) {
 			f := newFakeAzure(t)
 			f.entraFault = tc.fault
 			p := f.provider(t, f.driver(t, nil), fakeTenant)
-			_, err := p.Wrap(context.Background(), make([]byte, 32))
+			_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 			checkErr(t, tc.name, err, tc.want, tc.has...)
 		})
 	}
@@ -106,16 +111,16 @@ func TestDiagnoseTenantNotFoundAtRegistrationIsInvalid(t *testing.T) {
 		return true
 	}
 	p := f.provider(t, f.driver(t, nil), fakeTenant)
-	checkErr(t, "preflight", p.Preflight(context.Background()), wantErr{kms.Invalid, CodeTenantNotFound, StepTenantID})
+	checkErr(t, "preflight", p.Preflight(context.Background()), wantErr{kms.Invalid, CodeTenantNotFound, ParamTenantID})
 }
 
 func TestDiagnoseTenantMismatch(t *testing.T) {
 	f := newFakeAzure(t)
 	f.tenant = "aaaaaaaa-0000-0000-0000-000000000000" // the vault's real tenant
 	p := f.provider(t, f.driver(t, nil), fakeTenant)
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
-	checkErr(t, "wrap", err, wantErr{kms.Revoked, CodeTenantMismatch, StepTenantID}, f.tenant)
-	checkErr(t, "preflight", p.Preflight(context.Background()), wantErr{kms.Invalid, CodeTenantMismatch, StepTenantID})
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
+	checkErr(t, "wrap", err, wantErr{kms.Revoked, CodeTenantMismatch, ParamTenantID}, f.tenant)
+	checkErr(t, "preflight", p.Preflight(context.Background()), wantErr{kms.Invalid, CodeTenantMismatch, ParamTenantID})
 	if n := f.tokenCalls.Load(); n != 0 {
 		t.Fatalf("requested %d tokens for a tenant that was not registered", n)
 	}
@@ -134,10 +139,13 @@ func TestDiagnoseKeyVault(t *testing.T) {
 	}
 	type call func(p *Provider, w kmsWrapped) error
 	wrap := func(p *Provider, _ kmsWrapped) error {
-		_, err := p.Wrap(context.Background(), make([]byte, 32))
+		_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 		return err
 	}
-	unwrap := func(p *Provider, w kmsWrapped) error { _, err := p.Unwrap(context.Background(), w); return err }
+	unwrap := func(p *Provider, w kmsWrapped) error {
+		_, err := p.Unwrap(context.Background(), w, testAAD)
+		return err
+	}
 	describe := func(p *Provider, _ kmsWrapped) error { _, err := p.Describe(context.Background()); return err }
 	for _, tc := range []struct {
 		name  string
@@ -163,7 +171,7 @@ func TestDiagnoseKeyVault(t *testing.T) {
 		{"key not found", describe, kv(404, `{"error":{"code":"KeyNotFound","message":"A key with (name/id) k was not found in this key vault."}}`),
 			wantErr{kms.Revoked, CodeKeyNotFound, StepKey}, nil},
 		{"akv10032", wrap, kv(401, `{"error":{"code":"Unauthorized","message":"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/aaaaaaaa-0000-0000-0000-000000000000/, found https://sts.windows.net/11111111-2222-3333-4444-555555555555/."}}`),
-			wantErr{kms.Revoked, CodeTenantMismatch, StepTenantID}, nil},
+			wantErr{kms.Revoked, CodeTenantMismatch, ParamTenantID}, nil},
 		{"401 other", wrap, kv(401, `{"error":{"code":"Unauthorized","message":"AKV10022: Invalid audience."}}`), wantErr{kms.Operator, CodeUnauthorized, ""}, nil},
 		{"corrupt ciphertext", unwrap, kv(400, `{"error":{"code":"BadParameter","message":"Decryption failed."}}`), wantErr{kms.Invalid, CodeInvalidCiphertext, ""}, nil},
 		{"encrypt bad parameter", wrap, kv(400, `{"error":{"code":"BadParameter","message":"Invalid algorithm."}}`), wantErr{kms.Invalid, CodeBadRequest, StepKey}, nil},
@@ -179,7 +187,7 @@ func TestDiagnoseKeyVault(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAzure(t)
 			p := f.provider(t, f.driver(t, nil), fakeTenant)
-			w, err := p.Wrap(context.Background(), make([]byte, 32))
+			w, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,13 +221,13 @@ func TestDiagnoseTimeoutAndConnection(t *testing.T) {
 		}
 		return true
 	}
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "try timeout", err, wantErr{kms.Outage, CodeTimeout, ""})
 
 	// The caller's own deadline is also an outage, never a revocation.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = p.Wrap(ctx, make([]byte, 32))
+	_, err = p.Wrap(ctx, make([]byte, 32), testAAD)
 	checkErr(t, "caller deadline", err, wantErr{kms.Outage, CodeTimeout, ""})
 
 	// Nothing listens on a closed listener's port.
@@ -234,7 +242,7 @@ func TestDiagnoseTimeoutAndConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = f.provider(t, f.driver(t, func(c *Config) { c.HTTPClient = hc }), fakeTenant)
-	_, err = p.Wrap(context.Background(), make([]byte, 32))
+	_, err = p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "connection refused", err, wantErr{kms.Outage, CodeConnectionFailed, ""})
 }
 
@@ -286,7 +294,7 @@ func TestFederatedTokenFileGoneIsOperator(t *testing.T) {
 	if err := os.Remove(tok); err != nil {
 		t.Fatal(err)
 	}
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "token file gone", err, wantErr{kms.Operator, CodeAppCredentialRejected, ""})
 }
 

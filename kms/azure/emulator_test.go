@@ -268,7 +268,7 @@ func TestConformanceEmulator(t *testing.T) {
 		}
 		var mu sync.Mutex
 		return kmstest.Harness{
-			Provider: p,
+			Provider: p, Driver: d, OrgID: fakeOrg,
 			Rotate: func(ctx context.Context) error {
 				_, err := c.admin.RotateKey(ctx, c.keyName, nil)
 				return err
@@ -289,11 +289,11 @@ func TestEmulatorCertificateCredential(t *testing.T) {
 	d := emuDriver(t, e, func(c *Config) { c.ClientSecret = ""; c.CertificateFile = file })
 	c := onboard(t, e, onboarding{})
 	p := c.open(t, d)
-	w, err := p.Wrap(context.Background(), make([]byte, 32))
+	w, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Unwrap(context.Background(), w); err != nil {
+	if _, err := p.Unwrap(context.Background(), w, testAAD); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -304,7 +304,7 @@ func TestEmulatorDiagnosis(t *testing.T) {
 	e := startEmulator(t)
 	d := emuDriver(t, e, nil)
 	ctx := context.Background()
-	wrap := func(p *Provider) error { _, err := p.Wrap(ctx, make([]byte, 32)); return err }
+	wrap := func(p *Provider) error { _, err := p.Wrap(ctx, make([]byte, 32), testAAD); return err }
 
 	t.Run("no service principal", func(t *testing.T) {
 		c := onboard(t, e, onboarding{noSP: true})
@@ -316,11 +316,11 @@ func TestEmulatorDiagnosis(t *testing.T) {
 		if err := p.Preflight(ctx); err != nil {
 			t.Fatal(err)
 		}
-		w, err := p.Wrap(ctx, make([]byte, 32))
+		w, err := p.Wrap(ctx, make([]byte, 32), testAAD)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Unwrap(ctx, w)
+		_, err = p.Unwrap(ctx, w, testAAD)
 		checkErr(t, "unwrap", err, wantErr{kms.Revoked, CodeForbiddenByRBAC, StepRoleOrAssignment}, "Microsoft.KeyVault/vaults/keys/decrypt/action")
 	})
 	t.Run("assignment at another key", func(t *testing.T) {
@@ -344,7 +344,7 @@ func TestEmulatorDiagnosis(t *testing.T) {
 	t.Run("disabled key", func(t *testing.T) {
 		c := onboard(t, e, onboarding{})
 		p := c.open(t, d)
-		w, err := p.Wrap(ctx, make([]byte, 32))
+		w, err := p.Wrap(ctx, make([]byte, 32), testAAD)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -352,13 +352,13 @@ func TestEmulatorDiagnosis(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkErr(t, "preflight", p.Preflight(ctx), wantErr{kms.Revoked, CodeKeyDisabled, StepKey})
-		_, err = p.Unwrap(ctx, w)
+		_, err = p.Unwrap(ctx, w, testAAD)
 		checkErr(t, "unwrap", err, wantErr{kms.Revoked, CodeKeyDisabled, StepKey})
 	})
 	t.Run("key ops without decrypt", func(t *testing.T) {
 		c := onboard(t, e, onboarding{})
 		p := c.open(t, d)
-		w, err := p.Wrap(ctx, make([]byte, 32))
+		w, err := p.Wrap(ctx, make([]byte, 32), testAAD)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,20 +367,20 @@ func TestEmulatorDiagnosis(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkErr(t, "preflight", p.Preflight(ctx), wantErr{kms.Revoked, CodeKeyOperationForbidden, StepKeyOrRestriction}, "decrypt")
-		_, err = p.Unwrap(ctx, w)
+		_, err = p.Unwrap(ctx, w, testAAD)
 		checkErr(t, "unwrap", err, wantErr{kms.Revoked, CodeKeyOperationForbidden, StepKeyOrRestriction})
 	})
 	t.Run("deleted key", func(t *testing.T) {
 		c := onboard(t, e, onboarding{})
 		p := c.open(t, d)
-		w, err := p.Wrap(ctx, make([]byte, 32))
+		w, err := p.Wrap(ctx, make([]byte, 32), testAAD)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.admin.DeleteKey(ctx, c.keyName, nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.Unwrap(ctx, w)
+		_, err = p.Unwrap(ctx, w, testAAD)
 		checkErr(t, "unwrap", err, wantErr{kms.Revoked, CodeKeyNotFound, StepKey})
 	})
 	t.Run("unknown tenant", func(t *testing.T) {
@@ -393,8 +393,8 @@ func TestEmulatorDiagnosis(t *testing.T) {
 		}
 		// The vault's challenge names its real tenant, so no token is ever
 		// requested for the wrong one.
-		checkErr(t, "preflight", p.Preflight(ctx), wantErr{kms.Invalid, CodeTenantMismatch, StepTenantID}, c.tenant.ID)
-		checkErr(t, "wrap", wrap(p), wantErr{kms.Revoked, CodeTenantMismatch, StepTenantID})
+		checkErr(t, "preflight", p.Preflight(ctx), wantErr{kms.Invalid, CodeTenantMismatch, ParamTenantID}, c.tenant.ID)
+		checkErr(t, "wrap", wrap(p), wantErr{kms.Revoked, CodeTenantMismatch, ParamTenantID})
 	})
 	t.Run("tenant not found", func(t *testing.T) {
 		c := onboard(t, e, onboarding{})
@@ -404,7 +404,7 @@ func TestEmulatorDiagnosis(t *testing.T) {
 		}
 		defer e.RemoveFault(id)
 		p := c.open(t, emuDriver(t, e, nil)) // fresh driver: no cached token
-		checkErr(t, "preflight", p.Preflight(ctx), wantErr{kms.Invalid, CodeTenantNotFound, StepTenantID})
+		checkErr(t, "preflight", p.Preflight(ctx), wantErr{kms.Invalid, CodeTenantNotFound, ParamTenantID})
 	})
 	t.Run("wrong app secret", func(t *testing.T) {
 		c := onboard(t, e, onboarding{})
@@ -440,7 +440,7 @@ func TestEmulatorTransient(t *testing.T) {
 		err := f()
 		return e.Counters()["kv.encrypt"], err
 	}
-	wrap := func() error { _, err := p.Wrap(ctx, make([]byte, 32)); return err }
+	wrap := func() error { _, err := p.Wrap(ctx, make([]byte, 32), testAAD); return err }
 	host := c.vault + ".vault.azure.net"
 
 	for _, tc := range []struct {
@@ -511,7 +511,7 @@ func TestEmulatorTransient(t *testing.T) {
 		}
 		defer e.RemoveFault(id)
 		p := c.open(t, emuDriver(t, e, nil)) // fresh driver: must fetch a token
-		checkErr(t, "wrap", func() error { _, err := p.Wrap(ctx, make([]byte, 32)); return err }(), wantErr{kms.Outage, CodeIdentityUnavailable, ""})
+		checkErr(t, "wrap", func() error { _, err := p.Wrap(ctx, make([]byte, 32), testAAD); return err }(), wantErr{kms.Outage, CodeIdentityUnavailable, ""})
 	})
 }
 
@@ -553,11 +553,11 @@ func TestEmulatorWorkloadIdentity(t *testing.T) {
 	d := emuDriver(t, e, func(c *Config) { c.ClientSecret = ""; c.FederatedTokenFile = file })
 	c := onboard(t, e, onboarding{})
 	p := c.open(t, d)
-	w, err := p.Wrap(context.Background(), make([]byte, 32))
+	w, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Unwrap(context.Background(), w); err != nil {
+	if _, err := p.Unwrap(context.Background(), w, testAAD); err != nil {
 		t.Fatal(err)
 	}
 
@@ -567,6 +567,6 @@ func TestEmulatorWorkloadIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2 := onboard(t, e, onboarding{})
-	_, err = c2.open(t, d).Wrap(context.Background(), make([]byte, 32))
+	_, err = c2.open(t, d).Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "wrong subject", err, wantErr{kms.Operator, CodeAppCredentialRejected, ""})
 }

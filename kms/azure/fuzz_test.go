@@ -114,7 +114,7 @@ var (
 		CodeKeyOperationForbidden, CodeKeyNotFound, CodeKeyTypeUnsupported, CodeUnauthorized, CodeInvalidCiphertext, CodeBadRequest,
 		CodeWrongKey, CodeThrottled, CodeServiceError, CodeTimeout, CodeCanceled, CodeConnectionFailed, CodeUnexpectedResponse}
 	diagSteps = []string{"", StepServicePrincipal, StepRole, StepKey, StepRoleAssignment, StepRestrictions,
-		StepRoleOrAssignment, StepKeyOrRestriction, StepTenantID}
+		StepRoleOrAssignment, StepKeyOrRestriction}
 	aadstsRE = regexp.MustCompile(`AADSTS(\d+)`)
 )
 
@@ -148,7 +148,7 @@ func FuzzDiagnose(f *testing.F) {
 		g := diag{p: p, op: ops[int(op)%len(ops)], reg: reg}
 		e := g.diagnose(err)
 		if e == nil || !slices.Contains([]kms.Class{kms.Revoked, kms.Outage, kms.Operator, kms.Invalid}, e.Class) ||
-			!slices.Contains(diagCodes, e.Code) || !slices.Contains(diagSteps, e.Step) || e.Err != err {
+			!slices.Contains(diagCodes, e.Code) || !slices.Contains(diagSteps, e.Step) || (e.Param != "" && e.Param != ParamTenantID) || e.Err != err {
 			t.Fatalf("diagnosis %#v", e)
 		}
 		if e.Message == "" || len(e.Message) > maxDiagMessage || !utf8.ValidString(e.Message) {

@@ -64,7 +64,7 @@ var (
 const maxParamLen = 256
 
 func invalid(code, param, msg string) error {
-	return &kms.Error{Class: kms.Invalid, Code: code, Step: param, Message: msg}
+	return &kms.Error{Class: kms.Invalid, Code: code, Param: param, Message: msg}
 }
 
 // checkTenantID accepts a GUID in any case and returns it lower-cased. Domain

@@ -130,8 +130,8 @@ func TestCheckErrorNamesParameter(t *testing.T) {
 	d := testDriver(t)
 	_, err := d.Check(fakeOrg, kms.Params{ParamTenantID: fakeTenant, ParamVaultURI: "https://evil.com/", ParamKeyName: fakeKey})
 	var ke *kms.Error
-	if !errors.As(err, &ke) || ke.Step != ParamVaultURI {
-		t.Fatalf("Step = %q", ke.Step)
+	if !errors.As(err, &ke) || ke.Param != ParamVaultURI {
+		t.Fatalf("Param = %q", ke.Param)
 	}
 }
 

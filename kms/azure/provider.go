@@ -1,8 +1,11 @@
 package azure
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -38,19 +41,41 @@ const (
 	maxCiphertext = 1024
 )
 
+// RSA-OAEP in Key Vault takes no associated data (no OAEP label either), so
+// the AAD is bound inside what is encrypted: the plaintext followed by
+// aadTagSize bytes of SHA-256 over a domain string and the canonical AAD.
+// Unwrap recomputes the tag and compares it in constant time. Keys wrapped
+// before this binding are exactly 32 bytes (ekm only ever wrapped 32-byte
+// project keys); they carry no tag and stay readable. A bound plaintext is
+// never 32 bytes long (at least 1 + aadTagSize).
+const (
+	aadTagSize   = sha256.Size
+	legacySize   = 32
+	aadTagDomain = "ekm azure wrap aad v1\x00"
+)
+
+func aadTag(aad kms.AAD) []byte {
+	h := sha256.New()
+	h.Write([]byte(aadTagDomain))
+	h.Write(aad.Bytes())
+	return h.Sum(nil)
+}
+
 // Key Vault versions are system-generated 32-character strings.
 var versionRE = regexp.MustCompile(`^[0-9A-Za-z]{32}$`)
 
 // Wrap encrypts plaintext with RSA-OAEP-256 under the key's current version
 // and records the exact versioned kid Key Vault used.
-func (p *Provider) Wrap(ctx context.Context, plaintext []byte) (kms.Wrapped, error) {
+func (p *Provider) Wrap(ctx context.Context, plaintext []byte, aad kms.AAD) (kms.Wrapped, error) {
 	if len(plaintext) == 0 || len(plaintext) > maxPlaintext {
 		return kms.Wrapped{}, &kms.Error{Class: kms.Invalid, Code: CodeBadRequest, Message: fmt.Sprintf("plaintext must be 1-%d bytes", maxPlaintext)}
 	}
+	bound := append(append(make([]byte, 0, len(plaintext)+aadTagSize), plaintext...), aadTag(aad)...)
+	defer clear(bound)
 	var out kms.Wrapped
 	err := p.call(ctx, opEncrypt, false, func(ctx context.Context) error {
 		alg := azkeys.EncryptionAlgorithmRSAOAEP256
-		resp, err := p.client.Encrypt(ctx, p.keyName, "", azkeys.KeyOperationParameters{Algorithm: &alg, Value: plaintext}, nil)
+		resp, err := p.client.Encrypt(ctx, p.keyName, "", azkeys.KeyOperationParameters{Algorithm: &alg, Value: bound}, nil)
 		if err != nil {
 			return err
 		}
@@ -64,9 +89,10 @@ func (p *Provider) Wrap(ctx context.Context, plaintext []byte) (kms.Wrapped, err
 	return out, err
 }
 
-// Unwrap decrypts w with exactly the key version recorded in it. The kid must
-// name this provider's vault and key: stored data never chooses what we dial.
-func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
+// Unwrap decrypts w with exactly the key version recorded in it and checks
+// its AAD tag. The kid must name this provider's vault and key: stored data
+// never chooses what we dial.
+func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
 	version, ok := p.versionOf(w.KeyVersion)
 	if !ok {
 		return nil, &kms.Error{Class: kms.Invalid, Code: CodeWrongKey, Message: fmt.Sprintf("the wrapped key was not produced by key %q in vault %s", p.keyName, p.host)}
@@ -87,7 +113,25 @@ func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
 		pt = resp.Result
 		return nil
 	})
-	return pt, err
+	if err != nil {
+		return nil, err
+	}
+	return unbind(pt, aad)
+}
+
+// unbind checks and strips the AAD tag of a decrypted plaintext.
+func unbind(pt []byte, aad kms.AAD) ([]byte, error) {
+	if len(pt) == legacySize {
+		return pt, nil
+	}
+	n := len(pt) - aadTagSize
+	if n < 1 || subtle.ConstantTimeCompare(pt[n:], aadTag(aad)) != 1 {
+		clear(pt)
+		return nil, &kms.Error{Class: kms.Invalid, Code: CodeInvalidCiphertext, Message: "the wrapped key is bound to another org, project or key version (its associated data does not match)"}
+	}
+	out := bytes.Clone(pt[:n])
+	clear(pt)
+	return out, nil
 }
 
 // Describe reports the key's current version and state.

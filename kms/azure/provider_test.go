@@ -13,6 +13,8 @@ import (
 	"github.com/ekm-dev/ekm/kms/kmstest"
 )
 
+var testAAD = kms.AAD{OrgID: fakeOrg, ProjectID: "proj_test", Version: 1}
+
 const rbacDenyBody = `{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid=99999999-8888-7777-6666-555555555555;oid=0b5e2a5b-0000-0000-0000-000000000000;iss=https://sts.windows.net/11111111-2222-3333-4444-555555555555/\r\nAction: 'Microsoft.KeyVault/vaults/keys/decrypt/action'\r\nResource: '/subscriptions/x/resourcegroups/rg/providers/microsoft.keyvault/vaults/ekmtest/keys/k'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: ekmtest;location=westeurope\r\n","innererror":{"code":"ForbiddenByRbac"}}}`
 
 // TestConformanceFake runs the provider conformance suite against the
@@ -30,10 +32,10 @@ func TestConformanceFake(t *testing.T) {
 			return false
 		}
 		return kmstest.Harness{
-			Provider: p,
-			Rotate:   func(context.Context) error { f.rotate(); return nil },
-			Revoke:   func(context.Context) error { revoked.Store(true); return nil },
-			Restore:  func(context.Context) error { revoked.Store(false); return nil },
+			Provider: p, Driver: p.d, OrgID: fakeOrg,
+			Rotate:  func(context.Context) error { f.rotate(); return nil },
+			Revoke:  func(context.Context) error { revoked.Store(true); return nil },
+			Restore: func(context.Context) error { revoked.Store(false); return nil },
 		}
 	})
 }
@@ -43,7 +45,7 @@ func TestWrapRecordsVersionAndUnwrapUsesIt(t *testing.T) {
 	p := f.provider(t, f.driver(t, nil), fakeTenant)
 	ctx := context.Background()
 	pt := bytes.Repeat([]byte{7}, 32)
-	w, err := p.Wrap(ctx, pt)
+	w, err := p.Wrap(ctx, pt, testAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func TestWrapRecordsVersionAndUnwrapUsesIt(t *testing.T) {
 	f.rotate()
 	var path string
 	f.kvFault = func(_ http.ResponseWriter, r *http.Request) bool { path = r.URL.Path; return false }
-	got, err := p.Unwrap(ctx, w)
+	got, err := p.Unwrap(ctx, w, testAAD)
 	if err != nil || !bytes.Equal(got, pt) {
 		t.Fatalf("Unwrap after rotation: %v", err)
 	}
@@ -65,7 +67,7 @@ func TestWrapRecordsVersionAndUnwrapUsesIt(t *testing.T) {
 func TestUnwrapRefusesForeignKid(t *testing.T) {
 	f := newFakeAzure(t)
 	p := f.provider(t, f.driver(t, nil), fakeTenant)
-	w, err := p.Wrap(context.Background(), make([]byte, 32))
+	w, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +86,7 @@ func TestUnwrapRefusesForeignKid(t *testing.T) {
 	} {
 		bad := w
 		bad.KeyVersion = kid
-		_, err := p.Unwrap(context.Background(), bad)
+		_, err := p.Unwrap(context.Background(), bad, testAAD)
 		var ke *kms.Error
 		if !errors.As(err, &ke) || ke.Class != kms.Invalid || ke.Code != CodeWrongKey {
 			t.Errorf("Unwrap(%s) = %v, want Invalid %s", kid, err, CodeWrongKey)
@@ -95,7 +97,7 @@ func TestUnwrapRefusesForeignKid(t *testing.T) {
 	}
 	// Case differences in host and key name are the same key to Key Vault.
 	w.KeyVersion = strings.Replace(w.KeyVersion, "ekmtest.vault.azure.net", "EKMTEST.vault.azure.net", 1)
-	if _, err := p.Unwrap(context.Background(), w); err != nil {
+	if _, err := p.Unwrap(context.Background(), w, testAAD); err != nil {
 		t.Fatalf("upper-case host: %v", err)
 	}
 }
@@ -113,7 +115,7 @@ func TestRequestIDReported(t *testing.T) {
 		t.Fatalf("CallInfo.RequestID %q, sent %q", first, f.lastKVReqID.Load())
 	}
 	f.kvFault = func(w http.ResponseWriter, r *http.Request) bool { writeRaw(w, 403, rbacDenyBody); return true }
-	_, err := p.Wrap(ctx, make([]byte, 32))
+	_, err := p.Wrap(ctx, make([]byte, 32), testAAD)
 	var ke *kms.Error
 	if !errors.As(err, &ke) {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func TestWrapBoundsPlaintext(t *testing.T) {
 	f := newFakeAzure(t)
 	p := f.provider(t, f.driver(t, nil), fakeTenant)
 	for _, n := range []int{0, 65} {
-		if _, err := p.Wrap(context.Background(), make([]byte, n)); kms.ClassOf(err) != kms.Invalid {
+		if _, err := p.Wrap(context.Background(), make([]byte, n), testAAD); kms.ClassOf(err) != kms.Invalid {
 			t.Errorf("Wrap(%d bytes) = %v", n, err)
 		}
 	}

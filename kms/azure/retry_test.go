@@ -47,7 +47,7 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 	const wait = 60 * time.Millisecond
 	retry := RetryConfig{MaxRetries: 3, RetryDelay: time.Millisecond, MaxRetryDelay: time.Second, TryTimeout: 5 * time.Second}
 	p, attempts := throttledProvider(t, retry, "retry-after-ms", "60")
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "throttled", err, wantErr{kms.Outage, CodeThrottled, ""})
 	ts := attempts()
 	if len(ts) != retry.MaxRetries+1 {
@@ -65,7 +65,7 @@ func TestRetryGivesUpOnLongRetryAfter(t *testing.T) {
 	// Retry-After beyond MaxRetryDelay: azcore does not wait; one attempt.
 	retry := RetryConfig{MaxRetries: 3, RetryDelay: time.Millisecond, MaxRetryDelay: 50 * time.Millisecond, TryTimeout: 5 * time.Second}
 	p, attempts := throttledProvider(t, retry, "Retry-After", "30")
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "throttled", err, wantErr{kms.Outage, CodeThrottled, ""})
 	if n := len(attempts()); n != 1 {
 		t.Fatalf("%d attempts, want 1", n)
@@ -75,7 +75,7 @@ func TestRetryGivesUpOnLongRetryAfter(t *testing.T) {
 func TestRetryBackoffWithoutRetryAfter(t *testing.T) {
 	retry := RetryConfig{MaxRetries: 2, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: time.Second, TryTimeout: 5 * time.Second}
 	p, attempts := throttledProvider(t, retry)
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "throttled", err, wantErr{kms.Outage, CodeThrottled, ""})
 	ts := attempts()
 	if len(ts) != 3 {
@@ -89,7 +89,7 @@ func TestRetryBackoffWithoutRetryAfter(t *testing.T) {
 
 func TestRetryDisabled(t *testing.T) {
 	p, attempts := throttledProvider(t, RetryConfig{MaxRetries: -1})
-	_, err := p.Wrap(context.Background(), make([]byte, 32))
+	_, err := p.Wrap(context.Background(), make([]byte, 32), testAAD)
 	checkErr(t, "throttled", err, wantErr{kms.Outage, CodeThrottled, ""})
 	if n := len(attempts()); n != 1 {
 		t.Fatalf("%d attempts, want 1", n)
@@ -104,7 +104,7 @@ func TestRetryNoStorm(t *testing.T) {
 	var wg sync.WaitGroup
 	for range calls {
 		wg.Go(func() {
-			if _, err := p.Wrap(context.Background(), make([]byte, 32)); kms.ClassOf(err) != kms.Outage {
+			if _, err := p.Wrap(context.Background(), make([]byte, 32), testAAD); kms.ClassOf(err) != kms.Outage {
 				t.Errorf("Wrap = %v", err)
 			}
 		})

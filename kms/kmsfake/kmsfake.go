@@ -32,6 +32,11 @@ type Driver struct {
 func New() *Driver { return &Driver{inner: local.NewDriver(secret.New())} }
 
 func (d *Driver) Type() string { return Type }
+func (d *Driver) Spec() kms.Spec {
+	s := d.inner.Spec()
+	s.Type, s.Title = Type, "Test KMS"
+	return s
+}
 func (d *Driver) Check(org string, p kms.Params) (kms.Params, error) {
 	return d.inner.Check(org, p)
 }
@@ -71,15 +76,15 @@ type provider struct {
 	inner kms.Provider
 }
 
-func (p *provider) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
+func (p *provider) Wrap(ctx context.Context, pt []byte, aad kms.AAD) (kms.Wrapped, error) {
 	p.d.Wraps.Add(1)
 	if _, err := p.d.state(); err != nil {
 		return kms.Wrapped{}, err
 	}
-	return p.inner.Wrap(ctx, pt)
+	return p.inner.Wrap(ctx, pt, aad)
 }
 
-func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
+func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
 	p.d.Unwraps.Add(1)
 	hold, err := p.d.state()
 	if hold != nil {
@@ -93,7 +98,7 @@ func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.inner.Unwrap(ctx, w)
+	return p.inner.Unwrap(ctx, w, aad)
 }
 
 func (p *provider) Describe(ctx context.Context) (kms.KeyInfo, error) {

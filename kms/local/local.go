@@ -27,8 +27,14 @@ import (
 // Type is the external key type served by this package.
 const Type = "local"
 
-// Algorithm is the wrapping algorithm recorded in kms.Wrapped.
-const Algorithm = "A256GCM"
+// Algorithm is the wrapping algorithm recorded in kms.Wrapped: AES-256-GCM
+// with the KEK version id and the kms.AAD as associated data.
+const Algorithm = "A256GCM-AAD"
+
+// LegacyAlgorithm marks keys wrapped before wraps were bound to a kms.AAD
+// (only the KEK version id is associated data). They stay readable; new
+// wraps, rewraps after a re-key and KEK rotations use Algorithm.
+const LegacyAlgorithm = "A256GCM"
 
 // Param names on the external key object.
 const (
@@ -48,6 +54,24 @@ func NewDriver(root secret.Key) *Driver { return &Driver{root: root} }
 
 func (*Driver) Type() string { return Type }
 
+// Spec describes local keys. key_version is the only registration field:
+// the key id is always generated (local KEKs are derived from the id, so a
+// chosen id could name another org's or the operator default's key).
+func (*Driver) Spec() kms.Spec {
+	return kms.Spec{
+		Type: Type, Title: "Local development key", Development: true,
+		Fields: []kms.Field{{Name: ParamKeyVersion, MaxLen: 256, Description: "version of the local KEK new wraps use (default 1)"}},
+		Codes: []kms.Code{
+			{Code: "invalid_local_key_id", Class: kms.Invalid, Description: "local_key_id is not 1-64 of [0-9a-z-]"},
+			{Code: "invalid_key_version", Class: kms.Invalid, Description: "key_version is not a positive integer"},
+			{Code: "unknown_parameter", Class: kms.Invalid, Description: "a parameter local keys do not have"},
+			{Code: "wrong_key", Class: kms.Invalid, Description: "the wrapped key was not produced by this local key"},
+			{Code: "invalid_ciphertext", Class: kms.Invalid, Description: "the wrapped key failed authentication (damaged, or bound to other associated data)"},
+			{Code: "local_root_key_missing", Class: kms.Operator, Description: "the server's local root key is not loaded"},
+		},
+	}
+}
+
 // Check fills in a fresh key id and version 1 when absent.
 func (*Driver) Check(_ string, p kms.Params) (kms.Params, error) {
 	out := kms.Params{}
@@ -58,7 +82,7 @@ func (*Driver) Check(_ string, p kms.Params) (kms.Params, error) {
 		id = hex.EncodeToString(b[:])
 	}
 	if !keyIDRE.MatchString(id) {
-		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_local_key_id", Message: ParamKeyID + " must be 1-64 of [0-9a-z-]"}
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_local_key_id", Param: ParamKeyID, Message: ParamKeyID + " must be 1-64 of [0-9a-z-]"}
 	}
 	out[ParamKeyID] = id
 	v := p[ParamKeyVersion]
@@ -66,12 +90,12 @@ func (*Driver) Check(_ string, p kms.Params) (kms.Params, error) {
 		v = "1"
 	}
 	if n, err := strconv.Atoi(v); err != nil || n < 1 || strconv.Itoa(n) != v {
-		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_key_version", Message: ParamKeyVersion + " must be a positive integer"}
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_key_version", Param: ParamKeyVersion, Message: ParamKeyVersion + " must be a positive integer"}
 	}
 	out[ParamKeyVersion] = v
 	for k := range p {
 		if k != ParamKeyID && k != ParamKeyVersion {
-			return nil, &kms.Error{Class: kms.Invalid, Code: "unknown_parameter", Message: fmt.Sprintf("unknown parameter %q for a local key", k)}
+			return nil, &kms.Error{Class: kms.Invalid, Code: "unknown_parameter", Param: k, Message: fmt.Sprintf("unknown parameter %q for a local key", k)}
 		}
 	}
 	return out, nil
@@ -114,9 +138,9 @@ func (p *Provider) kek(version string) (cipher.AEAD, error) {
 	return cipher.NewGCM(b)
 }
 
-// Wrap seals plaintext under the current version; the version id is bound as
-// associated data.
-func (p *Provider) Wrap(_ context.Context, plaintext []byte) (kms.Wrapped, error) {
+// Wrap seals plaintext under the current version; the version id and aad
+// are bound as associated data.
+func (p *Provider) Wrap(_ context.Context, plaintext []byte, aad kms.AAD) (kms.Wrapped, error) {
 	vid := p.versionID(p.version)
 	a, err := p.kek(p.version)
 	if err != nil {
@@ -124,14 +148,20 @@ func (p *Provider) Wrap(_ context.Context, plaintext []byte) (kms.Wrapped, error
 	}
 	nonce := make([]byte, a.NonceSize(), a.NonceSize()+len(plaintext)+a.Overhead())
 	_, _ = rand.Read(nonce)
-	return kms.Wrapped{KeyVersion: vid, Algorithm: Algorithm, Ciphertext: a.Seal(nonce, nonce, plaintext, []byte(vid))}, nil
+	return kms.Wrapped{KeyVersion: vid, Algorithm: Algorithm, Ciphertext: a.Seal(nonce, nonce, plaintext, boundAAD(vid, aad))}, nil
+}
+
+// boundAAD is the GCM associated data of a wrap: the version id, a zero
+// byte (never part of an id), and the canonical AAD.
+func boundAAD(vid string, aad kms.AAD) []byte {
+	return append(append([]byte(vid), 0), aad.Bytes()...)
 }
 
 // Unwrap opens w with the version recorded in it.
-func (p *Provider) Unwrap(_ context.Context, w kms.Wrapped) ([]byte, error) {
+func (p *Provider) Unwrap(_ context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
 	prefix := "local:" + p.id + "/"
 	v, ok := strings.CutPrefix(w.KeyVersion, prefix)
-	if !ok || w.Algorithm != Algorithm {
+	if !ok || (w.Algorithm != Algorithm && w.Algorithm != LegacyAlgorithm) {
 		return nil, &kms.Error{Class: kms.Invalid, Code: "wrong_key", Message: "wrapped key was not produced by this local key"}
 	}
 	if n, err := strconv.Atoi(v); err != nil || n < 1 {
@@ -144,10 +174,14 @@ func (p *Provider) Unwrap(_ context.Context, w kms.Wrapped) ([]byte, error) {
 	if len(w.Ciphertext) < a.NonceSize()+a.Overhead() {
 		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_ciphertext", Message: "wrapped key is too short"}
 	}
+	ad := []byte(w.KeyVersion)
+	if w.Algorithm == Algorithm {
+		ad = boundAAD(w.KeyVersion, aad)
+	}
 	ns := a.NonceSize()
-	pt, err := a.Open(nil, w.Ciphertext[:ns], w.Ciphertext[ns:], []byte(w.KeyVersion))
+	pt, err := a.Open(nil, w.Ciphertext[:ns], w.Ciphertext[ns:], ad)
 	if err != nil {
-		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_ciphertext", Message: "wrapped key failed authentication", Err: err}
+		return nil, &kms.Error{Class: kms.Invalid, Code: "invalid_ciphertext", Message: "wrapped key failed authentication (damaged, or bound to another org, project or version)", Err: err}
 	}
 	return pt, nil
 }

@@ -19,12 +19,15 @@ type rotatable struct {
 	current kms.Provider
 }
 
-func (r *rotatable) Wrap(ctx context.Context, pt []byte) (kms.Wrapped, error) {
-	return r.current.Wrap(ctx, pt)
+func (r *rotatable) Wrap(ctx context.Context, pt []byte, aad kms.AAD) (kms.Wrapped, error) {
+	return r.current.Wrap(ctx, pt, aad)
 }
-func (r *rotatable) Unwrap(ctx context.Context, w kms.Wrapped) ([]byte, error) {
-	return r.current.Unwrap(ctx, w)
+func (r *rotatable) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
+	return r.current.Unwrap(ctx, w, aad)
 }
+
+var testAAD = kms.AAD{OrgID: "o", ProjectID: "proj_1", Version: 1}
+
 func (r *rotatable) Describe(ctx context.Context) (kms.KeyInfo, error) {
 	return r.current.Describe(ctx)
 }
@@ -43,7 +46,7 @@ func TestConformance(t *testing.T) {
 		}
 		r := &rotatable{d: d, params: p, current: prov}
 		return kmstest.Harness{
-			Provider: r,
+			Provider: r, Driver: d, OrgID: "org-test",
 			Rotate: func(context.Context) error {
 				n, _ := strconv.Atoi(r.params[local.ParamKeyVersion])
 				r.params[local.ParamKeyVersion] = strconv.Itoa(n + 1)
@@ -72,11 +75,11 @@ func TestDifferentRootsDifferentKeys(t *testing.T) {
 	p := kms.Params{local.ParamKeyID: "k1", local.ParamKeyVersion: "1"}
 	a, _ := local.NewDriver(secret.New()).Open("o", p)
 	b, _ := local.NewDriver(secret.New()).Open("o", p)
-	w, err := a.Wrap(context.Background(), make([]byte, 32))
+	w, err := a.Wrap(context.Background(), make([]byte, 32), testAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Unwrap(context.Background(), w); err == nil {
+	if _, err := b.Unwrap(context.Background(), w, testAAD); err == nil {
 		t.Fatal("a key wrapped under one root unwrapped under another")
 	}
 }
@@ -86,11 +89,11 @@ func TestKeysAreBoundToTheOrg(t *testing.T) {
 	p := kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}
 	a, _ := d.Open("org-a", p)
 	b, _ := d.Open("org-b", p)
-	w, err := a.Wrap(context.Background(), make([]byte, 32))
+	w, err := a.Wrap(context.Background(), make([]byte, 32), testAAD)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Unwrap(context.Background(), w); err == nil {
+	if _, err := b.Unwrap(context.Background(), w, testAAD); err == nil {
 		t.Fatal("another org naming the same local key id unwrapped the key")
 	}
 }

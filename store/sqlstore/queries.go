@@ -337,6 +337,25 @@ func scanExternalKey(r scanner) (store.ExternalKey, error) {
 	return k, nil
 }
 
+// scanExternalKeyAndProjectKey scans externalKeyCols then projectKeyCols.
+func scanExternalKeyAndProjectKey(r scanner) (store.ExternalKey, store.ProjectKey, error) {
+	var k store.ExternalKey
+	var pk store.ProjectKey
+	var params string
+	var statusAt, created, pkCreated int64
+	var ext sql.NullString
+	if err := r.Scan(&k.ID, &k.OrgID, &k.Type, &k.Name, &k.Purpose, &params, &k.Status, &k.StatusCode, &k.StatusMessage, &statusAt, &k.CurrentKEKVersion, &created,
+		&pk.OrgID, &pk.ProjectID, &pk.Version, &ext, &pk.KEKVersion, &pk.Algorithm, &pk.Wrapped, &pkCreated); err != nil {
+		return k, pk, err
+	}
+	if err := json.Unmarshal([]byte(params), &k.Params); err != nil {
+		return k, pk, fmt.Errorf("external key %s: params: %w", k.ID, err)
+	}
+	k.StatusAt, k.CreatedAt = fromMS(statusAt), fromMS(created)
+	pk.ExternalKeyID, pk.CreatedAt = ext.String, fromMS(pkCreated)
+	return k, pk, nil
+}
+
 func (q *queries) CreateExternalKey(ctx context.Context, k store.ExternalKey) error {
 	params, err := json.Marshal(k.Params)
 	if err != nil {
@@ -396,16 +415,26 @@ func (q *queries) DeleteExternalKey(ctx context.Context, orgID, id string) error
 	return changed("delete", "external key", n, err)
 }
 
-func (q *queries) ExternalKeysInUse(ctx context.Context) ([]store.ExternalKey, error) {
-	cols := "ek." + strings.ReplaceAll(externalKeyCols, ", ", ", ek.")
-	out, err := queryAll(ctx, q, scanExternalKey, `SELECT `+cols+` FROM external_keys ek
-		WHERE EXISTS (
-			SELECT 1 FROM project_keys pk
-			JOIN projects p ON p.org_id = pk.org_id AND p.id = pk.project_id
-			WHERE pk.org_id = ek.org_id AND pk.external_key_id = ek.id AND p.archived_at IS NULL)
-		ORDER BY ek.org_id, ek.id`)
+func (q *queries) ProbeTargets(ctx context.Context, after string, limit int) ([]store.ProbeTarget, error) {
+	ekCols := "ek." + strings.ReplaceAll(externalKeyCols, ", ", ", ek.")
+	pkCols := "pk." + strings.ReplaceAll(projectKeyCols, ", ", ", pk.")
+	// The sample is the newest version of a non-archived project wrapped by
+	// the key; keys without one are not in use and have no row.
+	out, err := queryAll(ctx, q, func(r scanner) (store.ProbeTarget, error) {
+		var t store.ProbeTarget
+		var err error
+		t.Key, t.Sample, err = scanExternalKeyAndProjectKey(r)
+		return t, err
+	}, `SELECT `+ekCols+`, `+pkCols+` FROM external_keys ek
+		JOIN project_keys pk ON pk.org_id = ek.org_id AND pk.external_key_id = ek.id
+		WHERE ek.id > ? AND (pk.project_id, pk.version) = (
+			SELECT pk2.project_id, pk2.version FROM project_keys pk2
+			JOIN projects p ON p.org_id = pk2.org_id AND p.id = pk2.project_id
+			WHERE pk2.org_id = ek.org_id AND pk2.external_key_id = ek.id AND p.archived_at IS NULL
+			ORDER BY pk2.created_at DESC, pk2.project_id DESC, pk2.version DESC LIMIT 1)
+		ORDER BY ek.id LIMIT ?`, after, limit)
 	if err != nil {
-		return nil, listErr("external keys in use", err)
+		return nil, listErr("probe targets", err)
 	}
 	return out, nil
 }
@@ -475,6 +504,17 @@ func (q *queries) UpdateProject(ctx context.Context, p store.Project) error {
 
 // ProjectIDsByExternalKey lists project ids in id order; extKeyID "" selects
 // the projects on the operator's default key.
+func (q *queries) ProjectsDueForRotation(ctx context.Context, cutoff time.Time, after string, limit int) ([]store.Project, error) {
+	cols := "p." + strings.ReplaceAll(projectCols, ", ", ", p.")
+	out, err := queryAll(ctx, q, scanProject, `SELECT `+cols+` FROM projects p
+		JOIN project_keys pk ON pk.org_id = p.org_id AND pk.project_id = p.id AND pk.version = p.current_key_version
+		WHERE p.archived_at IS NULL AND pk.created_at <= ? AND p.id > ? ORDER BY p.id LIMIT ?`, ms(cutoff), after, limit)
+	if err != nil {
+		return nil, listErr("projects due for rotation", err)
+	}
+	return out, nil
+}
+
 func (q *queries) ProjectIDsByExternalKey(ctx context.Context, orgID, extKeyID string, includeArchived bool) ([]string, error) {
 	query, args := `SELECT id FROM projects WHERE org_id = ?`, []any{orgID}
 	if extKeyID == "" {
@@ -546,6 +586,16 @@ func (q *queries) ListProjectKeys(ctx context.Context, orgID, projectID string) 
 	out, err := queryAll(ctx, q, scanProjectKey, `SELECT `+projectKeyCols+` FROM project_keys WHERE org_id = ? AND project_id = ? ORDER BY version`, orgID, projectID)
 	if err != nil {
 		return nil, listErr("project keys", err)
+	}
+	return out, nil
+}
+
+func (q *queries) ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current string, limit int) ([]store.ProjectKey, error) {
+	out, err := queryAll(ctx, q, scanProjectKey, `SELECT `+projectKeyCols+` FROM project_keys
+		WHERE org_id = ? AND external_key_id = ? AND kek_version <> ? ORDER BY project_id, version LIMIT ?`,
+		orgID, extKeyID, current, limit)
+	if err != nil {
+		return nil, listErr("project keys to rewrap", err)
 	}
 	return out, nil
 }

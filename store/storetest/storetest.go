@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ExternalKeys", testExternalKeys},
 		{"Projects", testProjects},
 		{"ProjectKeys", testProjectKeys},
-		{"ExternalKeysInUse", testExternalKeysInUse},
+		{"ProbeTargets", testProbeTargets},
+		{"ProjectKeysToRewrap", testProjectKeysToRewrap},
+		{"ProjectsDueForRotation", testProjectsDueForRotation},
 		{"Files", testFiles},
 		{"Audit", testAudit},
 		{"PruneAudit", testPruneAudit},
@@ -417,7 +420,7 @@ func testProjectKeys(t *testing.T, s store.Store) {
 	wantErr(t, "key under missing external key", s.PutProjectKey(ctx, wrongKey), store.ErrNotFound)
 }
 
-func testExternalKeysInUse(t *testing.T, s store.Store) {
+func testProbeTargets(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a, b := newOrg(t, s), newOrg(t, s)
 	used := newExternalKey(t, s, a.ID)
@@ -444,14 +447,91 @@ func testExternalKeysInUse(t *testing.T, s store.Store) {
 	km.ExternalKeyID = usedB.ID
 	must(t, s.PutProjectKey(ctx, km))
 
-	got := get[[]store.ExternalKey](t, "in use")(s.ExternalKeysInUse(ctx))
+	got := get[[]store.ProbeTarget](t, "in use")(s.ProbeTargets(ctx, "", 100))
 	want := map[string]store.ExternalKey{used.ID: used, usedB.ID: usedB}
+	tid := func(pt store.ProbeTarget) string { return pt.Key.ID }
 	if len(got) != len(want) {
-		t.Fatalf("ExternalKeysInUse = %v, want %v", idsOf(got, func(k store.ExternalKey) string { return k.ID }), []string{used.ID, usedB.ID})
+		t.Fatalf("ProbeTargets = %v, want %v", idsOf(got, tid), []string{used.ID, usedB.ID})
 	}
-	for _, k := range got {
-		equal(t, "in use "+k.ID, k, want[k.ID])
+	for i, pt := range got {
+		equal(t, "in use "+pt.Key.ID, pt.Key, want[pt.Key.ID])
+		if i > 0 && got[i-1].Key.ID >= pt.Key.ID {
+			t.Fatalf("ProbeTargets not in id order: %v", idsOf(got, tid))
+		}
+		// The sample is a key it wraps, of a project that is not archived.
+		if pt.Sample.ExternalKeyID != pt.Key.ID || pt.Sample.ProjectID == pa.ID || len(pt.Sample.Wrapped) == 0 {
+			t.Fatalf("sample of %s: %+v", pt.Key.ID, pt.Sample)
+		}
+		if pt.Key.ID == used.ID && pt.Sample.Version != 2 {
+			t.Fatalf("sample of %s is version %d, want the newest (2)", used.ID, pt.Sample.Version)
+		}
 	}
+	// Paged: one at a time, in order, after the previous id.
+	first := get[[]store.ProbeTarget](t, "page 1")(s.ProbeTargets(ctx, "", 1))
+	second := get[[]store.ProbeTarget](t, "page 2")(s.ProbeTargets(ctx, first[0].Key.ID, 1))
+	third := get[[]store.ProbeTarget](t, "page 3")(s.ProbeTargets(ctx, second[0].Key.ID, 1))
+	equal(t, "pages", []string{first[0].Key.ID, second[0].Key.ID}, idsOf(got, tid))
+	equal(t, "past the end", len(third), 0)
+}
+
+func testProjectKeysToRewrap(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o, other := newOrg(t, s), newOrg(t, s)
+	k, k2 := newExternalKey(t, s, o.ID), newExternalKey(t, s, o.ID)
+	p1, p2 := newProject(t, s, o.ID, k.ID), newProject(t, s, o.ID, k.ID)
+	a1 := newProjectKey(t, s, p1, 1, "v1")
+	newProjectKey(t, s, p1, 2, "v2") // already current
+	a2 := newProjectKey(t, s, p1, 3, "v0")
+	b1 := newProjectKey(t, s, p2, 1, "v1")
+	at := now()
+	p2.ArchivedAt = &at // archived projects' data still needs its keys rewrapped
+	must(t, s.UpdateProject(ctx, p2))
+	newProjectKey(t, s, newProject(t, s, o.ID, k2.ID), 1, "v1") // other key
+	newProjectKey(t, s, newProject(t, s, other.ID, ""), 1, "v1")
+
+	key := func(pk store.ProjectKey) string { return fmt.Sprintf("%s/%d", pk.ProjectID, pk.Version) }
+	want := []string{key(a1), key(a2), key(b1)}
+	if p2.ID < p1.ID {
+		want = []string{key(b1), key(a1), key(a2)}
+	}
+	equal(t, "to rewrap", idsOf(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", 10)), key), want)
+	equal(t, "limited", idsOf(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", 2)), key), want[:2])
+	equal(t, "other org", len(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, other.ID, k.ID, "v2", 10))), 0)
+}
+
+func testProjectsDueForRotation(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o, o2 := newOrg(t, s), newOrg(t, s)
+	k := newExternalKey(t, s, o.ID)
+	old := time.UnixMilli(1_700_000_000_000).UTC()
+	put := func(p store.Project, version int, created time.Time) {
+		must(t, s.PutProjectKey(ctx, store.ProjectKey{OrgID: p.OrgID, ProjectID: p.ID, Version: version, ExternalKeyID: p.ExternalKeyID,
+			KEKVersion: "v1", Algorithm: "A256GCM", Wrapped: []byte("w"), CreatedAt: created}))
+	}
+	due1 := newProject(t, s, o.ID, k.ID)
+	put(due1, 1, old)
+	due2 := newProject(t, s, o2.ID, "") // default key, other org: due too
+	put(due2, 1, old)
+	fresh := newProject(t, s, o.ID, k.ID)
+	put(fresh, 1, old.Add(time.Hour))
+	rotated := newProject(t, s, o.ID, k.ID) // old version 1, but current is 2 and fresh
+	put(rotated, 1, old)
+	put(rotated, 2, old.Add(time.Hour))
+	rotated.CurrentKeyVersion = 2
+	must(t, s.UpdateProject(ctx, rotated))
+	archived := newProject(t, s, o.ID, k.ID)
+	put(archived, 1, old)
+	at := now()
+	archived.ArchivedAt = &at
+	must(t, s.UpdateProject(ctx, archived))
+
+	cutoff := old.Add(time.Minute)
+	want := []string{due1.ID, due2.ID}
+	slices.Sort(want)
+	equal(t, "due", idsOf(get[[]store.Project](t, "due")(s.ProjectsDueForRotation(ctx, cutoff, "", 10)), pid), want)
+	equal(t, "page", idsOf(get[[]store.Project](t, "due")(s.ProjectsDueForRotation(ctx, cutoff, want[0], 10)), pid), want[1:])
+	equal(t, "limit", idsOf(get[[]store.Project](t, "due")(s.ProjectsDueForRotation(ctx, cutoff, "", 1)), pid), want[:1])
+	equal(t, "exactly at cutoff", len(get[[]store.Project](t, "due")(s.ProjectsDueForRotation(ctx, old, "", 10))), 2)
 }
 
 func testFiles(t *testing.T, s store.Store) {

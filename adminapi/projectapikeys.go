@@ -2,10 +2,12 @@ package adminapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 
 	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -207,10 +209,7 @@ func (a *api) deleteProjectKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ev, err := a.event(r, "api_key.deleted", p.ID, map[string]any{"id": k.ID})
-	if err != nil {
-		return err
-	}
+	ev := a.record(r, p.ID, audit.APIKeyDeleted{ID: k.ID})
 	err = a.st.InTx(r.Context(), func(q store.Queries) error {
 		if err := q.DeleteAPIKey(r.Context(), p.OrgID, k.ID); err != nil {
 			return storeErr(err, kindProjectKey, k.ID)
@@ -221,4 +220,33 @@ func (a *api) deleteProjectKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, deletedObject{ID: k.ID, Object: "organization.project.api_key.deleted", Deleted: true})
+}
+
+// decodeProjectKeyUpdate decodes POST …/api_keys/{key_id}. ekm keys have no
+// scopes and do not expire, so the only update it can honour is "scopes":
+// [], which in OpenAI's contract means all permissions: what the key already
+// has.
+func decodeProjectKeyUpdate(b []byte) error {
+	o, err := decodeObject(b)
+	if err != nil {
+		return err
+	}
+	if err := o.only("scopes", "expires_in_seconds"); err != nil {
+		return err
+	}
+	if err := o.unsupported("expires_in_seconds"); err != nil {
+		return err
+	}
+	raw, ok := o["scopes"]
+	if !ok {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "missing_required_parameter", "scopes", "Provide at least one of 'scopes' or 'expires_in_seconds'.")
+	}
+	var scopes []string
+	if isNull(raw) || json.Unmarshal(raw, &scopes) != nil {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "invalid_type", "scopes", "Invalid type for 'scopes': expected an array of strings.")
+	}
+	if len(scopes) > 0 {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "unsupported_parameter", "scopes", "Restricting a key's 'scopes' is not supported by this server; project keys have all permissions on their project.")
+	}
+	return nil
 }

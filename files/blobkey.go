@@ -1,4 +1,4 @@
-package dataplane
+package files
 
 import (
 	"crypto/rand"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,36 +14,11 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/ekm-dev/ekm/blob"
-	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
+	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/store"
 )
 
-func TestBlobKeys(t *testing.T) {
-	f := &store.File{ID: "file-0123456789abcdefghjkmnpqrs", OrgID: "org-a", ProjectID: "proj_b"}
-	k0 := dataplane.BlobKey(f.OrgID, f.ProjectID, f.ID)
-	k1, k2 := dataplane.RewriteBlobKey(f, 2), dataplane.RewriteBlobKey(f, 2)
-	if k1 == k2 || k1 == k0 || !strings.HasPrefix(k1, k0+"_k2-") {
-		t.Fatalf("rewrite keys %q %q from %q", k1, k2, k0)
-	}
-	for _, k := range []string{k0, k1} {
-		if !blob.ValidKey(k) {
-			t.Fatalf("%q is not a valid blob key", k)
-		}
-		org, proj, id, ok := dataplane.ParseBlobKey(k)
-		if !ok || org != f.OrgID || proj != f.ProjectID || id != f.ID {
-			t.Fatalf("ParseBlobKey(%q) = %q %q %q %v", k, org, proj, id, ok)
-		}
-	}
-	for _, bad := range []string{"a/b", "a/b/c/d", "a//c", "a/b/_x", "whatever"} {
-		if _, _, _, ok := dataplane.ParseBlobKey(bad); ok {
-			t.Errorf("ParseBlobKey(%q) ok", bad)
-		}
-	}
-}
-
-// rewrite moves f's content to a fresh key as re-encryption does (same key
-// version here: the ciphertext is bound to the file, not to the blob key).
 func rewrite(t *testing.T, env *dataplanetest.Env, f store.File) string {
 	t.Helper()
 	ctx := context.Background()
@@ -53,7 +27,7 @@ func rewrite(t *testing.T, env *dataplanetest.Env, f store.File) string {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	nk := dataplane.RewriteBlobKey(&f, f.KeyVersion)
+	nk := files.RewriteBlobKey(&f, f.KeyVersion)
 	w, err := env.Dir.Create(ctx, nk)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +65,7 @@ func TestSweepRewrittenContent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := dataplane.Sweep(ctx, env.Store, env.Dir, time.Now().Add(-time.Hour))
+	res, err := files.Sweep(ctx, env.Store, env.Dir, time.Now().Add(-time.Hour))
 	if err != nil || res.OrphanBlobs != 1 {
 		t.Fatalf("sweep: %+v %v", res, err)
 	}

@@ -1,0 +1,59 @@
+package kms
+
+// Spec describes an external key type: what a customer registers, what can
+// go wrong, and the onboarding steps the diagnoses point at. The Admin API
+// validates registrations against Fields; the console and docs show Steps
+// and Identity.
+type Spec struct {
+	// Type is the external key type ("azure", "aws", ...).
+	Type string
+	// Title names the KMS for people ("Azure Key Vault").
+	Title string
+	// Fields are the registration parameters, in the order the API lists them.
+	Fields []Field
+	// Steps are the customer's onboarding steps; Error.Step names their IDs.
+	Steps []Step
+	// Codes are the diagnosis codes the driver's errors carry.
+	Codes []Code
+	// Identity is ekm's own identity that customers grant access to, by name
+	// (e.g. "app_client_id" for Azure): values the onboarding steps need.
+	Identity map[string]string
+	// Development marks types that do not put data under a customer-held key.
+	Development bool
+}
+
+// Field is one registration parameter.
+type Field struct {
+	Name     string
+	Required bool
+	// MaxLen bounds the value, in characters.
+	MaxLen int
+	// Description says what to put there.
+	Description string
+}
+
+// Step is one onboarding step.
+type Step struct {
+	ID    string // "1", "2", ...
+	Title string
+}
+
+// Code is one diagnosis a driver can return.
+type Code struct {
+	Code  string
+	Class Class
+	// Step is the onboarding step to fix ("" if none).
+	Step string
+	// Description says when it happens.
+	Description string
+}
+
+// Field returns the registration field called name.
+func (s Spec) Field(name string) (Field, bool) {
+	for _, f := range s.Fields {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return Field{}, false
+}

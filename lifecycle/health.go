@@ -1,0 +1,264 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/store"
+)
+
+// StatusOf is the health an external key has after a failure diagnosed as
+// d: a revocation or an invalid key (the customer's doing) makes it
+// unavailable; an outage or ekm's own misconfiguration only degraded, since
+// cached keys keep serving.
+func StatusOf(d kms.Diagnosis) string {
+	if d.Class == kms.Revoked || d.Class == kms.Invalid {
+		return store.StatusUnavailable
+	}
+	return store.StatusDegraded
+}
+
+// ProbeResult is what one health check concluded.
+type ProbeResult struct {
+	Status string
+	// Rewrapped counts project key versions moved to the current KEK
+	// version by this check (after a KEK rotation).
+	Rewrapped int
+}
+
+// ProbeOptions tune one health check.
+type ProbeOptions struct {
+	// Deep also describes the key (detecting a KEK rotation) and does an
+	// encrypt; otherwise the check is one decrypt.
+	Deep bool
+	// RewrapLimit bounds project key versions rewrapped after a KEK rotation
+	// by this check (the rest wait for the next); 0 means 50.
+	RewrapLimit int
+}
+
+// Probe checks one external key in use and applies what it finds: a decrypt
+// of a stored project key (the exact KEK version data depends on); with
+// Deep, a describe and an encrypt. Then:
+//   - revocation-class failure: the key is marked unavailable, its gate
+//     closes and its cached project keys are evicted;
+//   - any other failure: degraded, cached keys keep serving;
+//   - success: restored if it was not valid, a new current KEK version is
+//     recorded, and project keys on older versions are rewrapped.
+func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptions) ProbeResult {
+	ek := t.Key
+	epoch := s.kr.GateEpoch(ek.ID)
+	key, err := s.kr.KMS(&ek)
+	if err == nil {
+		err = key.Do(ctx, "probe_decrypt", func(ctx context.Context, p kms.Provider) error {
+			pt, err := p.Unwrap(ctx, keyring.Wrapped(t.Sample), keyring.AAD(t.Sample))
+			secret.Wipe(pt)
+			return err
+		})
+	}
+	var info kms.KeyInfo
+	if err == nil && opt.Deep {
+		info, err = s.describeAndEncrypt(ctx, key, ek)
+	}
+	if ctx.Err() != nil {
+		return ProbeResult{Status: ek.Status}
+	}
+	switch kms.ClassOf(err) {
+	case "":
+		return s.healthy(ctx, ek, info, epoch, opt)
+	case kms.Revoked:
+		s.revoked(ctx, ek, keyring.NewUnavailable(ek.ID, err))
+		return ProbeResult{Status: store.StatusUnavailable}
+	default: // Outage, Operator, Invalid: not the customer withdrawing access
+		s.degraded(ctx, ek, err)
+		return ProbeResult{Status: store.StatusDegraded}
+	}
+}
+
+func (s *Service) describeAndEncrypt(ctx context.Context, key *kms.Key, ek store.ExternalKey) (kms.KeyInfo, error) {
+	var info kms.KeyInfo
+	err := key.Do(ctx, "probe_describe", func(ctx context.Context, p kms.Provider) error {
+		var err error
+		info, err = p.Describe(ctx)
+		return err
+	})
+	if err != nil {
+		return info, err
+	}
+	err = key.Do(ctx, "probe_encrypt", func(ctx context.Context, p kms.Provider) error {
+		k := secret.New()
+		defer k.Zero()
+		_, err := p.Wrap(ctx, k.Bytes(), kms.AAD{OrgID: ek.OrgID})
+		return err
+	})
+	return info, err
+}
+
+func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo, epoch uint64, opt ProbeOptions) ProbeResult {
+	if s.kr.GateEpoch(ek.ID) != epoch && s.kr.Unavailable(ek.ID) != nil {
+		// A request saw a revocation while we probed: trust the newer news.
+		return ProbeResult{Status: store.StatusUnavailable}
+	}
+	if s.kr.MarkAvailableSince(ek.ID, epoch) || ek.Status != store.StatusValid {
+		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusValid, CurrentKEKVersion: info.CurrentVersion}, audit.TypeExternalKeyRestored)
+		s.cfg.Metrics.KeyEvent("restored")
+	}
+	if info.CurrentVersion != "" && info.CurrentVersion != ek.CurrentKEKVersion {
+		s.rotated(ctx, ek, info.CurrentVersion)
+	}
+	res := ProbeResult{Status: store.StatusValid}
+	cur := info.CurrentVersion
+	if cur == "" {
+		cur = ek.CurrentKEKVersion
+	}
+	if cur != "" {
+		limit := opt.RewrapLimit
+		if limit <= 0 {
+			limit = 50
+		}
+		res.Rewrapped = s.rewrapRotated(ctx, ek, cur, limit)
+	}
+	return res
+}
+
+// requestRevoked is the keyring's revocation handler: an unwrap on a
+// request path found access withdrawn (the gate is already closed).
+func (s *Service) requestRevoked(ctx context.Context, ek store.ExternalKey, u *keyring.UnavailableError, first bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if first {
+		s.cfg.Metrics.KeyEvent("unavailable")
+		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
+	}
+	s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message}, audit.TypeExternalKeyUnavailable)
+}
+
+// revoked closes ek's gate (evicting its cached keys) and records the
+// revocation, once per transition.
+func (s *Service) revoked(ctx context.Context, ek store.ExternalKey, u *keyring.UnavailableError) {
+	first := s.kr.MarkUnavailable(ek.ID, u)
+	if first || ek.Status != store.StatusUnavailable {
+		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
+		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message}, audit.TypeExternalKeyUnavailable)
+		s.cfg.Metrics.KeyEvent("unavailable")
+	}
+}
+
+func (s *Service) degraded(ctx context.Context, ek store.ExternalKey, err error) {
+	// An outage never evicts and never closes the gate; but if this replica
+	// had the key marked revoked, it stays so until a success proves access.
+	if ek.Status == store.StatusDegraded || s.kr.Unavailable(ek.ID) != nil {
+		return
+	}
+	d, ok := kms.Diagnose(err)
+	if !ok {
+		d = kms.Diagnosis{Class: kms.Outage, Code: "kms_unreachable", Message: "the customer's key management service could not be reached"}
+	}
+	s.log.Warn("external key degraded", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", d.Code, "class", d.Class)
+	s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusDegraded, Code: d.Code, Message: d.Message}, audit.TypeExternalKeyDegraded)
+	s.cfg.Metrics.KeyEvent("degraded")
+}
+
+// setHealth stores an external key's health and, when its status changes,
+// an audit event of type event — once across replicas: only the
+// transaction that changes the stored status writes the event.
+func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.KeyHealth, event string) {
+	if h.At.IsZero() {
+		h.At = s.cfg.Now()
+	}
+	ev := audit.KeyHealth{Event: event, ExternalKeyID: ek.ID, Status: h.Status, Code: h.Code, Message: h.Message}
+	err := s.st.InTx(ctx, func(q store.Queries) error {
+		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status == h.Status && cur.StatusCode == h.Code && (h.CurrentKEKVersion == "" || h.CurrentKEKVersion == cur.CurrentKEKVersion) {
+			return nil
+		}
+		if err := q.SetExternalKeyHealth(ctx, ek.OrgID, ek.ID, h); err != nil {
+			return err
+		}
+		if cur.Status == h.Status {
+			return nil
+		}
+		return q.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: ek.OrgID, At: h.At}, ev))
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("recording external key health failed", "external_key_id", ek.ID, "err", err)
+	}
+}
+
+// rotated records a new current KEK version reported by the KMS.
+func (s *Service) rotated(ctx context.Context, ek store.ExternalKey, current string) {
+	ev := audit.ExternalKeyRotated{ExternalKeyID: ek.ID, PreviousVersion: ek.CurrentKEKVersion, CurrentVersion: current}
+	err := s.st.InTx(ctx, func(q store.Queries) error {
+		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
+		if err != nil {
+			return err
+		}
+		if cur.CurrentKEKVersion == current {
+			return nil
+		}
+		if err := q.SetExternalKeyHealth(ctx, ek.OrgID, ek.ID, store.KeyHealth{Status: store.StatusValid, At: s.cfg.Now(), CurrentKEKVersion: current}); err != nil {
+			return err
+		}
+		if cur.CurrentKEKVersion == "" {
+			return nil // first observation, not a rotation
+		}
+		return q.AppendAudit(ctx, audit.Record(s.entry(ek.OrgID, "", ""), ev))
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("recording KEK rotation failed", "external_key_id", ek.ID, "err", err)
+		return
+	}
+	s.cfg.Metrics.KeyEvent("rotated")
+}
+
+// rewrapRotated rewraps up to limit project key versions of ek still
+// wrapped by a KEK version other than current, selected in one query. Each
+// rewrap is its own compare-and-set transaction, so a crash at any point
+// leaves every record wrapped by some valid version, and the next check
+// resumes. It returns how many it rewrapped.
+func (s *Service) rewrapRotated(ctx context.Context, ek store.ExternalKey, current string, limit int) int {
+	recs, err := s.st.ProjectKeysToRewrap(ctx, ek.OrgID, ek.ID, current, limit)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("listing project keys to rewrap failed", "external_key_id", ek.ID, "err", err)
+		}
+		return 0
+	}
+	done := 0
+	for _, rec := range recs {
+		nr, err := s.rewrapVersion(ctx, rec, &ek)
+		if err != nil {
+			s.log.Warn("rewrap after KEK rotation failed; will retry", "external_key_id", ek.ID, "project_id", rec.ProjectID, "version", rec.Version, "err", err)
+			return done
+		}
+		if nr.KEKVersion != current {
+			return done // the KMS moved on again; the next check catches up
+		}
+		ev := audit.ExternalKeyRewrapped{ExternalKeyID: ek.ID, ProjectID: rec.ProjectID, Version: rec.Version, From: rec.KEKVersion, To: nr.KEKVersion}
+		err = s.st.InTx(ctx, func(q store.Queries) error {
+			cur, err := q.GetProjectKey(ctx, ek.OrgID, rec.ProjectID, rec.Version)
+			if err != nil {
+				return err
+			}
+			if cur.ExternalKeyID != ek.ID || cur.KEKVersion != rec.KEKVersion {
+				return nil // someone else rewrapped or re-keyed meanwhile
+			}
+			if err := q.PutProjectKey(ctx, nr); err != nil {
+				return err
+			}
+			return q.AppendAudit(ctx, audit.Record(s.entry(ek.OrgID, "", rec.ProjectID), ev))
+		})
+		if err != nil {
+			return done
+		}
+		done++
+	}
+	return done
+}

@@ -1,0 +1,198 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/store"
+)
+
+// ExternalKeyIDPrefix is the prefix of external key ids.
+const ExternalKeyIDPrefix = "extkey_"
+
+// Registration is an external key to register.
+type Registration struct {
+	Type    string
+	Name    string
+	Purpose string
+	Params  kms.Params
+}
+
+// Check validates registration params of typ for orgID without any network
+// call (the driver's rules: syntax, allowed hosts, names tied to the org).
+func (s *Service) Check(typ, orgID string, p kms.Params) (kms.Params, error) {
+	return s.cfg.Registry.Check(typ, orgID, maps.Clone(p))
+}
+
+// RegisterKey checks a registration, proves the key works (permissions, key
+// type, a wrap/unwrap round trip) and only then stores it with its audit
+// event: a registered key is a usable key. Check failures and live failures
+// are *Error of kind KMSFailure naming the parameter at fault when known.
+func (s *Service) RegisterKey(ctx context.Context, actor, orgID string, r Registration) (store.ExternalKey, error) {
+	params, err := s.Check(r.Type, orgID, r.Params)
+	if err != nil {
+		return store.ExternalKey{}, kmsFailure(err, "")
+	}
+	now := s.cfg.Now()
+	ek := store.ExternalKey{ID: ids.New(ExternalKeyIDPrefix), OrgID: orgID, Type: r.Type, Name: r.Name, Purpose: r.Purpose,
+		Params: map[string]string(params), CreatedAt: now}
+	kctx, cancel := s.kmsContext(ctx)
+	info, err := s.validate(kctx, &ek)
+	cancel()
+	if err != nil {
+		return store.ExternalKey{}, kmsFailure(err, "")
+	}
+	ek.Status, ek.StatusAt, ek.CurrentKEKVersion = store.StatusValid, now, info.CurrentVersion
+	config := map[string]any{"type": ek.Type, "name": ek.Name, "purpose": ek.Purpose}
+	for k, v := range ek.Params {
+		config[k] = v
+	}
+	err = s.st.InTx(ctx, func(q store.Queries) error {
+		if err := q.CreateExternalKey(ctx, ek); err != nil {
+			return err
+		}
+		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), audit.ExternalKeyRegistered{ID: ek.ID, Data: config}))
+	})
+	if err != nil {
+		return store.ExternalKey{}, err
+	}
+	return ek, nil
+}
+
+// validate runs the live check of ek's KEK. It touches neither the gate nor
+// the cache.
+func (s *Service) validate(ctx context.Context, ek *store.ExternalKey) (kms.KeyInfo, error) {
+	key, err := s.kr.KMS(ek)
+	if err != nil {
+		return kms.KeyInfo{}, err
+	}
+	return key.Validate(ctx, kms.AAD{OrgID: ek.OrgID})
+}
+
+// Validation is the outcome of a live validation.
+type Validation struct {
+	// Valid is true when the key works end to end.
+	Valid bool
+	// Diagnosis explains a failure.
+	Diagnosis kms.Diagnosis
+	// Status is the key's health after the validation.
+	Status string
+}
+
+// ValidateKey proves an external key works now (or explains why not),
+// records the key's health and an external_key.validated event, and moves
+// this replica's gate: a key that works again is served again at once, a
+// revoked one is refused at once (other replicas learn from their probe).
+func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Validation, error) {
+	k, err := s.st.GetExternalKey(ctx, orgID, id)
+	if err != nil {
+		return Validation{}, err
+	}
+	kctx, cancel := s.kmsContext(ctx)
+	info, verr := s.validate(kctx, &k)
+	cancel()
+	h := store.KeyHealth{Status: store.StatusValid, At: s.cfg.Now(), CurrentKEKVersion: info.CurrentVersion}
+	v := Validation{Valid: true, Status: store.StatusValid}
+	ev := audit.ExternalKeyValidated{ID: id, Data: audit.ValidationState{Status: "valid"}}
+	if verr != nil {
+		d, ok := kms.Diagnose(verr)
+		if !ok {
+			// Not from the KMS: report an unknown outage, never raw text.
+			d = kms.Diagnosis{Class: kms.Outage, Code: kms.CodeUnreachable, Message: "The customer's key management service could not be reached."}
+			s.log.Warn("external key validation failed", "external_key_id", id, "err", verr)
+		}
+		v = Validation{Diagnosis: d, Status: StatusOf(d)}
+		h = store.KeyHealth{Status: v.Status, Code: d.Code, Message: d.Message, At: h.At}
+		ev.Data = audit.ValidationState{Status: "invalid", Code: &d.Code, Step: &d.Step}
+	}
+	err = s.st.InTx(ctx, func(q store.Queries) error {
+		if err := q.SetExternalKeyHealth(ctx, orgID, id, h); err != nil {
+			return err
+		}
+		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), ev))
+	})
+	if err != nil {
+		return Validation{}, err
+	}
+	switch {
+	case v.Valid:
+		s.kr.MarkAvailable(id)
+	case v.Diagnosis.Class == kms.Revoked:
+		s.kr.MarkUnavailable(id, &keyring.UnavailableError{ExternalKeyID: id, Class: v.Diagnosis.Class, Code: v.Diagnosis.Code, Message: v.Diagnosis.Message, Err: verr})
+	}
+	return v, nil
+}
+
+// RemoveKey removes an external key that protects no data, with its audit
+// event, and forgets it on this replica. It returns the key as it was.
+func (s *Service) RemoveKey(ctx context.Context, actor, orgID, id string) (store.ExternalKey, error) {
+	var k store.ExternalKey
+	err := s.st.InTx(ctx, func(q store.Queries) error {
+		var err error
+		if k, err = q.GetExternalKey(ctx, orgID, id); err != nil {
+			return err
+		}
+		if err := inUse(ctx, q, k); err != nil {
+			return err
+		}
+		if err := q.DeleteExternalKey(ctx, orgID, id); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				// Something still references the key (a race with a project
+				// creation, or stored data): the database refused.
+				return conflict("external_key_in_use", "External key %s is still referenced by stored project keys and cannot be removed.", id)
+			}
+			return err
+		}
+		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), audit.ExternalKeyRemoved{ID: id}))
+	})
+	if err != nil {
+		return store.ExternalKey{}, err
+	}
+	s.kr.Forget(id)
+	return k, nil
+}
+
+// inUse refuses to remove a key that protects any project's data. Archived
+// projects count: their stored data is still wrapped by the key, and
+// removing it would make that data unrecoverable.
+func inUse(ctx context.Context, q store.Queries, k store.ExternalKey) error {
+	all, err := q.ProjectIDsByExternalKey(ctx, k.OrgID, k.ID, true)
+	if err != nil || len(all) == 0 {
+		return err
+	}
+	active, err := q.ProjectIDsByExternalKey(ctx, k.OrgID, k.ID, false)
+	if err != nil {
+		return err
+	}
+	var archived []string
+	for _, p := range all {
+		if !slices.Contains(active, p) {
+			archived = append(archived, p)
+		}
+	}
+	var parts []string
+	if len(active) > 0 {
+		parts = append(parts, fmt.Sprintf("it protects %d active project(s): %s; move them to another key first (POST /v1/organization/projects/{project_id} with a new external_key_id)", len(active), idList(active)))
+	}
+	if len(archived) > 0 {
+		parts = append(parts, fmt.Sprintf("archived project(s) %s still hold data wrapped by it", idList(archived)))
+	}
+	return conflict("external_key_in_use", "External key %s cannot be removed: %s.", k.ID, strings.Join(parts, "; "))
+}
+
+// idList names up to 10 ids.
+func idList(ids []string) string {
+	const max = 10
+	if len(ids) <= max {
+		return strings.Join(ids, ", ")
+	}
+	return strings.Join(ids[:max], ", ") + fmt.Sprintf(" and %d more", len(ids)-max)
+}

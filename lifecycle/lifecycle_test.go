@@ -1,0 +1,115 @@
+package lifecycle_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/kmsfake"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/lifecycle"
+	"github.com/ekm-dev/ekm/lifecycle/lifecycletest"
+	"github.com/ekm-dev/ekm/store"
+)
+
+type env struct {
+	*lifecycletest.Env
+	ek store.ExternalKey
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{Env: lifecycletest.New(t, lifecycletest.Options{})}
+	e.ek = e.ExternalKey(t, kmsfake.Type)
+	return e
+}
+
+func TestRewrapAndRotate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pid, v1 := e.Project(t, &e.ek)
+	v, err := e.Service.RotateProjectKey(ctx, "", e.Org, pid, lifecycle.RotateOptions{})
+	if err != nil || v != 2 {
+		t.Fatalf("rotate = %d, %v", v, err)
+	}
+	cur, k2, err := e.Keyring.Current(ctx, e.Org, pid)
+	if err != nil || cur != 2 || bytes.Equal(k2.Bytes(), v1.Bytes()) {
+		t.Fatalf("after rotate current = %d, %v", cur, err)
+	}
+	to := e.ExternalKey(t, local.Type)
+	recs, err := e.Service.Rewrap(ctx, e.Org, pid, &to)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("rewrap: %d, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.ExternalKeyID != to.ID {
+			t.Fatalf("rewrapped record names %q", r.ExternalKeyID)
+		}
+	}
+	// Failure leaves nothing half-done: Rewrap returns records, it stores none.
+	e.Fake.Fail(kmsfake.ErrOutage)
+	e.Keyring.EvictProject(pid)
+	if _, err := e.Service.Rewrap(ctx, e.Org, pid, &to); err == nil {
+		t.Fatal("rewrap succeeded while the source KMS is down")
+	}
+	keys, _ := e.Store.ListProjectKeys(ctx, e.Org, pid)
+	for _, k := range keys {
+		if k.ExternalKeyID != e.ek.ID {
+			t.Fatal("rewrap wrote to the store")
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	e := newEnv(t)
+	key, err := e.Keyring.KMS(&e.ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := key.Validate(context.Background(), kms.AAD{OrgID: e.Org}); err != nil {
+		t.Fatal(err)
+	}
+	e.Fake.Fail(kmsfake.ErrRevoked)
+	if _, err := key.Validate(context.Background(), kms.AAD{OrgID: e.Org}); kms.ClassOf(err) != kms.Revoked {
+		t.Fatalf("Validate = %v", err)
+	}
+	evs, err := e.Store.ListAudit(context.Background(), e.Org, store.AuditFilter{Types: []string{"kms.call"}, Limit: 10})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("kms.call audit events = %d, %v", len(evs), err)
+	}
+}
+
+// One recorded KMS operation that makes several requests (a validation:
+// read, encrypt, decrypt, read) names every request id in its kms.call
+// event, so each request can be found in the KMS's own logs.
+func TestCallRecordsEveryRequestID(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	key, err := e.Keyring.KMS(&e.ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = key.Do(ctx, "validate", func(ctx context.Context, p kms.Provider) error {
+		ci := kms.CallInfoFrom(ctx)
+		ci.Record("req-1")
+		ci.Record("req-2")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.Store.ListAudit(ctx, e.Org, store.AuditFilter{Types: []string{"kms.call"}, Limit: 10})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("kms.call events = %d, %v", len(evs), err)
+	}
+	var ev audit.KMSCall
+	if err := json.Unmarshal(evs[0].Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.RequestID != "req-2" || len(ev.RequestIDs) != 2 || ev.RequestIDs[0] != "req-1" || ev.RequestIDs[1] != "req-2" {
+		t.Fatalf("kms.call event = %+v", ev)
+	}
+}
