@@ -26,7 +26,6 @@ import (
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/ids"
-	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -55,7 +54,6 @@ const (
 type api struct {
 	st      store.Store
 	svc     *lifecycle.Service
-	kr      *keyring.Keyring
 	log     *slog.Logger
 	now     func() time.Time
 	maxBody int64
@@ -63,7 +61,7 @@ type api struct {
 
 // New returns the handler of every route under /v1/organization/.
 func New(d Deps) http.Handler {
-	a := &api{st: d.Store, svc: d.Service, kr: d.Service.Keyring(), log: d.Logger, now: d.Now, maxBody: d.MaxBodyBytes}
+	a := &api{st: d.Store, svc: d.Service, log: d.Logger, now: d.Now, maxBody: d.MaxBodyBytes}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -82,6 +80,7 @@ func New(d Deps) http.Handler {
 	h("GET /v1/organization/external_keys/{id}", a.getExternalKey)
 	h("DELETE /v1/organization/external_keys/{id}", a.deleteExternalKey)
 	h("POST /v1/organization/external_keys/{id}/validate", a.validateExternalKey)
+	h("GET /v1/organization/external_key_types", a.listExternalKeyTypes)
 
 	h("POST /v1/organization/projects", a.createProject)
 	h("GET /v1/organization/projects", a.listProjects)

@@ -45,6 +45,12 @@ func RequestID(ctx context.Context) string {
 	return s
 }
 
+// WithRequestID returns ctx carrying request id id (work done outside an
+// HTTP request, or tests).
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, reqIDKey{}, id)
+}
+
 var clientReqID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 func newID() string {
@@ -95,7 +101,7 @@ func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", id)
 		rt := &route{}
-		ctx := context.WithValue(context.WithValue(r.Context(), reqIDKey{}, id), routeKey{}, rt)
+		ctx := context.WithValue(WithRequestID(r.Context(), id), routeKey{}, rt)
 		r = r.WithContext(ctx)
 		rec := &recorder{ResponseWriter: w}
 		start := time.Now()

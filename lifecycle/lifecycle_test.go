@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/kmsfake"
 	"github.com/ekm-dev/ekm/kms/local"
@@ -111,5 +112,41 @@ func TestCallRecordsEveryRequestID(t *testing.T) {
 	}
 	if ev.RequestID != "req-2" || len(ev.RequestIDs) != 2 || ev.RequestIDs[0] != "req-1" || ev.RequestIDs[1] != "req-2" {
 		t.Fatalf("kms.call event = %+v", ev)
+	}
+}
+
+// A kms.call event names the ekm request that caused the call, even when
+// the caller is gone by the time it is written (a cache miss on a request
+// path, a project creation).
+func TestCallEventNamesEKMRequest(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(httpx.WithRequestID(context.Background(), "req_0123abcd"))
+	p, err := e.Service.CreateProject(ctx, "key_admin", e.Org, "p", e.ek.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Keyring.EvictProject(p.ID)
+	cancel()
+	// The leader of an unwrap finishes it even if its caller is gone (others
+	// may be waiting), and the call is recorded.
+	if k, err := e.Keyring.Key(ctx, e.Org, p.ID, 1); err == nil {
+		k.Zero()
+	}
+	evs := e.Events(t, audit.TypeKMSCall)
+	if len(evs) != 2 {
+		t.Fatalf("%d kms.call events, want wrap and unwrap", len(evs))
+	}
+	for _, ev := range evs {
+		var c audit.KMSCall
+		if err := json.Unmarshal(ev.Data, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.EKMRequestID != "req_0123abcd" || c.ExternalKeyID != e.ek.ID {
+			t.Fatalf("kms.call %s", ev.Data)
+		}
+	}
+	created := e.Events(t, audit.TypeProjectCreated)
+	if len(created) != 1 || created[0].Actor != "key_admin" || created[0].ProjectID != p.ID {
+		t.Fatalf("project.created %+v", created)
 	}
 }

@@ -244,3 +244,57 @@ func TestKEKRotationRewrapsInBackground(t *testing.T) {
 		t.Fatal("rotation/rewrap not audited")
 	}
 }
+
+// A round checks every key in use, reading them a page at a time, with at
+// most Concurrency checks at once; keys that left use are forgotten.
+func TestRoundIsBounded(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var keys []store.ExternalKey
+	var pids []string
+	for range 5 {
+		ek := e.extKey(t, kmsfake.Type)
+		keys = append(keys, ek)
+		pids = append(pids, e.project(t, ek))
+	}
+	p := probe.New(probe.Config{Store: e.st, Service: e.svc, Interval: time.Hour, EncryptEvery: 100, Concurrency: 2, PageSize: 2})
+	release := e.drv.Hold()
+	done := make(chan struct{})
+	go func() { p.Round(ctx); close(done) }()
+	// Two checks start and wait on the KMS; the round cannot start a third.
+	for e.drv.Unwraps.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for a third to start, were it allowed
+	if n := e.drv.Unwraps.Load(); n != 2 {
+		t.Fatalf("%d checks started while 2 were held, limit 2", n)
+	}
+	release()
+	<-done
+	if got := e.drv.Unwraps.Load(); got != 5 {
+		t.Fatalf("%d probe decrypts for 5 keys", got)
+	}
+	if m := e.drv.MaxInFlight.Load(); m > 2 {
+		t.Fatalf("%d checks ran at once, limit 2", m)
+	}
+	if p.Tracked() != 5 {
+		t.Fatalf("tracking %d keys", p.Tracked())
+	}
+	// Two keys leave use (their projects are archived): the next round
+	// forgets them.
+	for _, pid := range pids[:2] {
+		pr, err := e.st.GetProject(ctx, e.org, pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		pr.ArchivedAt = &now
+		if err := e.st.UpdateProject(ctx, pr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Round(ctx)
+	if p.Tracked() != 3 {
+		t.Fatalf("tracking %d keys after two left use", p.Tracked())
+	}
+}

@@ -22,6 +22,9 @@ type Driver struct {
 	Unwraps  atomic.Int64
 	Wraps    atomic.Int64
 	Describs atomic.Int64
+	// MaxInFlight is the most Unwrap calls seen running at once.
+	MaxInFlight atomic.Int64
+	inFlight    atomic.Int64
 
 	mu   sync.Mutex
 	fail error
@@ -86,6 +89,14 @@ func (p *provider) Wrap(ctx context.Context, pt []byte, aad kms.AAD) (kms.Wrappe
 
 func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
 	p.d.Unwraps.Add(1)
+	n := p.d.inFlight.Add(1)
+	defer p.d.inFlight.Add(-1)
+	for {
+		m := p.d.MaxInFlight.Load()
+		if n <= m || p.d.MaxInFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
 	hold, err := p.d.state()
 	if hold != nil {
 		select {
