@@ -34,6 +34,17 @@ type Org struct {
 	CreatedAt time.Time
 }
 
+// OrgSettings are an org's EKM settings.
+type OrgSettings struct {
+	OrgID string
+	// DefaultExternalKeyID is the key new projects without one use ("" =
+	// the operator's default key).
+	DefaultExternalKeyID string
+	// EKMRequired: every project must be under a customer key.
+	EKMRequired bool
+	UpdatedAt   time.Time
+}
+
 // Key kinds.
 const (
 	KindAdmin   = "admin"   // sk-admin-…, manages the org
@@ -180,6 +191,16 @@ type Queries interface {
 	// ListOrgs lists every org (operator-side workers such as scheduled
 	// rotation walk all orgs with it).
 	ListOrgs(ctx context.Context, p Page) ([]Org, error)
+	// GetOrgSettings returns an org's settings (zero settings if it never
+	// changed any; ErrNotFound if the org does not exist).
+	GetOrgSettings(ctx context.Context, orgID string) (OrgSettings, error)
+	// PutOrgSettings writes an org's settings. A DefaultExternalKeyID of
+	// another org (or none) is ErrNotFound.
+	PutOrgSettings(ctx context.Context, s OrgSettings) error
+	// OrgsToMigrate lists, in id order after the org id after, up to limit
+	// orgs that require EKM and have a default key, yet still have projects
+	// (archived ones included) on the operator's default key. One query.
+	OrgsToMigrate(ctx context.Context, after string, limit int) ([]OrgSettings, error)
 
 	CreateAPIKey(ctx context.Context, k APIKey) error
 	// APIKeyByHash finds a key by the hash of its value (any org).

@@ -186,6 +186,64 @@ func (q *queries) GetOrg(ctx context.Context, id string) (store.Org, error) {
 	return o, nil
 }
 
+func (q *queries) GetOrgSettings(ctx context.Context, orgID string) (store.OrgSettings, error) {
+	if _, err := q.GetOrg(ctx, orgID); err != nil {
+		return store.OrgSettings{}, err
+	}
+	s, err := scanOrgSettings(q.queryRow(ctx, `SELECT `+orgSettingsCols+` FROM org_settings WHERE org_id = ?`, orgID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.OrgSettings{OrgID: orgID}, nil
+	}
+	if err != nil {
+		return store.OrgSettings{}, getErr("org settings", err)
+	}
+	return s, nil
+}
+
+const orgSettingsCols = `org_id, default_external_key_id, ekm_required, updated_at`
+
+func scanOrgSettings(r scanner) (store.OrgSettings, error) {
+	var s store.OrgSettings
+	var def sql.NullString
+	var required, updated int64
+	if err := r.Scan(&s.OrgID, &def, &required, &updated); err != nil {
+		return store.OrgSettings{}, err
+	}
+	s.DefaultExternalKeyID, s.EKMRequired, s.UpdatedAt = def.String, required != 0, fromMS(updated)
+	return s, nil
+}
+
+func (q *queries) PutOrgSettings(ctx context.Context, s store.OrgSettings) error {
+	required := 0
+	if s.EKMRequired {
+		required = 1
+	}
+	_, err := q.exec(ctx, `INSERT INTO org_settings (`+orgSettingsCols+`) VALUES (?, ?, ?, ?)
+		ON CONFLICT (org_id) DO UPDATE SET
+			default_external_key_id = excluded.default_external_key_id,
+			ekm_required = excluded.ekm_required,
+			updated_at = excluded.updated_at`,
+		s.OrgID, nullable(s.DefaultExternalKeyID), required, ms(s.UpdatedAt))
+	if err != nil {
+		// A missing org or a key of another org breaks a foreign key:
+		// ErrNotFound.
+		return createErr("org settings", err)
+	}
+	return nil
+}
+
+func (q *queries) OrgsToMigrate(ctx context.Context, after string, limit int) ([]store.OrgSettings, error) {
+	cols := "s." + strings.ReplaceAll(orgSettingsCols, ", ", ", s.")
+	out, err := queryAll(ctx, q, scanOrgSettings, `SELECT `+cols+` FROM org_settings s
+		WHERE s.ekm_required <> 0 AND s.default_external_key_id IS NOT NULL AND s.org_id > ?
+		AND EXISTS (SELECT 1 FROM projects p WHERE p.org_id = s.org_id AND p.external_key_id IS NULL)
+		ORDER BY s.org_id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, listErr("orgs to migrate", err)
+	}
+	return out, nil
+}
+
 func (q *queries) ListOrgs(ctx context.Context, p store.Page) ([]store.Org, error) {
 	query, args := page(p, `SELECT id, name, created_at FROM orgs WHERE 1 = 1`, nil)
 	out, err := queryAll(ctx, q, func(r scanner) (store.Org, error) {

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ExternalKeys", testExternalKeys},
 		{"Projects", testProjects},
 		{"ProjectKeys", testProjectKeys},
+		{"OrgSettings", testOrgSettings},
 		{"ProbeTargets", testProbeTargets},
 		{"ProjectKeysToRewrap", testProjectKeysToRewrap},
 		{"ProjectsDueForRotation", testProjectsDueForRotation},
@@ -472,6 +473,47 @@ func testProbeTargets(t *testing.T, s store.Store) {
 	third := get[[]store.ProbeTarget](t, "page 3")(s.ProbeTargets(ctx, second[0].Key.ID, 1))
 	equal(t, "pages", []string{first[0].Key.ID, second[0].Key.ID}, idsOf(got, tid))
 	equal(t, "past the end", len(third), 0)
+}
+
+func testOrgSettings(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o, other := newOrg(t, s), newOrg(t, s)
+	got := get[store.OrgSettings](t, "default settings")(s.GetOrgSettings(ctx, o.ID))
+	equal(t, "defaults", got, store.OrgSettings{OrgID: o.ID})
+	wantErr(t, "settings of a missing org", func() error { _, err := s.GetOrgSettings(ctx, "org-missing"); return err }(), store.ErrNotFound)
+
+	k := newExternalKey(t, s, o.ID)
+	set := store.OrgSettings{OrgID: o.ID, DefaultExternalKeyID: k.ID, EKMRequired: true, UpdatedAt: now()}
+	must(t, s.PutOrgSettings(ctx, set))
+	equal(t, "stored", get[store.OrgSettings](t, "settings")(s.GetOrgSettings(ctx, o.ID)), set)
+	set.EKMRequired, set.DefaultExternalKeyID = false, ""
+	must(t, s.PutOrgSettings(ctx, set))
+	equal(t, "updated", get[store.OrgSettings](t, "settings")(s.GetOrgSettings(ctx, o.ID)), set)
+
+	// Tenant isolation: a key of another org cannot be an org's default.
+	wantErr(t, "other org's key", s.PutOrgSettings(ctx, store.OrgSettings{OrgID: other.ID, DefaultExternalKeyID: k.ID, UpdatedAt: now()}), store.ErrNotFound)
+	equal(t, "other org untouched", get[store.OrgSettings](t, "settings")(s.GetOrgSettings(ctx, other.ID)), store.OrgSettings{OrgID: other.ID})
+
+	// The default key cannot be deleted while it is the default.
+	must(t, s.PutOrgSettings(ctx, store.OrgSettings{OrgID: o.ID, DefaultExternalKeyID: k.ID, UpdatedAt: now()}))
+	wantErr(t, "delete default key", s.DeleteExternalKey(ctx, o.ID, k.ID), store.ErrConflict)
+
+	// Orgs to migrate: required, with a default, with a project on the
+	// operator's key (archived ones count).
+	must(t, s.PutOrgSettings(ctx, store.OrgSettings{OrgID: o.ID, DefaultExternalKeyID: k.ID, EKMRequired: true, UpdatedAt: now()}))
+	equal(t, "nothing to migrate", len(get[[]store.OrgSettings](t, "migrate")(s.OrgsToMigrate(ctx, "", 10))), 0)
+	p := newProject(t, s, o.ID, "")
+	at := now()
+	p.ArchivedAt = &at
+	must(t, s.UpdateProject(ctx, p))
+	todo := get[[]store.OrgSettings](t, "migrate")(s.OrgsToMigrate(ctx, "", 10))
+	if len(todo) != 1 || todo[0].OrgID != o.ID || todo[0].DefaultExternalKeyID != k.ID {
+		t.Fatalf("OrgsToMigrate = %+v", todo)
+	}
+	equal(t, "after", len(get[[]store.OrgSettings](t, "migrate")(s.OrgsToMigrate(ctx, o.ID, 10))), 0)
+	p.ExternalKeyID = k.ID
+	must(t, s.UpdateProject(ctx, p))
+	equal(t, "migrated", len(get[[]store.OrgSettings](t, "migrate")(s.OrgsToMigrate(ctx, "", 10))), 0)
 }
 
 func testProjectKeysToRewrap(t *testing.T, s store.Store) {
