@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/ekm-dev/ekm/emulator/emukit"
 )
 
 // appToken asks the token endpoint for a Key Vault token of the emulator's
@@ -151,11 +152,12 @@ func TestRequestLog(t *testing.T) {
 }
 
 func TestRequestLogBounded(t *testing.T) {
-	var l requestLog
+	var l emukit.Ring[Request]
+	const maxRequestLog = emukit.MaxRequestLog
 	for i := range maxRequestLog + 5 {
-		l.add(Request{Status: i})
+		l.Add(Request{Status: i})
 	}
-	got := l.snapshot()
+	got := l.Snapshot()
 	if len(got) != maxRequestLog || got[0].Status != 5 || got[len(got)-1].Status != maxRequestLog+4 {
 		t.Fatalf("len %d first %d last %d", len(got), got[0].Status, got[len(got)-1].Status)
 	}

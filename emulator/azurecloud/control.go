@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/ekm-dev/ekm/emulator/emukit"
 )
 
 // Tenant is a customer tenant created through the control API: a
@@ -302,9 +304,7 @@ func (e *Emulator) RegisterIssuer(issuer string, jwksJSON []byte) error {
 
 // ---- control API over HTTP ----
 
-func ctlError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
-}
+func ctlError(w http.ResponseWriter, status int, msg string) { emukit.ControlError(w, status, msg) }
 
 func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 	path, ok := strings.CutPrefix(r.URL.Path, controlPrefix)
@@ -430,27 +430,8 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 	case "DELETE counters":
 		e.ResetCounters()
 		w.WriteHeader(http.StatusNoContent)
-	case "GET clock":
-		writeJSON(w, http.StatusOK, map[string]any{"now": e.Now().UTC()})
-	case "POST clock":
-		var req struct {
-			Set     *time.Time `json:"set"`
-			Advance *Duration  `json:"advance"`
-		}
-		if err := readJSON(r, &req); err != nil {
-			ctlError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		switch {
-		case req.Set != nil && req.Advance == nil:
-			e.SetClock(*req.Set)
-		case req.Advance != nil && req.Set == nil:
-			e.AdvanceClock(time.Duration(*req.Advance))
-		default:
-			ctlError(w, http.StatusBadRequest, `give exactly one of "set" (RFC 3339) or "advance" (duration)`)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"now": e.Now().UTC()})
+	case "GET clock", "POST clock":
+		emukit.ServeClock(w, r, e.clock)
 	case "GET settings":
 		writeJSON(w, http.StatusOK, e.Settings())
 	case "PUT settings":

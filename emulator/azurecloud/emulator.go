@@ -13,23 +13,19 @@ package azurecloud
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/ekm-dev/ekm/emulator/emukit"
 	"github.com/ekm-dev/ekm/internal/dialoverride"
 )
 
@@ -127,31 +123,27 @@ type AppCredentials struct {
 // Emulator is one running emulator instance.
 type Emulator struct {
 	opts  Options
-	clock *clock
+	clock *emukit.Clock
 	log   *slog.Logger
 
-	mu   sync.RWMutex // guards st and jti
-	st   *state
-	jti  map[string]int64 // seen client-assertion ids -> exp
-	save sync.Mutex       // serialises state file writes
+	mu        sync.RWMutex // guards st and jti
+	st        *state
+	jti       map[string]int64 // seen client-assertion ids -> exp
+	stateFile emukit.StateFile // serialises state file writes
 
-	caCert   *x509.Certificate
-	caKey    *ecdsa.PrivateKey
+	ca       *emukit.CA
 	signKey  *rsa.PrivateKey
 	signKid  string
-	fileDir  string // where ca.pem and app files go
-	tmpDir   string // removed on Close (memory mode)
-	counters counters
-	reqlog   requestLog
-	faults   faults
+	files    *emukit.Files // where ca.pem and app files go
+	counters emukit.Counters
+	reqlog   emukit.Ring[Request]
+	faults   emukit.FaultSet[int] // extra: the AADSTS number for Entra faults
 	limiter  limiter
 
 	clientOnce sync.Once
 	client     *http.Client
 
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
+	server *emukit.Server
 }
 
 // New creates an emulator, loading state from opts.StateDir if present.
@@ -176,23 +168,22 @@ func New(opts Options) (*Emulator, error) {
 			return nil, fmt.Errorf("azure emulator: settings: %w", err)
 		}
 	}
-	e := &Emulator{opts: opts, clock: &clock{base: opts.Now}, jti: map[string]int64{}}
+	e := &Emulator{opts: opts, clock: emukit.NewClock(opts.Now), jti: map[string]int64{}, files: emukit.NewFiles(opts.StateDir)}
 	e.log = opts.Logger
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	e.faults.rand = newRand()
 
 	var st *state
 	if opts.StateDir != "" {
 		if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 			return nil, fmt.Errorf("azure emulator: state dir: %w", err)
 		}
+		e.stateFile.Path = filepath.Join(opts.StateDir, stateFile)
 		var err error
-		if st, err = loadState(opts.StateDir); err != nil {
+		if st, err = loadState(&e.stateFile); err != nil {
 			return nil, fmt.Errorf("azure emulator: load state: %w", err)
 		}
-		e.fileDir = opts.StateDir
 	}
 	if st == nil {
 		var err error
@@ -224,7 +215,7 @@ func (e *Emulator) freshState() (*state, error) {
 	st := &state{Version: stateVersion, Settings: DefaultSettings()}
 	st.normalize()
 	var err error
-	if st.CACertDER, st.CAKeyDER, err = newCA(now); err != nil {
+	if st.CACertDER, st.CAKeyDER, err = emukit.NewCA("ekm Azure emulator CA", now); err != nil {
 		return nil, err
 	}
 	if st.SignCertDER, st.SignKeyDER, err = newSelfSignedRSA("ekm emulator token signing", now, 10); err != nil {
@@ -251,19 +242,11 @@ func newClientSecret() string {
 }
 
 func (e *Emulator) loadKeys() error {
-	c, err := x509.ParseCertificate(e.st.CACertDER)
+	ca, err := emukit.ParseCA(e.st.CACertDER, e.st.CAKeyDER)
 	if err != nil {
-		return fmt.Errorf("CA certificate: %w", err)
+		return err
 	}
-	k, err := x509.ParsePKCS8PrivateKey(e.st.CAKeyDER)
-	if err != nil {
-		return fmt.Errorf("CA key: %w", err)
-	}
-	ck, ok := k.(*ecdsa.PrivateKey)
-	if !ok {
-		return errors.New("CA key is not ECDSA")
-	}
-	e.caCert, e.caKey = c, ck
+	e.ca = ca
 	if e.signKey, err = parseRSAKey(e.st.SignKeyDER); err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
@@ -272,71 +255,28 @@ func (e *Emulator) loadKeys() error {
 }
 
 // saveLocked persists state; callers hold e.mu (read or write).
-func (e *Emulator) saveLocked() error {
-	if e.opts.StateDir == "" {
-		return nil
-	}
-	b, err := json.Marshal(e.st)
-	if err != nil {
-		return err
-	}
-	e.save.Lock()
-	defer e.save.Unlock()
-	return writeFileAtomic(filepath.Join(e.opts.StateDir, stateFile), b, 0o600)
-}
+func (e *Emulator) saveLocked() error { return e.stateFile.Save(e.st) }
 
 // Start listens and serves in the background.
 func (e *Emulator) Start() error {
-	if e.srv != nil {
+	if e.server != nil {
 		return errors.New("azure emulator: already started")
 	}
-	ln, err := net.Listen("tcp", e.opts.Addr)
+	srv, err := emukit.Serve(emukit.ServerConfig{
+		Addr: e.opts.Addr, Name: "azure emulator", CommonName: "ekm Azure emulator", CA: e.ca, DNSNames: serverDNSNames,
+		Handler: e, Logger: e.log, BeforeServe: e.writeFiles,
+	})
 	if err != nil {
-		return fmt.Errorf("azure emulator: listen: %w", err)
-	}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() && !ta.IP.IsLoopback() {
-		ips = append(ips, ta.IP)
-	}
-	certDER, certKey, err := newServerCert(e.caCert, e.caKey, ips, time.Now())
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("azure emulator: server certificate: %w", err)
-	}
-	if err := e.writeFiles(); err != nil {
-		ln.Close()
 		return err
 	}
-	e.ln = ln
-	e.srv = &http.Server{
-		Handler: e,
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{{Certificate: [][]byte{certDER, e.caCert.Raw}, PrivateKey: certKey}},
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-	}
-	e.done = make(chan struct{})
-	go func() {
-		defer close(e.done)
-		if err := e.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error("azure emulator: serve", "err", err)
-		}
-	}()
+	e.server = srv
 	return nil
 }
 
 // writeFiles writes ca.pem and the app certificate/key for CLI users.
 func (e *Emulator) writeFiles() error {
-	if e.fileDir == "" {
-		d, err := os.MkdirTemp("", "ekm-azure-emulator-")
-		if err != nil {
-			return fmt.Errorf("azure emulator: temp dir: %w", err)
-		}
-		e.fileDir, e.tmpDir = d, d
+	if err := e.files.Prepare("ekm-azure-emulator-"); err != nil {
+		return fmt.Errorf("azure emulator: %w", err)
 	}
 	a := e.App()
 	files := []struct {
@@ -349,8 +289,8 @@ func (e *Emulator) writeFiles() error {
 		{"app-key.pem", a.KeyPEM, 0o600},
 	}
 	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(e.fileDir, f.name), f.data, f.perm); err != nil {
-			return fmt.Errorf("azure emulator: write %s: %w", f.name, err)
+		if err := e.files.Write(f.name, f.data, f.perm); err != nil {
+			return fmt.Errorf("azure emulator: %w", err)
 		}
 	}
 	return nil
@@ -359,47 +299,25 @@ func (e *Emulator) writeFiles() error {
 // Close stops serving and removes temporary files.
 func (e *Emulator) Close() error {
 	var err error
-	if e.srv != nil {
-		err = e.srv.Close()
-		<-e.done
+	if e.server != nil {
+		err = e.server.Close()
 	}
-	if e.tmpDir != "" {
-		os.RemoveAll(e.tmpDir)
-	}
+	e.files.Cleanup()
 	return err
 }
 
 // Addr is the listener address ("127.0.0.1:port"); valid after Start.
-func (e *Emulator) Addr() string {
-	if e.ln == nil {
-		return ""
-	}
-	return e.ln.Addr().String()
-}
+func (e *Emulator) Addr() string { return e.server.Addr() }
 
 // dialAddr is Addr with an unspecified IP replaced by loopback.
-func (e *Emulator) dialAddr() string {
-	host, port, err := net.SplitHostPort(e.Addr())
-	if err != nil {
-		return e.Addr()
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
-}
+func (e *Emulator) dialAddr() string { return emukit.DialAddr(e.Addr()) }
 
 // CAPEM is the emulator CA certificate in PEM.
-func (e *Emulator) CAPEM() []byte { return pemCert(e.st.CACertDER) }
+func (e *Emulator) CAPEM() []byte { return emukit.PEMCert(e.st.CACertDER) }
 
 // CAFile is the path of ca.pem (StateDir or a temporary directory); valid
 // after Start.
-func (e *Emulator) CAFile() string {
-	if e.fileDir == "" {
-		return ""
-	}
-	return filepath.Join(e.fileDir, "ca.pem")
-}
+func (e *Emulator) CAFile() string { return e.files.Path("ca.pem") }
 
 // HTTPClient returns a client that dials the emulator for every host and
 // trusts its CA, the same client production code builds with
@@ -423,18 +341,15 @@ func (e *Emulator) App() AppCredentials {
 	a := e.st.Apps[e.st.AppID]
 	ac := AppCredentials{
 		ClientID: a.ClientID, ClientSecret: a.Secret, HomeTenantID: a.HomeTenantID,
-		CertPEM: pemCert(a.CertDER), KeyPEM: pemKey(a.KeyDER),
-	}
-	if e.fileDir != "" {
-		ac.CertPath = filepath.Join(e.fileDir, "app-cert.pem")
-		ac.KeyPath = filepath.Join(e.fileDir, "app-key.pem")
+		CertPEM: emukit.PEMCert(a.CertDER), KeyPEM: emukit.PEMKey(a.KeyDER),
+		CertPath: e.files.Path("app-cert.pem"), KeyPath: e.files.Path("app-key.pem"),
 	}
 	return ac
 }
 
 // ControlURL is the base URL of the control API (reachable with the CA at
 // the listener address, no dial override needed).
-func (e *Emulator) ControlURL() string { return "https://" + e.dialAddr() + controlPrefix }
+func (e *Emulator) ControlURL() string { return "https://" + e.dialAddr() + emukit.ControlPrefix }
 
 // Now is the emulator's current time (base clock plus offset).
 func (e *Emulator) Now() time.Time { return e.clock.Now() }
@@ -463,40 +378,13 @@ func (e *Emulator) SetSettings(s Settings) error {
 	return e.saveLocked()
 }
 
-// clock is the emulator's time: a base clock plus an adjustable offset.
-type clock struct {
-	base   func() time.Time
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.base().Add(c.offset)
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset = t.Sub(c.base())
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset += d
-}
-
 // Main runs `ekm emulate azure`: it starts the emulator, prints one JSON line
 // describing how to use it, and serves until ctx is done.
 func Main(ctx context.Context, opts Options, stdout io.Writer) error {
 	// The control API hands out the app's secret and tenant admin tokens
 	// without authentication: it must only ever be reachable from this host.
-	if host, _, err := net.SplitHostPort(opts.Addr); err == nil && opts.Addr != "" {
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return fmt.Errorf("emulator: refusing to listen on %s: its control API is unauthenticated; use a loopback address such as 127.0.0.1", opts.Addr)
-		}
+	if err := emukit.CheckLoopbackListen(opts.Addr); err != nil {
+		return err
 	}
 	e, err := New(opts)
 	if err != nil {
@@ -513,7 +401,7 @@ func Main(ctx context.Context, opts Options, stdout io.Writer) error {
 		"app":         a,
 		"control_url": e.ControlURL(),
 		"create_tenant": fmt.Sprintf("curl --cacert %s -X POST %s/tenants",
-			shellQuote(e.CAFile()), e.ControlURL()),
+			emukit.ShellQuote(e.CAFile()), e.ControlURL()),
 		"client": fmt.Sprintf("send every Azure host to %s (dial override) and trust %s",
 			e.dialAddr(), e.CAFile()),
 	}
@@ -526,11 +414,4 @@ func Main(ctx context.Context, opts Options, stdout io.Writer) error {
 	}
 	<-ctx.Done()
 	return nil
-}
-
-func shellQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " '\"\\$`!*?[]{}();&|<>\t\n") {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -67,7 +67,7 @@ func (e *Emulator) serveLogin(w http.ResponseWriter, r *http.Request, host strin
 		}
 		e.token(w, r, host, segs[0])
 	default:
-		e.counters.inc("entra.other")
+		e.counters.Inc("entra.other")
 		e.entraError(w, http.StatusNotFound, "invalid_request", 900561,
 			"The endpoint only accepts POST requests to the token endpoint; this path is not emulated.")
 	}

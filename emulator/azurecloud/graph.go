@@ -82,7 +82,7 @@ func (e *Emulator) spJSON(t *tenant, sp *servicePrinc, entity bool) map[string]a
 func (e *Emulator) serveGraph(w http.ResponseWriter, r *http.Request) {
 	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(segs) < 2 || (segs[0] != "v1.0" && segs[0] != "beta") || len(segs) > 3 {
-		e.counters.inc("graph.other")
+		e.counters.Inc("graph.other")
 		graphError(w, r, http.StatusBadRequest, "BadRequest", "Resource not found for the segment '"+truncate(strings.Join(segs, "/"), 64)+"'.")
 		return
 	}
@@ -112,7 +112,7 @@ func (e *Emulator) serveGraph(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if op == "" {
-		e.counters.inc("graph.other")
+		e.counters.Inc("graph.other")
 		graphError(w, r, http.StatusBadRequest, "BadRequest", "The emulator supports only servicePrincipals create/get/list/delete/upsert.")
 		return
 	}

@@ -1,26 +1,20 @@
 package azurecloud
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ekm-dev/ekm/emulator/emukit"
 )
 
 const (
 	// maxBody bounds every request body; Key Vault requests are small.
-	maxBody = 1 << 20
-	// controlHost is an extra name for the control API besides the
-	// listener's address.
-	controlHost   = "emulator.local"
-	controlPrefix = "/_emulator"
+	maxBody       = 1 << 20
+	controlPrefix = emukit.ControlPrefix
 )
 
 type service int
@@ -55,11 +49,7 @@ var vaultSuffixes = []struct{ suffix, resource string }{
 // classify maps a Host header to a service; for vaults it also returns the
 // vault name and its token resource.
 func classify(hostport string) (svc service, host, vaultName, resource string) {
-	host = strings.ToLower(hostport)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(host, ".")
+	host = emukit.HostName(hostport)
 	switch {
 	case loginHosts[host]:
 		return svcLogin, host, "", ""
@@ -67,7 +57,7 @@ func classify(hostport string) (svc service, host, vaultName, resource string) {
 		return svcGraph, host, "", ""
 	case armHosts[host]:
 		return svcARM, host, "", ""
-	case host == controlHost || host == "localhost" || net.ParseIP(strings.Trim(host, "[]")) != nil:
+	case emukit.IsControlHost(host):
 		return svcControl, host, "", ""
 	}
 	for _, s := range vaultSuffixes {
@@ -92,15 +82,15 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	svc, host, vaultName, resource := classify(r.Host)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &emukit.StatusWriter{ResponseWriter: w}
 	w = sw
 	start := time.Now()
 	defer func() {
 		// Paths hold only resource names; tokens and bodies are never logged.
 		e.log.Debug("azure emulator request", "method", r.Method, "host", host, "path", truncate(r.URL.Path, 256),
-			"status", sw.status, "duration", time.Since(start))
+			"status", sw.Status, "duration", time.Since(start))
 		if svc != svcControl {
-			e.reqlog.add(Request{At: start, Method: r.Method, Host: host, Operation: sw.op, ClientRequestID: clientRequestID(r), Status: sw.status})
+			e.reqlog.Add(Request{At: start, Method: r.Method, Host: host, Operation: sw.Op, ClientRequestID: clientRequestID(r), Status: sw.Status})
 		}
 	}()
 	switch svc {
@@ -120,38 +110,12 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
-	w.WriteHeader(status)
-	w.Write(b)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { emukit.WriteJSON(w, status, v) }
 
 // readJSON decodes a bounded JSON body; empty bodies decode to nothing.
-func readJSON(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fmt.Errorf("request body larger than %d bytes", mbe.Limit)
-		}
-		return fmt.Errorf("read body: %w", err)
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return errEmptyBody
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("the request body is not valid JSON: %w", err)
-	}
-	return nil
-}
+func readJSON(r *http.Request, v any) error { return emukit.ReadJSON(r, v) }
 
-var errEmptyBody = errors.New("the request body is empty")
+var errEmptyBody = emukit.ErrEmptyBody
 
 // clientRequestID returns the caller's x-ms-client-request-id if it is sane.
 func clientRequestID(r *http.Request) string {
@@ -183,42 +147,12 @@ func bearer(r *http.Request) (tok string, present bool) {
 
 // ---- counters ----
 
-type counters struct {
-	mu sync.Mutex
-	m  map[string]int
-}
-
-func (c *counters) inc(op string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]int{}
-	}
-	c.m[op]++
-}
-
-func (c *counters) snapshot() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.m))
-	for k, v := range c.m {
-		out[k] = v
-	}
-	return out
-}
-
-func (c *counters) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.m = nil
-}
-
 // Counters returns requests seen per operation (e.g. "entra.token",
 // "kv.decrypt", "kv.challenge").
-func (e *Emulator) Counters() map[string]int { return e.counters.snapshot() }
+func (e *Emulator) Counters() map[string]int { return e.counters.Snapshot() }
 
 // ResetCounters zeroes all counters and empties the request log.
-func (e *Emulator) ResetCounters() { e.counters.reset(); e.reqlog.reset() }
+func (e *Emulator) ResetCounters() { e.counters.Reset(); e.reqlog.Reset() }
 
 // ---- request log ----
 
@@ -236,68 +170,14 @@ type Request struct {
 	Status          int    `json:"status"` // 0: the connection was aborted (fault reset)
 }
 
-// maxRequestLog bounds the request log; older entries are dropped first.
-const maxRequestLog = 10_000
-
-type requestLog struct {
-	mu   sync.Mutex
-	buf  []Request // ring, len <= maxRequestLog
-	next int
-}
-
-func (l *requestLog) add(r Request) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.buf) < maxRequestLog {
-		l.buf = append(l.buf, r)
-		return
-	}
-	l.buf[l.next] = r
-	l.next = (l.next + 1) % maxRequestLog
-}
-
-func (l *requestLog) snapshot() []Request {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]Request, 0, len(l.buf))
-	out = append(out, l.buf[l.next:]...)
-	return append(out, l.buf[:l.next]...)
-}
-
-func (l *requestLog) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf, l.next = nil, 0
-}
-
 // Requests returns the request log, oldest first: the last 10,000 requests
 // to Entra ID, Key Vault, Graph and ARM (not the control API).
-func (e *Emulator) Requests() []Request { return e.reqlog.snapshot() }
+func (e *Emulator) Requests() []Request { return e.reqlog.Snapshot() }
 
 // ---- faults ----
 
 // Duration is a time.Duration that reads and writes JSON as "1.5s".
-type Duration time.Duration
-
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var n float64
-		if err2 := json.Unmarshal(b, &n); err2 != nil {
-			return errors.New("duration must be a string like \"1.5s\" or a number of seconds")
-		}
-		*d = Duration(n * float64(time.Second))
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = emukit.Duration
 
 // Fault is an injected failure. A request matches when its service (Host)
 // and operation match; then Latency is applied, and then either the
@@ -329,147 +209,64 @@ type Fault struct {
 	Count int `json:"count,omitempty"`
 }
 
-func (f *Fault) validate() error {
-	switch {
-	case f.Status != 0 && (f.Status < 400 || f.Status > 599):
-		return errors.New("status must be 400..599")
-	case f.Status != 0 && f.Reset:
-		return errors.New("status and reset are exclusive")
-	case f.Status == 0 && !f.Reset && f.Latency <= 0:
-		return errors.New("a fault needs status, reset or latency")
-	case f.Latency < 0 || time.Duration(f.Latency) > 10*time.Minute:
-		return errors.New("latency must be 0..10m")
-	case f.Probability < 0 || f.Probability > 1:
-		return errors.New("probability must be 0..1")
-	case f.Count < 0:
-		return errors.New("count must be >= 0")
-	case len(f.Message) > 4096 || len(f.ErrorCode) > 128 || len(f.RetryAfter) > 64 || len(f.Host) > 256 || len(f.Operation) > 128:
-		return errors.New("fault fields too long")
-	case strings.ContainsAny(f.RetryAfter, "\r\n"):
-		return errors.New("retry_after must be one header line")
-	}
-	return nil
+// kit splits f into the shared fault and the Azure extra (AADSTS).
+func (f Fault) kit() (emukit.Fault, int) {
+	return emukit.Fault{ID: f.ID, Host: f.Host, Operation: f.Operation, Latency: f.Latency, Status: f.Status,
+		RetryAfter: f.RetryAfter, ErrorCode: f.ErrorCode, Message: f.Message, Reset: f.Reset,
+		Probability: f.Probability, Count: f.Count}, f.AADSTS
 }
 
-type faults struct {
-	mu   sync.Mutex
-	list []*Fault
-	rand *rand.Rand
+func faultOf(fe emukit.FaultEntry[int]) Fault {
+	k := fe.Fault
+	return Fault{ID: k.ID, Host: k.Host, Operation: k.Operation, Latency: k.Latency, Status: k.Status,
+		RetryAfter: k.RetryAfter, ErrorCode: k.ErrorCode, AADSTS: fe.Ext, Message: k.Message, Reset: k.Reset,
+		Probability: k.Probability, Count: k.Count}
 }
-
-func newRand() *rand.Rand { return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) }
 
 var serviceNames = map[service]string{svcLogin: "login", svcGraph: "graph", svcARM: "management", svcVault: "vault"}
 
-// match returns a copy of the first fault that applies, consuming one use.
-func (fs *faults) match(svc service, host, op string) *Fault {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	for i, f := range fs.list {
-		if f.Host != "" && !strings.EqualFold(f.Host, serviceNames[svc]) && !strings.EqualFold(f.Host, host) {
-			continue
-		}
-		if f.Operation != "" {
-			if p, ok := strings.CutSuffix(f.Operation, "*"); ok {
-				if !strings.HasPrefix(op, p) {
-					continue
-				}
-			} else if f.Operation != op {
-				continue
-			}
-		}
-		if f.Probability > 0 && f.Probability < 1 && fs.rand.Float64() >= f.Probability {
-			continue
-		}
-		hit := *f
-		if f.Count > 0 {
-			f.Count--
-			if f.Count == 0 {
-				fs.list = append(fs.list[:i:i], fs.list[i+1:]...)
-			}
-		}
-		return &hit
-	}
-	return nil
-}
-
 // InjectFault adds a fault and returns its id.
 func (e *Emulator) InjectFault(f Fault) (string, error) {
-	if err := f.validate(); err != nil {
-		return "", err
-	}
-	f.ID = newGUID()
-	e.faults.mu.Lock()
-	defer e.faults.mu.Unlock()
-	if len(e.faults.list) >= 1000 {
-		return "", errors.New("too many faults")
-	}
-	e.faults.list = append(e.faults.list, &f)
-	return f.ID, nil
+	k, aadsts := f.kit()
+	return e.faults.Add(k, aadsts)
 }
 
 // Faults lists the active faults (with remaining counts).
 func (e *Emulator) Faults() []Fault {
-	e.faults.mu.Lock()
-	defer e.faults.mu.Unlock()
-	out := make([]Fault, 0, len(e.faults.list))
-	for _, f := range e.faults.list {
-		out = append(out, *f)
+	list := e.faults.List()
+	out := make([]Fault, 0, len(list))
+	for _, fe := range list {
+		out = append(out, faultOf(fe))
 	}
 	return out
 }
 
 // RemoveFault deletes one fault; it reports whether it existed.
-func (e *Emulator) RemoveFault(id string) bool {
-	e.faults.mu.Lock()
-	defer e.faults.mu.Unlock()
-	for i, f := range e.faults.list {
-		if f.ID == id {
-			e.faults.list = append(e.faults.list[:i:i], e.faults.list[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
+func (e *Emulator) RemoveFault(id string) bool { return e.faults.Remove(id) }
 
 // ClearFaults removes all faults.
-func (e *Emulator) ClearFaults() {
-	e.faults.mu.Lock()
-	defer e.faults.mu.Unlock()
-	e.faults.list = nil
-}
+func (e *Emulator) ClearFaults() { e.faults.Clear() }
 
 // begin counts the operation and applies faults. It returns false when a
 // fault has answered (or aborted) the request.
 func (e *Emulator) begin(w http.ResponseWriter, r *http.Request, svc service, host, op string) bool {
-	e.counters.inc(op)
-	if sw, ok := w.(*statusWriter); ok {
-		sw.op = op
+	e.counters.Inc(op)
+	if sw, ok := w.(*emukit.StatusWriter); ok {
+		sw.Op = op
 	}
-	f := e.faults.match(svc, host, op)
-	if f == nil {
+	fe, ok := e.faults.Match(serviceNames[svc], host, op)
+	if !ok {
 		return true
 	}
-	if f.Latency > 0 {
-		t := time.NewTimer(time.Duration(f.Latency))
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			panic(http.ErrAbortHandler)
-		}
+	f := faultOf(fe)
+	if !emukit.Apply(r, fe.Fault) { // latency; a reset aborts the connection
+		return true
 	}
-	switch {
-	case f.Reset:
-		panic(http.ErrAbortHandler) // closes the connection (HTTP/1) or resets the stream (HTTP/2)
-	case f.Status != 0:
-		if f.RetryAfter != "" {
-			w.Header().Set("Retry-After", f.RetryAfter)
-		}
-		e.writeFault(w, r, svc, f)
-		return false
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
 	}
-	return true
+	e.writeFault(w, r, svc, &f)
+	return false
 }
 
 func (e *Emulator) writeFault(w http.ResponseWriter, r *http.Request, svc service, f *Fault) {
@@ -566,26 +363,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// statusWriter records the response status (and the counted operation)
-// for the request log.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	op     string
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
 }

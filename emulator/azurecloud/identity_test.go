@@ -19,6 +19,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/ekm-dev/ekm/emulator/emukit"
 )
 
 var vaultScope = policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}}
@@ -90,7 +91,7 @@ func TestCertificateCredentialWrongCert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, key, err := azidentity.ParseCertificates(append(pemCert(certDER), pemKey(keyDER)...), nil)
+	certs, key, err := azidentity.ParseCertificates(append(emukit.PEMCert(certDER), emukit.PEMKey(keyDER)...), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,7 +196,7 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name
 	kvHeaders(w, r, location)
 	if v == nil {
 		// In Azure the name would not resolve in DNS at all.
-		e.counters.inc("kv.unknown_vault")
+		e.counters.Inc("kv.unknown_vault")
 		kvError(w, http.StatusNotFound, "VaultNotFound", fmt.Sprintf(
 			"The vault '%s' does not exist in the emulator (in Azure its DNS name would not resolve). Create it through ARM first.", truncate(name, 64)), "")
 		return

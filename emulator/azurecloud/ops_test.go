@@ -17,6 +17,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/ekm-dev/ekm/emulator/emukit"
 	"github.com/ekm-dev/ekm/internal/dialoverride"
 )
 
@@ -183,11 +184,14 @@ func TestFaults(t *testing.T) {
 }
 
 func TestFaultProbability(t *testing.T) {
-	fs := faults{rand: rand.New(rand.NewPCG(1, 2))}
-	fs.list = []*Fault{{Status: 500, Probability: 0.25}}
+	var fs emukit.FaultSet[int]
+	fs.SetRand(rand.New(rand.NewPCG(1, 2)))
+	if _, err := fs.Add(emukit.Fault{Status: 500, Probability: 0.25}, 0); err != nil {
+		t.Fatal(err)
+	}
 	hits := 0
 	for i := 0; i < 4000; i++ {
-		if fs.match(svcVault, "v.vault.azure.net", "kv.get") != nil {
+		if _, ok := fs.Match(serviceNames[svcVault], "v.vault.azure.net", "kv.get"); ok {
 			hits++
 		}
 	}

@@ -1,9 +1,6 @@
 package azurecloud
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -11,11 +8,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"time"
+
+	"github.com/ekm-dev/ekm/emulator/emukit"
 )
 
 // serverDNSNames are the production host names the emulator answers for.
@@ -26,64 +22,7 @@ var serverDNSNames = []string{
 	"graph.microsoft.com",
 	"management.azure.com", "management.usgovcloudapi.net", "management.chinacloudapi.cn",
 	"*.vault.azure.net", "*.vault.azure.cn", "*.vault.usgovcloudapi.net", "*.managedhsm.azure.net",
-	controlHost, "localhost",
-}
-
-func randSerial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-}
-
-// newCA creates the emulator's root CA. ECDSA keeps start-up fast.
-func newCA(now time.Time) (certDER, keyDER []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := randSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "ekm Azure emulator CA " + serial.Text(16)[:8], Organization: []string{"ekm emulator (not for production)"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	certDER, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err = x509.MarshalPKCS8PrivateKey(key)
-	return certDER, keyDER, err
-}
-
-// newServerCert issues the TLS certificate for all emulated hosts, plus the
-// listener's IP so the control API is reachable by address.
-func newServerCert(caCert *x509.Certificate, caKey crypto.Signer, ips []net.IP, now time.Time) (certDER []byte, key *ecdsa.PrivateKey, err error) {
-	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := randSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "ekm Azure emulator"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		DNSNames:     serverDNSNames,
-		IPAddresses:  ips,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	certDER, err = x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	return certDER, key, err
+	emukit.ControlHost, "localhost",
 }
 
 // newSelfSignedRSA creates an RSA key with a self-signed certificate, used for
@@ -93,7 +32,7 @@ func newSelfSignedRSA(cn string, now time.Time, years int) (certDER, keyDER []by
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := randSerial()
+	serial, err := emukit.SerialNumber()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -123,14 +62,6 @@ func parseRSAKey(der []byte) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("key is %T, want RSA", k)
 	}
 	return rk, nil
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-func pemKey(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
 // x5tS256 is the certificate thumbprint Entra matches in client assertions.

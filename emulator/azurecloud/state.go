@@ -2,16 +2,12 @@ package azurecloud
 
 import (
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ekm-dev/ekm/emulator/emukit"
 )
 
 // stateVersion is bumped when the persisted layout changes incompatibly.
@@ -165,24 +161,9 @@ func (k *key) version(v string) *keyVersion {
 }
 
 // newGUID returns a random (v4) GUID in the lower-case form Azure uses.
-func newGUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
+func newGUID() string { return emukit.NewUUID() }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+func randHex(n int) string { return emukit.RandHex(n) }
 
 func isGUID(s string) bool {
 	if len(s) != 36 {
@@ -205,18 +186,11 @@ func isGUID(s string) bool {
 
 const stateFile = "state.json"
 
-// loadState reads dir/state.json; it returns (nil, nil) when absent.
-func loadState(dir string) (*state, error) {
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
+// loadState reads the state file; it returns (nil, nil) when absent.
+func loadState(sf *emukit.StateFile) (*state, error) {
 	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", stateFile, err)
+	if found, err := sf.Load(&st); err != nil || !found {
+		return nil, err
 	}
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("%s has version %d, want %d", stateFile, st.Version, stateVersion)
@@ -284,32 +258,4 @@ func (st *state) normalize() {
 			t.RoleAssignments = map[string]*roleAssignment{}
 		}
 	}
-}
-
-// writeFileAtomic writes via a temp file, fsync and rename, so a crash never
-// leaves a truncated state file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
