@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/ekm-dev/ekm/apierr"
@@ -135,6 +136,18 @@ func (a *api) deleteAdminKey(w http.ResponseWriter, r *http.Request) error {
 	me := caller(r)
 	ev := a.record(r, "", audit.APIKeyDeleted{ID: id})
 	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+		// The caller's key must still exist when the deletion commits: two
+		// admin keys deleting each other concurrently both authenticated
+		// before either deleted, and without this re-read both deletions
+		// would succeed and leave the org with no admin key. The read is in
+		// the transaction, so the two serialise (SQLite: the write lock;
+		// PostgreSQL: SERIALIZABLE aborts one and InTx retries it, which
+		// then finds its key gone).
+		if _, err := q.GetAPIKey(r.Context(), me.OrgID, me.ID); errors.Is(err, store.ErrNotFound) {
+			return apierr.Unauthorized("The admin key of this request was deleted while the request ran.")
+		} else if err != nil {
+			return err
+		}
 		k, err := q.GetAPIKey(r.Context(), me.OrgID, id)
 		if err == nil && k.Kind != store.KindAdmin {
 			err = store.ErrNotFound
@@ -149,6 +162,14 @@ func (a *api) deleteAdminKey(w http.ResponseWriter, r *http.Request) error {
 		}
 		if err := q.DeleteAPIKey(r.Context(), me.OrgID, id); err != nil {
 			return storeErr(err, kindAdminKey, id)
+		}
+		// Belt and braces: whatever the path, an org keeps an admin key.
+		left, err := q.ListAPIKeys(r.Context(), me.OrgID, store.KindAdmin, store.Page{Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(left) == 0 {
+			return apierr.Conflict("last_admin_key", "The last admin key of an organization cannot be deleted.")
 		}
 		return q.AppendAudit(r.Context(), ev)
 	})
