@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -56,7 +57,21 @@ func Open(ctx context.Context, dsn string) (store.Store, error) {
 	return open(ctx, dsn)
 }
 
+// SQLiteMaxConns bounds the connections to an SQLite file. Every connection
+// is a file descriptor and, while it waits for the write lock or the disk,
+// an OS thread; writers are serialised by the file's lock anyway, and WAL
+// readers gain little beyond the number of cores. Callers beyond the bound
+// wait in database/sql's queue, which costs neither. docs/PERFORMANCE.md
+// ("SQLite connection pool") has the measurement.
+const SQLiteMaxConns = 8
+
 func open(ctx context.Context, dsn string) (*sqlStore, error) {
+	return openPool(ctx, dsn, SQLiteMaxConns)
+}
+
+// openPool is open with a given bound on SQLite connections (0: unbounded,
+// which only the benchmark's baseline uses).
+func openPool(ctx context.Context, dsn string, sqliteMaxConns int) (*sqlStore, error) {
 	if dsn == "" {
 		return nil, errors.New("sqlstore: empty database DSN")
 	}
@@ -76,13 +91,22 @@ func open(ctx context.Context, dsn string) (*sqlStore, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !memory {
+			if err := createPrivate(sqlitePath(dsn)); err != nil {
+				return nil, err
+			}
+		}
 		db, err = sql.Open("sqlite", sdsn)
 		if err == nil {
 			if memory {
 				// Every connection to :memory: is a separate database.
 				db.SetMaxOpenConns(1)
 			} else {
+				db.SetMaxOpenConns(sqliteMaxConns)
 				db.SetMaxIdleConns(4)
+				if sqliteMaxConns > 0 {
+					db.SetMaxIdleConns(sqliteMaxConns)
+				}
 			}
 		}
 	}
@@ -183,6 +207,25 @@ func sqliteDSN(dsn string) (out string, memory bool, err error) {
 	// read then fail to upgrade (SQLITE_BUSY that busy_timeout cannot fix).
 	q.Set("_txlock", "immediate")
 	return base + "?" + q.Encode(), memory, nil
+}
+
+// sqlitePath is the file of a non-memory SQLite DSN.
+func sqlitePath(dsn string) string {
+	base, _, _ := strings.Cut(dsn, "?")
+	base = strings.TrimPrefix(base, "sqlite://")
+	return strings.TrimPrefix(base, "file:")
+}
+
+// createPrivate creates the database file 0600 if it does not exist yet.
+// SQLite would create it with 0644 (less the umask); it gives the -wal and
+// -shm files it creates later the mode of the database file, so all three
+// end up readable by the owner only.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlstore: creating database file: %w", err)
+	}
+	return f.Close()
 }
 
 func hasPragma(ps []string, name string) bool {

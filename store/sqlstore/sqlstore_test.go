@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -400,5 +401,66 @@ func TestPostgresOptionsSearchPath(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%s.orgs has %d rows, want 1", schema, n)
+	}
+}
+
+// TestSQLiteFilesArePrivate: in a data dir others can read, the database
+// and its -wal and -shm files are still created readable by the owner only
+// (SQLite alone creates them 0644).
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ekm.db")
+	s := openT(t, path)
+	ctx := context.Background()
+	if err := s.CreateOrg(ctx, store.Org{ID: ids.New("org-"), Name: "x", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %#o, want 0600", filepath.Base(f), perm)
+		}
+	}
+}
+
+// TestSQLitePoolIsBounded: a burst of 200 concurrent callers opens at most
+// SQLiteMaxConns connections (each is a descriptor and, while it waits, an
+// OS thread).
+func TestSQLitePoolIsBounded(t *testing.T) {
+	s := openT(t, sqliteDSNForTest(t))
+	ctx := context.Background()
+	o := store.Org{ID: ids.New("org-"), Name: "x", CreatedAt: time.Now()}
+	if err := s.CreateOrg(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	var peak atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			var err error
+			if i%10 == 0 {
+				err = s.InTx(ctx, func(q store.Queries) error {
+					return q.AppendAudit(ctx, store.AuditEvent{ID: ids.New("audit_log-"), OrgID: o.ID, Type: "x", EffectiveAt: time.Now(), Data: []byte(`{}`)})
+				})
+			} else {
+				_, err = s.GetOrg(ctx, o.ID)
+			}
+			if err != nil {
+				t.Error(err)
+			}
+			if n := int64(s.db.Stats().OpenConnections); n > peak.Load() {
+				peak.Store(n)
+			}
+		})
+	}
+	wg.Wait()
+	if st := s.db.Stats(); st.MaxOpenConnections != SQLiteMaxConns || peak.Load() > SQLiteMaxConns {
+		t.Fatalf("pool bound %d, peak %d open connections; want at most %d", st.MaxOpenConnections, peak.Load(), SQLiteMaxConns)
 	}
 }
