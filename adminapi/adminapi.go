@@ -106,6 +106,9 @@ func New(d Deps) http.Handler {
 
 	h("GET /v1/organization/audit_logs", a.listAudit)
 
+	h("GET /v1/organization/settings", a.getSettings)
+	h("POST /v1/organization/settings", a.updateSettings)
+
 	// Anything else (unknown path or method) answers like OpenAI does for an
 	// invalid URL, in the JSON error shape rather than the mux's plain text.
 	h("/v1/organization/", func(w http.ResponseWriter, r *http.Request) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -92,6 +93,10 @@ func (rd *auditRenderer) render(ctx context.Context, e store.AuditEvent) (map[st
 func (rd *auditRenderer) actor(ctx context.Context, keyID string) (any, error) {
 	if keyID == "" {
 		return nil, nil
+	}
+	if keyID == audit.ActorOperator {
+		// The operator, on the command line (e.g. ekm org set-key).
+		return map[string]any{"type": "operator"}, nil
 	}
 	k, seen := rd.keys[keyID]
 	if !seen {

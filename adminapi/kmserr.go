@@ -56,6 +56,8 @@ func serviceErr(err error, kind, id string) error {
 		return apierr.New(http.StatusNotFound, "invalid_request_error", le.Code, le.Param, "%s", le.Message)
 	case lifecycle.Conflict:
 		return apierr.Conflict(le.Code, "%s", le.Message)
+	case lifecycle.Invalid:
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", le.Code, le.Param, "%s", le.Message)
 	default:
 		return kmsFailure(le.Err, le.Param)
 	}

@@ -42,9 +42,11 @@ func archivedErr(id string) error {
 
 // bodyKeyID checks the shape of the request field external_key_id: a
 // malformed id cannot exist, so it is a 404 naming the field.
-func bodyKeyID(id string) error {
+func bodyKeyID(id string) error { return bodyKeyIDParam(id, "external_key_id") }
+
+func bodyKeyIDParam(id, param string) error {
 	if id != "" && !ids.Valid(prefixExternalKey, id) {
-		return apierr.New(http.StatusNotFound, "invalid_request_error", "not_found", "external_key_id", "No external key found with id '%s'.", clip(id))
+		return apierr.New(http.StatusNotFound, "invalid_request_error", "not_found", param, "No external key found with id '%s'.", clip(id))
 	}
 	return nil
 }

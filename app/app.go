@@ -389,6 +389,7 @@ func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	wg.Go(func() { p.Run(ctx) })
 	wg.Go(func() { a.pruneAudit(ctx) })
 	wg.Go(func() { a.sweepBlobs(ctx) })
+	wg.Go(func() { a.migrateOrgs(ctx) })
 	if r := a.rotator(); r != nil {
 		wg.Go(func() { r.Run(ctx) })
 	}

@@ -36,6 +36,10 @@ type Entry struct {
 	At        time.Time
 }
 
+// ActorOperator is the Actor of changes the operator made on the command
+// line (not through the API with an admin key).
+const ActorOperator = "operator"
+
 // Record returns the store record of ev.
 func Record(e Entry, ev Event) store.AuditEvent {
 	data, err := json.Marshal(ev)
@@ -68,6 +72,7 @@ const (
 	TypeProjectKeyRotated      = "project.key_rotated"
 	TypeProjectReencrypted     = "project.reencrypted"
 	TypeKMSCall                = "kms.call"
+	TypeOrganizationUpdated    = "organization.updated"
 )
 
 // --- OpenAI Admin API events ---
@@ -192,6 +197,16 @@ type ProjectArchived struct {
 }
 
 func (ProjectArchived) Type() string { return TypeProjectArchived }
+
+// OrganizationUpdated: an org's settings changed (ekm's settings: the
+// default external key and whether EKM is required).
+type OrganizationUpdated struct {
+	ChangesRequested map[string]any `json:"changes_requested"`
+	ID               string         `json:"id"`
+	Previous         map[string]any `json:"previous"`
+}
+
+func (OrganizationUpdated) Type() string { return TypeOrganizationUpdated }
 
 // --- key lifecycle events (ekm's own) ---
 

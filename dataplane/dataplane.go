@@ -214,12 +214,13 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 type keys struct {
 	kr        *keyring.Keyring
 	ctx       context.Context
+	project   store.Project
 	org, proj string
 	byVersion map[uint32]secret.Key
 }
 
 func (s *server) keys(ctx context.Context, sc scope) *keys {
-	return &keys{kr: s.Keyring, ctx: ctx, org: sc.OrgID, proj: sc.ProjectID, byVersion: map[uint32]secret.Key{}}
+	return &keys{kr: s.Keyring, ctx: ctx, project: sc.Project, org: sc.OrgID, proj: sc.ProjectID, byVersion: map[uint32]secret.Key{}}
 }
 
 // errNoSuchVersion: a ciphertext names a key version the project never had.
@@ -233,7 +234,7 @@ func (k *keys) get(v uint32) (secret.Key, error) {
 	if v == 0 || v > math.MaxInt32 {
 		return secret.Key{}, errNoSuchVersion
 	}
-	key, err := k.kr.Key(k.ctx, k.org, k.proj, int(v))
+	key, err := k.kr.KeyOf(k.ctx, k.project, int(v))
 	if errors.Is(err, store.ErrNotFound) {
 		return secret.Key{}, errNoSuchVersion
 	}

@@ -176,8 +176,23 @@ func (k *Keyring) Current(ctx context.Context, orgID, projectID string) (int, se
 
 // Key returns a copy of the plaintext of one project key version.
 func (k *Keyring) Key(ctx context.Context, orgID, projectID string, version int) (secret.Key, error) {
+	return k.key(ctx, orgID, projectID, version, nil)
+}
+
+// KeyOf is Key for a project as the caller just read it: a cached key
+// wrapped by another external key than the project names (the project was
+// re-keyed by another process or replica since it was cached) is dropped
+// and read again, so it answers to the gate of the key that wraps it now.
+func (k *Keyring) KeyOf(ctx context.Context, p store.Project, version int) (secret.Key, error) {
+	return k.key(ctx, p.OrgID, p.ID, version, &p.ExternalKeyID)
+}
+
+func (k *Keyring) key(ctx context.Context, orgID, projectID string, version int, wantExtID *string) (secret.Key, error) {
 	ck := cacheKey{orgID, projectID, version}
-	if key, extID, ok := k.cache.get(ck); ok {
+	if key, extID, ok := k.cache.get(ck); ok && wantExtID != nil && extID != *wantExtID {
+		key.Zero()
+		k.cache.evictProject(projectID)
+	} else if ok {
 		if err := k.CheckGate(extID); err != nil {
 			key.Zero()
 			return secret.Key{}, err

@@ -293,3 +293,45 @@ func TestWaiterCancellation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A project re-keyed by another process (a replica, `ekm org set-key`) is
+// not served from this keyring's cache under its old key's gate: KeyOf,
+// given the project as just read, drops a cached key wrapped by another
+// external key and reads it again, under the new key's gate.
+func TestKeyOfFollowsAReKeyElsewhere(t *testing.T) {
+	e := newEnv(t, 100)
+	ctx := context.Background()
+	pid, _ := e.newProject(t, nil) // the operator's key: no gate
+	p, err := e.st.GetProject(ctx, e.org, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kr.KeyOf(ctx, p, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Another process moves the project under e.ek (this keyring is not told).
+	recs, err := e.Service.Rewrap(ctx, e.org, pid, &e.ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ExternalKeyID = e.ek.ID
+	err = e.st.InTx(ctx, func(q store.Queries) error {
+		for _, r := range recs {
+			if err := q.PutProjectKey(ctx, r); err != nil {
+				return err
+			}
+		}
+		return q.UpdateProject(ctx, p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kr.MarkUnavailable(e.ek.ID, &keyring.UnavailableError{ExternalKeyID: e.ek.ID, Class: kms.Revoked, Code: "x", Message: "revoked"})
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+		t.Fatalf("Key (no project given) still serves from the cache, as documented: %v", err)
+	}
+	var u *keyring.UnavailableError
+	if _, err := e.kr.KeyOf(ctx, p, 1); !errors.As(err, &u) {
+		t.Fatalf("KeyOf after a re-key elsewhere: %v, want the new key's gate", err)
+	}
+}

@@ -143,6 +143,13 @@ func (s *Service) RemoveKey(ctx context.Context, actor, orgID, id string) (store
 		if err := inUse(ctx, q, k); err != nil {
 			return err
 		}
+		set, err := q.GetOrgSettings(ctx, orgID)
+		if err != nil {
+			return err
+		}
+		if set.DefaultExternalKeyID == id {
+			return conflict("external_key_in_use", "External key %s is the organization's default key and cannot be removed: set another default key (or none) first.", id)
+		}
 		if err := q.DeleteExternalKey(ctx, orgID, id); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				// Something still references the key (a race with a project

@@ -103,6 +103,9 @@ const (
 	// KMSFailure: the customer's KMS refused or failed; Err explains it
 	// (kms.Diagnose).
 	KMSFailure
+	// Invalid: the request asks for something the rules forbid (e.g. a
+	// project outside a customer key where the org requires one).
+	Invalid
 )
 
 // Error is a refusal: its kind, a stable code, the request field at fault,

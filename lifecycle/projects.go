@@ -97,9 +97,22 @@ func (s *Service) Rewrap(ctx context.Context, orgID, projectID string, to *store
 // ("" = the operator's default key). The first key version is wrapped
 // before anything is stored: a key that cannot wrap fails the creation with
 // nothing stored.
+//
+// Without extKeyID the org's default key is used (see UpdateOrg); the
+// operator's key only if the org has none.
 func (s *Service) CreateProject(ctx context.Context, actor, orgID, name, extKeyID string) (store.Project, error) {
 	var ek *store.ExternalKey
-	param := ""
+	param, defaulted := "", false
+	if extKeyID == "" {
+		set, err := s.st.GetOrgSettings(ctx, orgID)
+		if err != nil {
+			return store.Project{}, err
+		}
+		extKeyID, defaulted = set.DefaultExternalKeyID, set.DefaultExternalKeyID != ""
+		if extKeyID == "" && set.EKMRequired {
+			return store.Project{}, errRequired("external_key_id")
+		}
+	}
 	if extKeyID != "" {
 		k, err := s.externalKey(ctx, s.st, orgID, extKeyID)
 		if isNotFound(err) {
@@ -108,7 +121,10 @@ func (s *Service) CreateProject(ctx context.Context, actor, orgID, name, extKeyI
 		if err != nil {
 			return store.Project{}, err
 		}
-		ek, param = k, "external_key_id"
+		ek = k
+		if !defaulted {
+			param = "external_key_id"
+		}
 	}
 	id := ids.New(ProjectIDPrefix)
 	kctx, cancel := s.kmsContext(ctx)
@@ -156,7 +172,9 @@ func archived(id string) *Error {
 
 // UpdateProject renames and/or re-keys a project. A re-key validates the new
 // key, rewraps every version of the project's key under it, then swaps all
-// of them and the project's key in one compare-and-set transaction.
+// of them and the project's key in one compare-and-set transaction. Where
+// the org requires customer keys, a re-key to the operator's key ("") is
+// refused.
 func (s *Service) UpdateProject(ctx context.Context, actor, orgID, id string, u ProjectUpdate) (store.Project, error) {
 	p, err := s.st.GetProject(ctx, orgID, id)
 	if err != nil {
@@ -165,12 +183,34 @@ func (s *Service) UpdateProject(ctx context.Context, actor, orgID, id string, u 
 	if p.ArchivedAt != nil {
 		return store.Project{}, archived(id)
 	}
+	if u.ExternalKeyID != nil && *u.ExternalKeyID == "" && p.ExternalKeyID != "" {
+		set, err := s.st.GetOrgSettings(ctx, orgID)
+		if err != nil {
+			return store.Project{}, err
+		}
+		if set.EKMRequired {
+			return store.Project{}, errRequired("external_key_id")
+		}
+	}
+	return s.updateProject(ctx, actor, p, u, false)
+}
+
+// rekeyProject moves project p under toID ("" = the operator's key). With
+// evenArchived, archived projects are moved too (the org-wide migration:
+// their stored data is the customer's as well); they stay archived.
+func (s *Service) rekeyProject(ctx context.Context, actor string, p store.Project, toID string, evenArchived bool) (store.Project, error) {
+	return s.updateProject(ctx, actor, p, ProjectUpdate{ExternalKeyID: &toID}, evenArchived)
+}
+
+func (s *Service) updateProject(ctx context.Context, actor string, p store.Project, u ProjectUpdate, evenArchived bool) (store.Project, error) {
+	orgID, id := p.OrgID, p.ID
 	changes, previous := map[string]any{}, map[string]any{}
 	if u.Name != nil && *u.Name != p.Name {
 		changes["name"], changes["title"], previous["name"] = *u.Name, *u.Name, p.Name
 	}
 	rekey := u.ExternalKeyID != nil && *u.ExternalKeyID != p.ExternalKeyID
 	var recs []store.ProjectKey
+	var err error
 	if rekey {
 		if recs, err = s.rekey(ctx, p, *u.ExternalKeyID); err != nil {
 			return store.Project{}, err
@@ -188,7 +228,7 @@ func (s *Service) UpdateProject(ctx context.Context, actor, orgID, id string, u 
 		if err != nil {
 			return err
 		}
-		if cur.ArchivedAt != nil {
+		if cur.ArchivedAt != nil && !evenArchived {
 			return archived(id)
 		}
 		if rekey {

@@ -28,7 +28,9 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), orgCmd(), emulateCmd(), devCmd())
+	org := orgCmd()
+	org.AddCommand(orgSetKeyCmd(), orgSettingsCmd())
+	root.AddCommand(serveCmd(), org, emulateCmd(), devCmd())
 	root.AddCommand(projectCmd(), reencryptCmd())
 	return root
 }
