@@ -1,5 +1,6 @@
 // Package httpx has the HTTP plumbing every ekm endpoint shares: request ids,
-// structured access logs, metrics and panic recovery.
+// structured access logs, metrics, panic recovery, and connection hygiene
+// (deadlines on bodies, bounded connections; conn.go).
 package httpx
 
 import (
@@ -63,11 +64,24 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// body is the request's body when it has one.
+	body *eofBody
+}
+
+// closeIfUnread marks the answer as the connection's last when it is sent
+// before the request body was read to its end. The rest of the body is
+// then never read (see Wrap); were the connection kept, the server would
+// first wait for it.
+func (r *recorder) closeIfUnread() {
+	if r.body != nil && !r.body.sawEOF() {
+		r.Header().Set("Connection", "close")
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
+		r.closeIfUnread()
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -75,6 +89,7 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
+		r.closeIfUnread()
 	}
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
@@ -104,8 +119,21 @@ func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
 		ctx := context.WithValue(WithRequestID(r.Context(), id), routeKey{}, rt)
 		r = r.WithContext(ctx)
 		rec := &recorder{ResponseWriter: w}
+		if hasBody(r) {
+			rec.body = &eofBody{ReadCloser: r.Body}
+			r.Body = rec.body
+		}
 		start := time.Now()
 		defer func() {
+			if rec.body != nil && !rec.body.sawEOF() {
+				// The handler left part of the body unread: answer without
+				// waiting for it, and close the connection (its answer
+				// carries Connection: close, closeIfUnread).
+				if rec.status == 0 {
+					rec.Header().Set("Connection", "close")
+				}
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			}
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
 					log.Warn("request aborted", "request_id", id, "method", r.Method, "route", r.Pattern)
