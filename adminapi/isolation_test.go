@@ -141,7 +141,7 @@ func TestOrgIsolation(t *testing.T) {
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
 	_, key, _ := e.org("A")
-	for _, h := range []string{"", "Bearer ", "Bearer sk-admin-nope", "Basic " + key, "bearer " + key, "Bearer " + key + "x", "Bearer sk-proj-" + key[len("sk-admin-"):]} {
+	for _, h := range []string{"", "Bearer ", "Bearer sk-admin-nope", "Basic " + key, "Bearer " + key + "x", "Bearer sk-proj-" + key[len("sk-admin-"):]} {
 		req, _ := http.NewRequest("GET", e.srv.URL+"/v1/organization/projects", nil)
 		if h != "" {
 			req.Header.Set("Authorization", h)
@@ -155,9 +155,40 @@ func TestAuthentication(t *testing.T) {
 			t.Errorf("Authorization %q: %d", h, res.StatusCode)
 		}
 	}
+	// The scheme is case-insensitive (RFC 9110).
+	for _, h := range []string{"bearer " + key, "BEARER " + key} {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/v1/organization/projects", nil)
+		req.Header.Set("Authorization", h)
+		res, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("Authorization %q: %d", h[:7], res.StatusCode)
+		}
+	}
+	// A key of the other kind is named as such, on both APIs.
+	ac := e.client(key)
+	p, err := ac.Admin.Organization.Projects.New(context.Background(), openai.AdminOrganizationProjectNewParams{Name: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := ac.Admin.Organization.Projects.ServiceAccounts.New(context.Background(), p.ID, openai.AdminOrganizationProjectServiceAccountNewParams{Name: "sa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(sa.APIKey.Value, "GET", "/v1/organization/projects", ""); r.Status != 401 ||
+		!strings.Contains(r.errField("message"), "this is a project API key (sk-proj-…). The Admin API needs an admin key (sk-admin-…)") {
+		t.Fatalf("project key on the Admin API: %d %s", r.Status, r.Raw)
+	}
+	if r := e.do(key, "POST", "/v1/crypto/encrypt", `{"plaintext":"aGk="}`); r.Status != 401 ||
+		!strings.Contains(r.errField("message"), "this is an admin key (sk-admin-…). The Files and crypto APIs need a project API key (sk-proj-…)") {
+		t.Fatalf("admin key on the data plane: %d %s", r.Status, r.Raw)
+	}
 	// The SDK with a wrong key gets OpenAI's 401 error.
 	c := e.client("sk-admin-wrong")
-	_, err := c.Admin.Organization.Projects.List(context.Background(), openai.AdminOrganizationProjectListParams{})
+	_, err = c.Admin.Organization.Projects.List(context.Background(), openai.AdminOrganizationProjectListParams{})
 	if ae := apiErr(t, err, http.StatusUnauthorized); ae.Code != "invalid_api_key" {
 		t.Fatalf("401 code %q", ae.Code)
 	}

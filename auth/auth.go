@@ -11,10 +11,12 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -80,24 +82,71 @@ func WithKey(ctx context.Context, k store.APIKey) context.Context {
 // ErrUnauthorized is returned for any missing, malformed or unknown key.
 var ErrUnauthorized = errors.New("auth: invalid API key")
 
+// Error is an authentication failure; it says why in terms safe to show
+// the caller (never the key). errors.Is(err, ErrUnauthorized) holds.
+type Error struct {
+	// Message is shown to the caller as the 401 message.
+	Message string
+}
+
+func (e *Error) Error() string        { return "auth: " + e.Message }
+func (e *Error) Is(target error) bool { return target == ErrUnauthorized }
+
+// kindNames name the keys each API wants.
+var kindNames = map[string]string{
+	store.KindAdmin:   "an admin key (sk-admin-…)",
+	store.KindProject: "a project API key (sk-proj-…)",
+}
+
+// apiNeeds say which API wants each key kind.
+var apiNeeds = map[string]string{
+	store.KindAdmin:   "The Admin API needs",
+	store.KindProject: "The Files and crypto APIs need",
+}
+
+// BearerValue returns the credential of an Authorization header. The
+// scheme is case-insensitive (RFC 9110 §11.1), so "bearer" is accepted.
+func BearerValue(h string) (string, bool) {
+	scheme, value, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	value = strings.TrimLeft(value, " ")
+	return value, value != ""
+}
+
 // Authenticate resolves the bearer key of r, which must be of kind.
 func Authenticate(ctx context.Context, st store.Queries, r *http.Request, kind string) (store.APIKey, error) {
+	want := kindNames[kind]
 	h := r.Header.Get("Authorization")
-	value, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || value == "" || len(value) > maxKeyLen {
-		return store.APIKey{}, ErrUnauthorized
+	if h == "" {
+		return store.APIKey{}, &Error{fmt.Sprintf("You didn't provide an API key. Send %s in an Authorization header: Authorization: Bearer <key>.", want)}
 	}
-	want := AdminPrefix
+	value, ok := BearerValue(h)
+	if !ok {
+		return store.APIKey{}, &Error{fmt.Sprintf("The Authorization header must be 'Bearer <key>' with %s.", want)}
+	}
+	if len(value) > maxKeyLen {
+		return store.APIKey{}, &Error{fmt.Sprintf("Incorrect API key provided. You need %s for this endpoint.", want)}
+	}
+	prefix, other := AdminPrefix, store.KindProject
 	if kind == store.KindProject {
-		want = ProjectPrefix
+		prefix, other = ProjectPrefix, store.KindAdmin
 	}
-	if !strings.HasPrefix(value, want) {
-		return store.APIKey{}, ErrUnauthorized
+	if !strings.HasPrefix(value, prefix) {
+		otherPrefix := ProjectPrefix
+		if other == store.KindAdmin {
+			otherPrefix = AdminPrefix
+		}
+		if strings.HasPrefix(value, otherPrefix) {
+			return store.APIKey{}, &Error{fmt.Sprintf("Incorrect API key provided: this is %s. %s %s.", kindNames[other], apiNeeds[kind], want)}
+		}
+		return store.APIKey{}, &Error{fmt.Sprintf("Incorrect API key provided: this is not an ekm key. You need %s for this endpoint.", want)}
 	}
 	hash := Hash(value)
 	k, err := st.APIKeyByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.APIKey{}, ErrUnauthorized
+		return store.APIKey{}, &Error{fmt.Sprintf("Incorrect API key provided: no such key (it may have been deleted). You need %s for this endpoint.", want)}
 	}
 	if err != nil {
 		return store.APIKey{}, err
@@ -105,28 +154,45 @@ func Authenticate(ctx context.Context, st store.Queries, r *http.Request, kind s
 	// The lookup already matched the hash; compare again in constant time so
 	// that correctness never rests on the database's comparison.
 	if subtle.ConstantTimeCompare(k.Hash, hash) != 1 || k.Kind != kind {
-		return store.APIKey{}, ErrUnauthorized
+		return store.APIKey{}, &Error{fmt.Sprintf("Incorrect API key provided. You need %s for this endpoint.", want)}
 	}
 	return k, nil
 }
 
+// Option adjusts Middleware.
+type Option func(*options)
+
+type options struct{ lastUsed *LastUsed }
+
+// TrackLastUse records each authenticated key's use in lu (nil: none).
+func TrackLastUse(lu *LastUsed) Option { return func(o *options) { o.lastUsed = lu } }
+
 // Middleware authenticates every request as kind, or answers 401 in
-// OpenAI's error shape.
-func Middleware(st store.Queries, kind string, onErr func(r *http.Request, err error)) func(http.Handler) http.Handler {
+// OpenAI's error shape. A refused request's connection is closed after the
+// answer, without reading its body: an unauthenticated client cannot hold
+// the connection open by declaring a body it never sends.
+func Middleware(st store.Queries, kind string, onErr func(r *http.Request, err error), opts ...Option) func(http.Handler) http.Handler {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			k, err := Authenticate(r.Context(), st, r, kind)
 			if err != nil {
-				if !errors.Is(err, ErrUnauthorized) {
+				httpx.CloseAfterReply(w, r)
+				var ae *Error
+				if !errors.As(err, &ae) {
 					if onErr != nil {
 						onErr(r, err)
 					}
 					apierr.Write(w, apierr.Internal())
 					return
 				}
-				apierr.Write(w, apierr.Unauthorized("Incorrect API key provided. You need an %s key for this endpoint.", map[string]string{store.KindAdmin: "admin", store.KindProject: "project"}[kind]))
+				apierr.Write(w, apierr.Unauthorized("%s", ae.Message))
 				return
 			}
+			o.lastUsed.Seen(k.ID)
 			next.ServeHTTP(w, r.WithContext(WithKey(r.Context(), k)))
 		})
 	}

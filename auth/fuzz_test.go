@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +19,8 @@ import (
 const fuzzKey = AdminPrefix + "c2VlZC1rZXktZm9yLWZ1enppbmctb25seS0wMTIzNDU"
 
 // FuzzAuthenticate feeds arbitrary Authorization header values to
-// Authenticate against a real store holding one admin key: only the exact
-// "Bearer <value>" for the key's kind may authenticate, and every refusal is
+// Authenticate against a real store holding one admin key: only
+// "Bearer <value>" (any case of "Bearer") for the key's kind may authenticate, and every refusal is
 // ErrUnauthorized (never a store error or a panic).
 func FuzzAuthenticate(f *testing.F) {
 	ctx := context.Background()
@@ -46,7 +47,10 @@ func FuzzAuthenticate(f *testing.F) {
 		r, _ := http.NewRequestWithContext(ctx, "GET", "/", nil)
 		r.Header["Authorization"] = []string{header}
 		k, err := Authenticate(ctx, st, r, kind)
-		exact := header == "Bearer "+fuzzKey && kind == store.KindAdmin
+		// The scheme is case-insensitive and may be followed by several
+		// spaces (RFC 9110); the credential must be exact.
+		scheme, rest, _ := strings.Cut(header, " ")
+		exact := strings.EqualFold(scheme, "Bearer") && strings.TrimLeft(rest, " ") == fuzzKey && kind == store.KindAdmin
 		switch {
 		case err == nil && !exact:
 			t.Fatalf("header %q authenticated as %s", header, kind)

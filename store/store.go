@@ -62,6 +62,9 @@ type APIKey struct {
 	Hash             []byte // sha256(value)
 	RedactedValue    string // e.g. "sk-admin-abc…xyz"
 	CreatedAt        time.Time
+	// LastUsedAt is when the key last authenticated a request, to the
+	// minute (zero: never). It is written in batches (auth.LastUsed).
+	LastUsedAt time.Time
 }
 
 // ServiceAccount owns one project API key.
@@ -208,6 +211,9 @@ type Queries interface {
 	GetAPIKey(ctx context.Context, orgID, id string) (APIKey, error)
 	ListAPIKeys(ctx context.Context, orgID, kind string, p Page) ([]APIKey, error)
 	DeleteAPIKey(ctx context.Context, orgID, id string) error
+	// TouchAPIKeys sets LastUsedAt of the keys ids (of any org) to at,
+	// where it is earlier or unset; unknown ids are ignored. One statement.
+	TouchAPIKeys(ctx context.Context, at time.Time, ids []string) error
 
 	CreateServiceAccount(ctx context.Context, s ServiceAccount) error
 	GetServiceAccount(ctx context.Context, orgID, projectID, id string) (ServiceAccount, error)

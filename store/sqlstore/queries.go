@@ -263,25 +263,37 @@ func (q *queries) ListOrgs(ctx context.Context, p store.Page) ([]store.Org, erro
 
 // --- API keys ---
 
-const apiKeyCols = `id, org_id, kind, project_id, service_account_id, name, hash, redacted_value, created_at`
+const apiKeyCols = `id, org_id, kind, project_id, service_account_id, name, hash, redacted_value, created_at, last_used_at`
 
 func scanAPIKey(r scanner) (store.APIKey, error) {
 	var k store.APIKey
 	var proj, sa sql.NullString
 	var created int64
-	if err := r.Scan(&k.ID, &k.OrgID, &k.Kind, &proj, &sa, &k.Name, &k.Hash, &k.RedactedValue, &created); err != nil {
+	var lastUsed sql.NullInt64
+	if err := r.Scan(&k.ID, &k.OrgID, &k.Kind, &proj, &sa, &k.Name, &k.Hash, &k.RedactedValue, &created, &lastUsed); err != nil {
 		return store.APIKey{}, err
 	}
 	k.ProjectID, k.ServiceAccountID, k.CreatedAt = proj.String, sa.String, fromMS(created)
+	if lastUsed.Valid {
+		k.LastUsedAt = fromMS(lastUsed.Int64)
+	}
 	return k, nil
+}
+
+// nullTime stores the zero time as NULL.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return ms(t)
 }
 
 func (q *queries) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	if len(k.Hash) == 0 {
 		return errors.New("sqlstore: create API key: empty hash")
 	}
-	_, err := q.exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.OrgID, k.Kind, nullable(k.ProjectID), nullable(k.ServiceAccountID), k.Name, k.Hash, k.RedactedValue, ms(k.CreatedAt))
+	_, err := q.exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.OrgID, k.Kind, nullable(k.ProjectID), nullable(k.ServiceAccountID), k.Name, k.Hash, k.RedactedValue, ms(k.CreatedAt), nullTime(k.LastUsedAt))
 	if err != nil {
 		return createErr("API key", err)
 	}
@@ -317,6 +329,25 @@ func (q *queries) ListAPIKeys(ctx context.Context, orgID, kind string, p store.P
 		return nil, listErr("API keys", err)
 	}
 	return out, nil
+}
+
+// TouchAPIKeys moves last_used_at forward only, so replicas flushing in
+// any order never move it back.
+func (q *queries) TouchAPIKeys(ctx context.Context, at time.Time, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, ms(at))
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	args = append(args, ms(at))
+	_, err := q.exec(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`) AND (last_used_at IS NULL OR last_used_at < ?)`, args...)
+	if err != nil {
+		return fmt.Errorf("sqlstore: touch API keys: %w", err)
+	}
+	return nil
 }
 
 func (q *queries) DeleteAPIKey(ctx context.Context, orgID, id string) error {

@@ -464,3 +464,57 @@ func TestSQLitePoolIsBounded(t *testing.T) {
 		t.Fatalf("pool bound %d, peak %d open connections; want at most %d", st.MaxOpenConnections, peak.Load(), SQLiteMaxConns)
 	}
 }
+
+// TestMigrateLastUsed: a database from before migration 0003 (with keys)
+// migrates; its keys have no last use until touched.
+func TestMigrateLastUsed(t *testing.T) {
+	backends(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		ms, err := migrations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, driverName := dialectSQLite, "sqlite"
+		if strings.HasPrefix(dsn, "postgres") {
+			d, driverName = dialectPostgres, "pgx"
+		}
+		db, err := sql.Open(driverName, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.version >= 3 {
+				break
+			}
+			if err := applyOne(ctx, conn, d, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		q := &queries{x: conn, d: d}
+		if _, err := q.exec(ctx, `INSERT INTO orgs (id, name, created_at) VALUES ('org-1', 'o', 1)`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.exec(ctx, `INSERT INTO api_keys (id, org_id, kind, name, hash, redacted_value, created_at) VALUES ('key_1', 'org-1', 'admin', 'k', ?, 'r', 1)`, []byte("h")); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		db.Close()
+
+		s := openT(t, dsn)
+		k, err := s.GetAPIKey(ctx, "org-1", "key_1")
+		if err != nil || !k.LastUsedAt.IsZero() {
+			t.Fatalf("migrated key: %+v %v", k, err)
+		}
+		at := time.UnixMilli(120_000).UTC()
+		if err := s.TouchAPIKeys(ctx, at, []string{"key_1"}); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := s.GetAPIKey(ctx, "org-1", "key_1"); err != nil || !k.LastUsedAt.Equal(at) {
+			t.Fatalf("touched key: %+v %v", k, err)
+		}
+	})
+}

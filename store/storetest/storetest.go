@@ -27,6 +27,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"Orgs", testOrgs},
 		{"APIKeys", testAPIKeys},
+		{"APIKeyLastUsed", testAPIKeyLastUsed},
 		{"ServiceAccounts", testServiceAccounts},
 		{"ExternalKeys", testExternalKeys},
 		{"Projects", testProjects},
@@ -233,6 +234,47 @@ func testAPIKeys(t *testing.T, s store.Store) {
 	// A key of a missing org or project is refused.
 	orphan := store.APIKey{ID: ids.New("key_"), OrgID: ids.New("org-"), Kind: store.KindAdmin, Hash: hash("orphan"), CreatedAt: now()}
 	wantErr(t, "key of missing org", s.CreateAPIKey(ctx, orphan), store.ErrNotFound)
+}
+
+// testAPIKeyLastUsed: TouchAPIKeys sets last use in one statement for keys
+// of any org, only ever forward, ignoring unknown ids; every read returns
+// it.
+func testAPIKeyLastUsed(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o1, o2 := newOrg(t, s), newOrg(t, s)
+	a := newAdminAPIKey(t, s, o1.ID)
+	sa := newServiceAccount(t, s, newProject(t, s, o2.ID, ""))
+	p := newProjectAPIKey(t, s, sa)
+	if !a.LastUsedAt.IsZero() || !get[store.APIKey](t, "GetAPIKey")(s.GetAPIKey(ctx, o1.ID, a.ID)).LastUsedAt.IsZero() {
+		t.Fatal("a new key has a last use")
+	}
+	t1 := now().Truncate(time.Minute)
+	must(t, s.TouchAPIKeys(ctx, t1, []string{a.ID, p.ID, ids.New("key_")}))
+	a.LastUsedAt, p.LastUsedAt = t1, t1
+	equal(t, "GetAPIKey", get[store.APIKey](t, "GetAPIKey")(s.GetAPIKey(ctx, o1.ID, a.ID)), a)
+	equal(t, "APIKeyByHash", get[store.APIKey](t, "APIKeyByHash")(s.APIKeyByHash(ctx, p.Hash)), p)
+	equal(t, "ListAPIKeys", get[[]store.APIKey](t, "list")(s.ListAPIKeys(ctx, o2.ID, store.KindProject, store.Page{})), []store.APIKey{p})
+
+	// An older flush (another replica's, late) does not move it back.
+	must(t, s.TouchAPIKeys(ctx, t1.Add(-time.Minute), []string{a.ID}))
+	equal(t, "after an older touch", get[store.APIKey](t, "GetAPIKey")(s.GetAPIKey(ctx, o1.ID, a.ID)).LastUsedAt, t1)
+	t2 := t1.Add(time.Minute)
+	must(t, s.TouchAPIKeys(ctx, t2, []string{a.ID}))
+	equal(t, "after a newer touch", get[store.APIKey](t, "GetAPIKey")(s.GetAPIKey(ctx, o1.ID, a.ID)).LastUsedAt, t2)
+	equal(t, "untouched key", get[store.APIKey](t, "GetAPIKey")(s.GetAPIKey(ctx, o2.ID, p.ID)).LastUsedAt, t1)
+	must(t, s.TouchAPIKeys(ctx, t2, nil))
+
+	// A batch of 500 in one statement.
+	batch := []string{}
+	for range 500 {
+		batch = append(batch, newAdminAPIKey(t, s, o1.ID).ID)
+	}
+	must(t, s.TouchAPIKeys(ctx, t2, batch))
+	for _, k := range get[[]store.APIKey](t, "list")(s.ListAPIKeys(ctx, o1.ID, store.KindAdmin, store.Page{})) {
+		if !k.LastUsedAt.Equal(t2) {
+			t.Fatalf("key %s of the batch: last used %v, want %v", k.ID, k.LastUsedAt, t2)
+		}
+	}
 }
 
 func testServiceAccounts(t *testing.T, s store.Store) {
