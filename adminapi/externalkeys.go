@@ -35,6 +35,11 @@ func externalKeyObject(ctx context.Context, q store.Queries, k store.ExternalKey
 	if err != nil {
 		return nil, err
 	}
+	return keyObject(k, projects, counts), nil
+}
+
+// keyObject renders k with the projects and KEK version counts given.
+func keyObject(k store.ExternalKey, projects []string, counts map[string]int) map[string]any {
 	if projects == nil {
 		projects = []string{}
 	}
@@ -62,7 +67,7 @@ func externalKeyObject(ctx context.Context, q store.Queries, k store.ExternalKey
 	if k.Type == "local" {
 		obj["note"] = localNote
 	}
-	return obj, nil
+	return obj
 }
 
 func (a *api) createExternalKey(w http.ResponseWriter, r *http.Request) error {
@@ -79,11 +84,8 @@ func (a *api) createExternalKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return serviceErr(err, kindExternalKey, "")
 	}
-	obj, err := externalKeyObject(r.Context(), a.st, ek)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, obj)
+	// A new key protects nothing yet: no read after the commit can fail.
+	return writeJSON(w, http.StatusOK, keyObject(ek, nil, nil))
 }
 
 func (a *api) getExternalKey(w http.ResponseWriter, r *http.Request) error {
@@ -139,11 +141,7 @@ func (a *api) deleteExternalKey(w http.ResponseWriter, r *http.Request) error {
 		return serviceErr(err, kindExternalKey, id)
 	}
 	// The key protected nothing: no projects and no stored versions remain.
-	obj, err := externalKeyObject(r.Context(), a.st, k)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, obj)
+	return writeJSON(w, http.StatusOK, keyObject(k, nil, nil))
 }
 
 // validateError is the error part of a failed validation.

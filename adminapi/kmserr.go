@@ -20,16 +20,21 @@ const retryAfter = 5
 //   - outage: 503 with Retry-After, the KMS could not be reached: try again;
 //   - operator: 500, ekm's own KMS configuration is wrong.
 //
-// param names the request field the customer should look at when the
-// diagnosis names no registration parameter of its own. Errors that did not
-// come from a KMS are returned unchanged (internal).
+// param names the request field the customer should look at; "" (a
+// registration) means the registration parameter the diagnosis names. When
+// the request field is given and the diagnosis names a registration
+// parameter of the key (e.g. tenant_id), that parameter is the step to fix.
+// Errors that did not come from a KMS are returned unchanged (internal).
 func kmsFailure(err error, param string) error {
 	d, ok := kms.Diagnose(err)
 	if !ok {
 		return err
 	}
-	if d.Param != "" {
+	switch {
+	case param == "":
 		param = d.Param
+	case d.Step == "":
+		d.Step = d.Param
 	}
 	var e *apierr.Error
 	switch d.Class {

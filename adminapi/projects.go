@@ -118,11 +118,8 @@ func (a *api) updateProject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if req.ExternalKeyID != nil {
-		if err := bodyKeyID(*req.ExternalKeyID); err != nil {
-			return err
-		}
-	}
+	// A malformed external_key_id is simply not found (404 naming the field),
+	// after the project itself is found and not archived.
 	p, err := a.svc.UpdateProject(r.Context(), caller(r).ID, caller(r).OrgID, id, lifecycle.ProjectUpdate{Name: req.Name, ExternalKeyID: req.ExternalKeyID})
 	if err != nil {
 		return serviceErr(err, kindProject, id)

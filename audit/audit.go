@@ -274,9 +274,12 @@ type KMSCall struct {
 	// RequestIDs lists every id when the operation made several requests.
 	RequestIDs []string `json:"request_ids,omitempty"`
 	ErrorCode  string   `json:"error_code,omitempty"`
-	// EKMRequestID is the id of ekm's own API request that caused the call
-	// (the X-Request-Id the caller saw), when one did.
+	// EKMRequestID is the id ekm gave the API request that caused the call
+	// (the X-Request-Id it answered with), when one did.
 	EKMRequestID string `json:"ekm_request_id,omitempty"`
+	// ClientRequestID is, instead, the X-Request-Id the client chose for
+	// that request: the client's word, not ekm's.
+	ClientRequestID string `json:"client_request_id,omitempty"`
 }
 
 func (KMSCall) Type() string { return TypeKMSCall }

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"time"
 
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/envelope"
@@ -149,9 +148,4 @@ func (s *Store) Open(ctx context.Context, f store.File) (io.ReadCloser, store.Fi
 		}
 	}
 	return rc, f, err
-}
-
-// Sweep is Sweep over this store's records and blobs.
-func (s *Store) Sweep(ctx context.Context, cutoff time.Time) (SweepResult, error) {
-	return Sweep(ctx, s.Records, s.Blobs, cutoff)
 }

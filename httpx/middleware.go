@@ -20,6 +20,9 @@ import (
 
 type reqIDKey struct{}
 
+// clientIDKey marks a request id the client chose (X-Request-Id).
+type clientIDKey struct{}
+
 type routeKey struct{}
 
 // route holds the most specific pattern a mux matched for a request. Inner
@@ -50,6 +53,13 @@ func RequestID(ctx context.Context) string {
 // HTTP request, or tests).
 func WithRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, reqIDKey{}, id)
+}
+
+// RequestIDFromClient reports whether ctx's request id is one the client
+// chose (its X-Request-Id) rather than one ekm generated.
+func RequestIDFromClient(ctx context.Context) bool {
+	b, _ := ctx.Value(clientIDKey{}).(bool)
+	return b
 }
 
 var clientReqID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -111,12 +121,16 @@ func (r *recorder) Flush() {
 func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
-		if !clientReqID.MatchString(id) {
+		fromClient := clientReqID.MatchString(id)
+		if !fromClient {
 			id = newID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		rt := &route{}
 		ctx := context.WithValue(WithRequestID(r.Context(), id), routeKey{}, rt)
+		if fromClient {
+			ctx = context.WithValue(ctx, clientIDKey{}, true)
+		}
 		r = r.WithContext(ctx)
 		rec := &recorder{ResponseWriter: w}
 		if hasBody(r) {

@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -44,7 +43,6 @@ type Config struct {
 	CacheSize int
 	Now       func() time.Time
 	Metrics   *metrics.Metrics
-	Logger    *slog.Logger
 }
 
 // RevocationHandler learns that an unwrap found access to ek withdrawn. The
@@ -79,9 +77,6 @@ func New(cfg Config) *Keyring {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Default.ID, cfg.Default.OrgID = "", ""
 	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now), gates: map[string]*gate{}, inflight: map[cacheKey]*flight{}}
@@ -263,7 +258,7 @@ func (k *Keyring) leave(c *flight) {
 
 func (k *Keyring) fill(ctx context.Context, orgID, projectID string, version int) (secret.Key, string, error) {
 	// Generations are read before the record: a re-key (EvictProject) or a
-	// revocation (MarkUnavailable / EvictExternalKey) that happens while we
+	// revocation (MarkUnavailable) that happens while we
 	// read and unwrap makes the result uncacheable.
 	gen := k.cache.generation(projectID)
 	rec, err := k.cfg.Store.GetProjectKey(ctx, orgID, projectID, version)
@@ -423,18 +418,6 @@ func (k *Keyring) Unavailable(extKeyID string) *UnavailableError {
 		return g.unavailable
 	}
 	return nil
-}
-
-// EvictExternalKey drops every cached project key wrapped by extKeyID.
-func (k *Keyring) EvictExternalKey(extKeyID string) int {
-	k.mu.Lock()
-	if g := k.gates[extKeyID]; g != nil {
-		g.epoch++
-	} else {
-		k.gates[extKeyID] = &gate{epoch: 1}
-	}
-	k.mu.Unlock()
-	return k.cache.evictExternalKey(extKeyID)
 }
 
 // EvictProject drops every cached version of a project's key (after a

@@ -39,6 +39,8 @@ type Call struct {
 	// Err is nil on success, else a *Error (or wraps one).
 	Err      error
 	Duration time.Duration
+	// RequestID is the last id sent to the KMS ("" if none).
+	RequestID string
 	// RequestIDs are the ids sent to the KMS, in order (at most
 	// MaxCallRequestIDs): one operation such as a validation makes several
 	// requests, and the customer must be able to find each in its own logs.
@@ -223,7 +225,7 @@ func (k *Key) Do(ctx context.Context, op string, fn func(ctx context.Context, p 
 	d := time.Since(start)
 	cancel()
 	if o := k.ks.cfg.Observer; o != nil {
-		o.ObserveCall(ctx, Call{Key: k.ref, Op: op, Err: err, Duration: d, RequestIDs: ci.RequestIDs})
+		o.ObserveCall(ctx, Call{Key: k.ref, Op: op, Err: err, Duration: d, RequestID: ci.RequestID, RequestIDs: ci.RequestIDs})
 	}
 	return err
 }
@@ -240,9 +242,9 @@ func wrapError(err error) error {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &Error{Class: Outage, Code: CodeTimeout, Message: "The customer's key management service did not answer in time.", Err: err}
+		return &Error{Class: Outage, Code: CodeTimeout, Message: "the customer's key management service did not answer in time", Err: err}
 	}
-	return &Error{Class: Outage, Code: CodeUnreachable, Message: "The customer's key management service could not be reached.", Err: err}
+	return &Error{Class: Outage, Code: CodeUnreachable, Message: "the customer's key management service could not be reached", Err: err}
 }
 
 // CallInfo collects the request ids of one operation. Providers record into

@@ -261,16 +261,6 @@ func (r *Registry) Driver(typ string) (Driver, bool) {
 	return d, ok
 }
 
-// Types lists the types this registry serves (enabled), sorted.
-func (r *Registry) Types() []string {
-	out := make([]string, 0, len(r.drivers))
-	for t := range r.drivers {
-		out = append(out, t)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // UnsupportedType is the error for a type no driver of this server serves.
 func UnsupportedType(typ string) *Error {
 	return &Error{Class: Invalid, Code: CodeUnsupportedType, Param: "type",

@@ -20,6 +20,11 @@ type Spec struct {
 	Identity map[string]string
 	// Development marks types that do not put data under a customer-held key.
 	Development bool
+	// Algorithm is the algorithm label new wraps carry (kms.Wrapped). A
+	// stored wrap with another label (made before the driver changed how it
+	// binds associated data) is rewrapped in the background, like one made
+	// by an old KEK version.
+	Algorithm string
 }
 
 // Field is one registration parameter.

@@ -29,12 +29,15 @@ func (r *callRecorder) ObserveCall(ctx context.Context, c kms.Call) {
 		return // the operator's default key: not a customer's KMS
 	}
 	ev := audit.KMSCall{ExternalKeyID: c.Key.ID, Operation: c.Op, Outcome: c.Outcome(),
-		LatencyMS: float64(c.Duration.Microseconds()) / 1000, EKMRequestID: httpx.RequestID(ctx)}
-	if n := len(c.RequestIDs); n > 0 {
-		ev.RequestID = c.RequestIDs[n-1]
-		if n > 1 {
-			ev.RequestIDs = c.RequestIDs
-		}
+		LatencyMS: float64(c.Duration.Microseconds()) / 1000}
+	if httpx.RequestIDFromClient(ctx) {
+		ev.ClientRequestID = httpx.RequestID(ctx)
+	} else {
+		ev.EKMRequestID = httpx.RequestID(ctx)
+	}
+	ev.RequestID = c.RequestID
+	if len(c.RequestIDs) > 1 {
+		ev.RequestIDs = c.RequestIDs
 	}
 	var ke *kms.Error
 	if errors.As(c.Err, &ke) {

@@ -26,9 +26,11 @@ func StatusOf(d kms.Diagnosis) string {
 // ProbeResult is what one health check concluded.
 type ProbeResult struct {
 	Status string
-	// Rewrapped counts project key versions moved to the current KEK
-	// version by this check (after a KEK rotation).
-	Rewrapped int
+	// Current is the KEK version the key's project keys should be wrapped
+	// by, when the check found the key healthy ("" otherwise): the caller
+	// runs RewrapRotated with it, outside the check, so that rewraps never
+	// hold up health checks.
+	Current string
 }
 
 // ProbeOptions tune one health check.
@@ -36,9 +38,6 @@ type ProbeOptions struct {
 	// Deep also describes the key (detecting a KEK rotation) and does an
 	// encrypt; otherwise the check is one decrypt.
 	Deep bool
-	// RewrapLimit bounds project key versions rewrapped after a KEK rotation
-	// by this check (the rest wait for the next); 0 means 50.
-	RewrapLimit int
 }
 
 // Probe checks one external key in use and applies what it finds: a decrypt
@@ -54,22 +53,34 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 	epoch := s.kr.GateEpoch(ek.ID)
 	key, err := s.kr.KMS(&ek)
 	if err == nil {
-		err = key.Do(ctx, "probe_decrypt", func(ctx context.Context, p kms.Provider) error {
-			pt, err := p.Unwrap(ctx, keyring.Wrapped(t.Sample), keyring.AAD(t.Sample))
-			secret.Wipe(pt)
-			return err
-		})
+		err = s.decryptSample(ctx, key, t.Sample)
+		if kms.ClassOf(err) == kms.Revoked {
+			// The sample was read at the start of the round: another
+			// replica may have rewrapped it since (and the customer then
+			// disabled the old KEK version). Only the stored wrapping counts.
+			if cur, rerr := s.st.GetProjectKey(ctx, t.Sample.OrgID, t.Sample.ProjectID, t.Sample.Version); rerr == nil &&
+				(cur.ExternalKeyID != t.Sample.ExternalKeyID || cur.KEKVersion != t.Sample.KEKVersion || cur.Algorithm != t.Sample.Algorithm) {
+				if cur.ExternalKeyID != ek.ID {
+					return ProbeResult{Status: ek.Status} // re-keyed away: the next round picks another sample
+				}
+				err = s.decryptSample(ctx, key, cur)
+			}
+		}
 	}
 	var info kms.KeyInfo
 	if err == nil && opt.Deep {
 		info, err = s.describeAndEncrypt(ctx, key, ek)
 	}
-	if ctx.Err() != nil {
-		return ProbeResult{Status: ek.Status}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return ProbeResult{Status: ek.Status} // the prober is stopping
 	}
+	// A check that ran out of time is an outage, recorded with a fresh
+	// bound (the check's own context may be spent).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	switch kms.ClassOf(err) {
 	case "":
-		return s.healthy(ctx, ek, info, epoch, opt)
+		return s.healthy(ctx, ek, info, epoch)
 	case kms.Revoked:
 		s.revoked(ctx, ek, keyring.NewUnavailable(ek.ID, err))
 		return ProbeResult{Status: store.StatusUnavailable}
@@ -77,6 +88,14 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 		s.degraded(ctx, ek, err)
 		return ProbeResult{Status: store.StatusDegraded}
 	}
+}
+
+func (s *Service) decryptSample(ctx context.Context, key *kms.Key, rec store.ProjectKey) error {
+	return key.Do(ctx, "probe_decrypt", func(ctx context.Context, p kms.Provider) error {
+		pt, err := p.Unwrap(ctx, keyring.Wrapped(rec), keyring.AAD(rec))
+		secret.Wipe(pt)
+		return err
+	})
 }
 
 func (s *Service) describeAndEncrypt(ctx context.Context, key *kms.Key, ek store.ExternalKey) (kms.KeyInfo, error) {
@@ -98,7 +117,7 @@ func (s *Service) describeAndEncrypt(ctx context.Context, key *kms.Key, ek store
 	return info, err
 }
 
-func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo, epoch uint64, opt ProbeOptions) ProbeResult {
+func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo, epoch uint64) ProbeResult {
 	if s.kr.GateEpoch(ek.ID) != epoch && s.kr.Unavailable(ek.ID) != nil {
 		// A request saw a revocation while we probed: trust the newer news.
 		return ProbeResult{Status: store.StatusUnavailable}
@@ -110,19 +129,11 @@ func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.Ke
 	if info.CurrentVersion != "" && info.CurrentVersion != ek.CurrentKEKVersion {
 		s.rotated(ctx, ek, info.CurrentVersion)
 	}
-	res := ProbeResult{Status: store.StatusValid}
 	cur := info.CurrentVersion
 	if cur == "" {
 		cur = ek.CurrentKEKVersion
 	}
-	if cur != "" {
-		limit := opt.RewrapLimit
-		if limit <= 0 {
-			limit = 50
-		}
-		res.Rewrapped = s.rewrapRotated(ctx, ek, cur, limit)
-	}
-	return res
+	return ProbeResult{Status: store.StatusValid, Current: cur}
 }
 
 // requestRevoked is the keyring's revocation handler: an unwrap on a
@@ -151,7 +162,14 @@ func (s *Service) revoked(ctx context.Context, ek store.ExternalKey, u *keyring.
 func (s *Service) degraded(ctx context.Context, ek store.ExternalKey, err error) {
 	// An outage never evicts and never closes the gate; but if this replica
 	// had the key marked revoked, it stays so until a success proves access.
-	if ek.Status == store.StatusDegraded || s.kr.Unavailable(ek.ID) != nil {
+	if s.kr.Unavailable(ek.ID) != nil {
+		return
+	}
+	// The status the round started with may be stale (another replica).
+	if cur, gerr := s.st.GetExternalKey(ctx, ek.OrgID, ek.ID); gerr == nil {
+		ek.Status = cur.Status
+	}
+	if ek.Status == store.StatusDegraded {
 		return
 	}
 	d, ok := kms.Diagnose(err)
@@ -218,13 +236,19 @@ func (s *Service) rotated(ctx context.Context, ek store.ExternalKey, current str
 	s.cfg.Metrics.KeyEvent("rotated")
 }
 
-// rewrapRotated rewraps up to limit project key versions of ek still
-// wrapped by a KEK version other than current, selected in one query. Each
-// rewrap is its own compare-and-set transaction, so a crash at any point
-// leaves every record wrapped by some valid version, and the next check
+// RewrapRotated rewraps up to limit project key versions of ek still
+// wrapped by a KEK version other than current (after the customer rotated
+// its key) or with the driver's old algorithm label (made before the
+// driver bound associated data as it does now), selected in one query.
+// Each rewrap is its own compare-and-set transaction, so a crash at any
+// point leaves every record wrapped by some valid version, and the next run
 // resumes. It returns how many it rewrapped.
-func (s *Service) rewrapRotated(ctx context.Context, ek store.ExternalKey, current string, limit int) int {
-	recs, err := s.st.ProjectKeysToRewrap(ctx, ek.OrgID, ek.ID, current, limit)
+func (s *Service) RewrapRotated(ctx context.Context, ek store.ExternalKey, current string, limit int) int {
+	alg := ""
+	if spec, enabled, _ := s.cfg.Registry.Spec(ek.Type); enabled {
+		alg = spec.Algorithm
+	}
+	recs, err := s.st.ProjectKeysToRewrap(ctx, ek.OrgID, ek.ID, current, alg, limit)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("listing project keys to rewrap failed", "external_key_id", ek.ID, "err", err)
@@ -239,7 +263,7 @@ func (s *Service) rewrapRotated(ctx context.Context, ek store.ExternalKey, curre
 			return done
 		}
 		if nr.KEKVersion != current {
-			return done // the KMS moved on again; the next check catches up
+			return done // the KMS moved on again; the next run catches up
 		}
 		ev := audit.ExternalKeyRewrapped{ExternalKeyID: ek.ID, ProjectID: rec.ProjectID, Version: rec.Version, From: rec.KEKVersion, To: nr.KEKVersion}
 		err = s.st.InTx(ctx, func(q store.Queries) error {
@@ -247,7 +271,7 @@ func (s *Service) rewrapRotated(ctx context.Context, ek store.ExternalKey, curre
 			if err != nil {
 				return err
 			}
-			if cur.ExternalKeyID != ek.ID || cur.KEKVersion != rec.KEKVersion {
+			if cur.ExternalKeyID != ek.ID || cur.KEKVersion != rec.KEKVersion || cur.Algorithm != rec.Algorithm {
 				return nil // someone else rewrapped or re-keyed meanwhile
 			}
 			if err := q.PutProjectKey(ctx, nr); err != nil {

@@ -72,7 +72,7 @@ func New(cfg Config) *Service {
 	s.keys = kms.NewKeys(kms.KeysConfig{Registry: cfg.Registry, Timeout: cfg.KMSTimeout,
 		Observer: &callRecorder{st: cfg.Store, metrics: cfg.Metrics, now: cfg.Now, log: cfg.Logger}})
 	s.kr = keyring.New(keyring.Config{Store: cfg.Store, Keys: s.keys, Default: cfg.Default, CacheTTL: cfg.CacheTTL, CacheSize: cfg.CacheSize,
-		Now: cfg.Now, Metrics: cfg.Metrics, Logger: cfg.Logger})
+		Now: cfg.Now, Metrics: cfg.Metrics})
 	s.kr.SetRevocationHandler(s.requestRevoked)
 	return s
 }
@@ -82,15 +82,6 @@ func (s *Service) Keyring() *keyring.Keyring { return s.kr }
 
 // Registry is the KMS drivers this server runs.
 func (s *Service) Registry() *kms.Registry { return s.cfg.Registry }
-
-// Spec describes an external key type this server serves.
-func (s *Service) Spec(typ string) (kms.Spec, bool) {
-	d, ok := s.cfg.Registry.Driver(typ)
-	if !ok {
-		return kms.Spec{}, false
-	}
-	return d.Spec(), true
-}
 
 // Kind says what a refusal means.
 type Kind int

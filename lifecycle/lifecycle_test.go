@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/ekm-dev/ekm/audit"
@@ -148,5 +149,76 @@ func TestCallEventNamesEKMRequest(t *testing.T) {
 	created := e.Events(t, audit.TypeProjectCreated)
 	if len(created) != 1 || created[0].Actor != "key_admin" || created[0].ProjectID != p.ID {
 		t.Fatalf("project.created %+v", created)
+	}
+}
+
+// A scheduled rotation of a project another replica rotated first (the
+// caller's Expect is stale) costs no KMS call: the project is read again
+// before anything is wrapped.
+func TestRotateStaleExpectMakesNoKMSCall(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pid, _ := e.Project(t, &e.ek)
+	stale, err := e.Store.GetProject(ctx, e.Org, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Service.RotateProjectKey(ctx, "", e.Org, pid, lifecycle.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wraps := e.Fake.Wraps.Load()
+	_, err = e.Service.RotateProjectKey(ctx, "", e.Org, pid, lifecycle.RotateOptions{Scheduled: true, Expect: &stale})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale rotation: %v, want ErrConflict", err)
+	}
+	if n := e.Fake.Wraps.Load() - wraps; n != 0 {
+		t.Fatalf("%d KMS wraps for a rotation that could not be stored", n)
+	}
+}
+
+// Keys of one org never wrap another org's project keys.
+func TestKeysStayInTheirOrg(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	other := e.ek
+	other.OrgID = "org-someoneelse"
+	if _, _, err := e.Service.NewVersion(ctx, e.Org, "proj_x", 1, &other); err == nil {
+		t.Fatal("a key of another org wrapped a project key")
+	}
+	pid, _ := e.Project(t, &e.ek)
+	if _, err := e.Service.Rewrap(ctx, e.Org, pid, &other); err == nil {
+		t.Fatal("a project was rewrapped under a key of another org")
+	}
+}
+
+// Wraps made before a driver changed how it binds associated data (another
+// algorithm label) are rewrapped in the background like wraps of an old KEK
+// version, until none is left.
+func TestRewrapMovesOldAlgorithmLabels(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.Fake.Relabel("fake-old")
+	pid, _ := e.Project(t, &e.ek)
+	e.Fake.Relabel("")
+	rec, err := e.Store.GetProjectKey(ctx, e.Org, pid, 1)
+	if err != nil || rec.Algorithm != "fake-old" {
+		t.Fatalf("fixture: %+v %v", rec, err)
+	}
+	if n := e.Service.RewrapRotated(ctx, e.ek, rec.KEKVersion, 10); n != 1 {
+		t.Fatalf("rewrapped %d", n)
+	}
+	rec, _ = e.Store.GetProjectKey(ctx, e.Org, pid, 1)
+	if rec.Algorithm != local.Algorithm {
+		t.Fatalf("label after rewrap %q", rec.Algorithm)
+	}
+	e.Keyring.EvictProject(pid)
+	if _, err := e.Keyring.Key(ctx, e.Org, pid, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.Service.RewrapRotated(ctx, e.ek, rec.KEKVersion, 10); n != 0 {
+		t.Fatalf("second pass rewrapped %d", n)
+	}
+	if len(e.Events(t, audit.TypeExternalKeyRewrapped)) != 1 {
+		t.Fatal("rewrap not audited")
 	}
 }

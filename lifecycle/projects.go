@@ -22,6 +22,9 @@ const ProjectIDPrefix = "proj_"
 // transaction) and the plaintext, which the caller may Prime after commit
 // and must Zero.
 func (s *Service) NewVersion(ctx context.Context, orgID, projectID string, version int, ek *store.ExternalKey) (store.ProjectKey, secret.Key, error) {
+	if err := sameOrg(orgID, ek); err != nil {
+		return store.ProjectKey{}, secret.Key{}, err
+	}
 	if ek != nil {
 		if err := s.kr.CheckGate(ek.ID); err != nil {
 			return store.ProjectKey{}, secret.Key{}, err
@@ -36,8 +39,20 @@ func (s *Service) NewVersion(ctx context.Context, orgID, projectID string, versi
 	return rec, pk, nil
 }
 
+// sameOrg refuses an external key of another org than the project's: a
+// caller bug, never to be acted on.
+func sameOrg(orgID string, ek *store.ExternalKey) error {
+	if ek != nil && ek.OrgID != orgID {
+		return fmt.Errorf("lifecycle: external key %s is not of organization %s", ek.ID, orgID)
+	}
+	return nil
+}
+
 // wrap wraps pk as version of a project under ek's current KEK version.
 func (s *Service) wrap(ctx context.Context, orgID, projectID string, version int, ek *store.ExternalKey, pk secret.Key) (store.ProjectKey, error) {
+	if err := sameOrg(orgID, ek); err != nil {
+		return store.ProjectKey{}, err
+	}
 	rec := store.ProjectKey{OrgID: orgID, ProjectID: projectID, Version: version, CreatedAt: s.cfg.Now()}
 	key, err := s.kr.KMS(ek)
 	if err == nil {
@@ -73,6 +88,9 @@ func (s *Service) rewrapVersion(ctx context.Context, rec store.ProjectKey, ek *s
 // default key), for the caller to store in one transaction together with
 // the project's new external key id. Nothing is changed.
 func (s *Service) Rewrap(ctx context.Context, orgID, projectID string, to *store.ExternalKey) ([]store.ProjectKey, error) {
+	if err := sameOrg(orgID, to); err != nil {
+		return nil, err
+	}
 	if to != nil {
 		if err := s.kr.CheckGate(to.ID); err != nil {
 			return nil, err
@@ -266,8 +284,6 @@ func (s *Service) updateProject(ctx context.Context, actor string, p store.Proje
 // rekey validates the target key and rewraps every version of p's key
 // under it. Nothing is stored.
 func (s *Service) rekey(ctx context.Context, p store.Project, toID string) ([]store.ProjectKey, error) {
-	ctx, cancel := s.kmsContext(ctx)
-	defer cancel()
 	var to *store.ExternalKey
 	if toID != "" {
 		k, err := s.externalKey(ctx, s.st, p.OrgID, toID)
@@ -278,10 +294,16 @@ func (s *Service) rekey(ctx context.Context, p store.Project, toID string) ([]st
 			return nil, err
 		}
 		to = k
-		if _, err := s.validate(ctx, to); err != nil {
+		vctx, cancel := s.kmsContext(ctx)
+		_, err = s.validate(vctx, to)
+		cancel()
+		if err != nil {
 			return nil, kmsFailure(err, "external_key_id")
 		}
 	}
+	// The rewrap gets its own bound: it unwraps and wraps every version.
+	ctx, cancel := s.kmsContext(ctx)
+	defer cancel()
 	recs, err := s.Rewrap(ctx, p.OrgID, p.ID, to)
 	if err != nil {
 		// Unwrapping under the current key can fail too: then the request's
@@ -367,13 +389,15 @@ type RotateOptions struct {
 // current external key and makes it the version new data is written under.
 // Old versions stay for reads. It returns the new version.
 func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID string, opt RotateOptions) (int, error) {
-	p := opt.Expect
-	if p == nil {
-		cur, err := s.st.GetProject(ctx, orgID, projectID)
-		if err != nil {
-			return 0, err
-		}
-		p = &cur
+	cur, err := s.st.GetProject(ctx, orgID, projectID)
+	if err != nil {
+		return 0, err
+	}
+	p := &cur
+	if e := opt.Expect; e != nil && (e.CurrentKeyVersion != cur.CurrentKeyVersion || e.ExternalKeyID != cur.ExternalKeyID || cur.ArchivedAt != nil) {
+		// Changed since the caller found it (another replica rotated it):
+		// no KMS call for a version that would not be stored.
+		return 0, fmt.Errorf("project %s changed since it was found due: %w", projectID, store.ErrConflict)
 	}
 	ek, err := s.externalKey(ctx, s.st, orgID, p.ExternalKeyID)
 	if err != nil {

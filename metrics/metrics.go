@@ -18,6 +18,7 @@ type Metrics struct {
 	CacheMisses  prometheus.Counter
 	HTTPRequests *prometheus.HistogramVec // route, method, code
 	KeyStatus    *prometheus.GaugeVec     // status → number of external keys
+	ProbeRound   prometheus.Gauge         // seconds the last complete probe round took
 	KeyEvents    *prometheus.CounterVec   // event (unavailable, restored, degraded, rotated)
 }
 
@@ -35,10 +36,11 @@ func New() *Metrics {
 			Name: "ekm_http_request_duration_seconds", Help: "HTTP requests by route pattern, method and status code.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method", "code"}),
-		KeyStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ekm_external_keys", Help: "External keys in use by health status, as seen by this replica's probe."}, []string{"status"}),
-		KeyEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ekm_external_key_events_total", Help: "External key health transitions seen by this replica."}, []string{"event"}),
+		KeyStatus:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ekm_external_keys", Help: "External keys in use by health status, as seen by this replica's probe."}, []string{"status"}),
+		ProbeRound: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ekm_probe_round_seconds", Help: "How long this replica's last complete health probe round took (checks, then rewraps after KEK rotations)."}),
+		KeyEvents:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ekm_external_key_events_total", Help: "External key health transitions seen by this replica."}, []string{"event"}),
 	}
-	m.Registry.MustRegister(m.KMSCalls, m.CacheHits, m.CacheMisses, m.HTTPRequests, m.KeyStatus, m.KeyEvents,
+	m.Registry.MustRegister(m.KMSCalls, m.CacheHits, m.CacheMisses, m.HTTPRequests, m.KeyStatus, m.ProbeRound, m.KeyEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -12,11 +12,14 @@
 //     keys still wrapped by older versions are rewrapped in the background,
 //     idempotently and at a bounded rate.
 //
-// Each replica runs its own probe, so each replica's view is at most one
-// interval old. The KMS load is one decrypt per key per interval (plus a
-// describe+encrypt every EncryptEvery rounds), independent of request rate.
-// A round reads its keys a page at a time (each with the project key to
-// test-decrypt, in one query) and checks at most Concurrency keys at once.
+// Each replica runs its own probe. The KMS load is one decrypt per key per
+// interval (plus a describe+encrypt every EncryptEvery rounds), independent
+// of request rate. A round reads its keys a page at a time (each with the
+// project key to test-decrypt, in one query) and checks at most Concurrency
+// keys at once, at most PerOrg of one org, each within CheckTimeout; so a
+// slow or throttled KMS of one customer delays the others' checks by at most
+// a bounded amount (docs/lifecycle.md). Rewraps after a KEK rotation run
+// after the checks, never holding up a health check.
 package probe
 
 import (
@@ -44,8 +47,13 @@ type Config struct {
 	// RewrapPerRound bounds background rewraps per key per round after a
 	// KEK rotation (default 50), keeping well below the KMSs' limits.
 	RewrapPerRound int
-	// Concurrency bounds keys checked at once (default 16).
+	// Concurrency bounds keys checked at once (default 32).
 	Concurrency int
+	// PerOrg bounds keys of one org checked at once (default 4).
+	PerOrg int
+	// CheckTimeout bounds one key's check (default the interval, at least
+	// 5s): a KMS slower than that is degraded for this round.
+	CheckTimeout time.Duration
 	// PageSize is how many keys one store query reads (default 500).
 	PageSize int
 	Logger   *slog.Logger
@@ -71,7 +79,13 @@ func New(cfg Config) *Prober {
 		cfg.RewrapPerRound = 50
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
+		cfg.Concurrency = 32
+	}
+	if cfg.PerOrg <= 0 {
+		cfg.PerOrg = 4
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = max(cfg.Interval, 5*time.Second)
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 500
@@ -97,15 +111,16 @@ func (p *Prober) Run(ctx context.Context) {
 	}
 }
 
-// Round probes every external key in use once.
+// Round probes every external key in use once, then rewraps (bounded per
+// key) what KEK rotations left.
 func (p *Prober) Round(ctx context.Context) {
+	start := time.Now()
 	counts := map[string]float64{store.StatusValid: 0, store.StatusDegraded: 0, store.StatusUnavailable: 0}
 	seen := map[string]int{}
-	var cmu sync.Mutex
-	sem := make(chan struct{}, p.cfg.Concurrency)
-	var wg sync.WaitGroup
+	var rewraps []rewrap
+	var mu sync.Mutex
 	complete := true
-	for after := ""; ; {
+	for after := ""; ctx.Err() == nil; {
 		page, err := p.cfg.Store.ProbeTargets(ctx, after, p.cfg.PageSize)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -114,42 +129,81 @@ func (p *Prober) Round(ctx context.Context) {
 			complete = false
 			break
 		}
+		// One goroutine per key of the page (at most PageSize), each taking
+		// a slot of its org, then a global slot.
+		global := make(chan struct{}, p.cfg.Concurrency)
+		perOrg := map[string]chan struct{}{}
+		var wg sync.WaitGroup
 		for _, t := range page {
 			n := p.next(t.Key.ID)
 			seen[t.Key.ID] = n + 1
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-			}
-			if ctx.Err() != nil {
-				complete = false
-				break
+			org := perOrg[t.Key.OrgID]
+			if org == nil {
+				org = make(chan struct{}, p.cfg.PerOrg)
+				perOrg[t.Key.OrgID] = org
 			}
 			wg.Go(func() {
-				defer func() { <-sem }()
-				res := p.cfg.Service.Probe(ctx, t, lifecycle.ProbeOptions{Deep: n%p.cfg.EncryptEvery == 0, RewrapLimit: p.cfg.RewrapPerRound})
-				cmu.Lock()
+				if !acquire(ctx, org) {
+					return
+				}
+				defer func() { <-org }()
+				if !acquire(ctx, global) {
+					return
+				}
+				defer func() { <-global }()
+				cctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
+				res := p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: n%p.cfg.EncryptEvery == 0})
+				cancel()
+				mu.Lock()
+				defer mu.Unlock()
 				counts[res.Status]++
-				cmu.Unlock()
+				if res.Current != "" {
+					rewraps = append(rewraps, rewrap{t.Key, res.Current})
+				}
 			})
 		}
-		if len(page) < p.cfg.PageSize || ctx.Err() != nil {
+		wg.Wait()
+		if len(page) < p.cfg.PageSize {
 			break
 		}
 		after = page[len(page)-1].Key.ID
 	}
-	wg.Wait()
+	if ctx.Err() != nil {
+		complete = false
+	}
+	for _, r := range rewraps {
+		if ctx.Err() != nil {
+			break
+		}
+		p.cfg.Service.RewrapRotated(ctx, r.key, r.current, p.cfg.RewrapPerRound)
+	}
 	if complete {
 		// Keys no longer in use (deleted, or every project archived) are
 		// forgotten, so the map holds only what the last round saw.
 		p.mu.Lock()
 		p.round = seen
 		p.mu.Unlock()
-	}
-	if p.cfg.Metrics != nil && complete {
-		for s, n := range counts {
-			p.cfg.Metrics.KeyStatus.WithLabelValues(s).Set(n)
+		if p.cfg.Metrics != nil {
+			for s, n := range counts {
+				p.cfg.Metrics.KeyStatus.WithLabelValues(s).Set(n)
+			}
+			p.cfg.Metrics.ProbeRound.Set(time.Since(start).Seconds())
 		}
+	}
+}
+
+type rewrap struct {
+	key     store.ExternalKey
+	current string
+}
+
+// acquire takes a slot of sem unless ctx ends first.
+func acquire(ctx context.Context, sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -298,3 +298,57 @@ func TestRoundIsBounded(t *testing.T) {
 		t.Fatalf("tracking %d keys after two left use", p.Tracked())
 	}
 }
+
+// A customer whose KMS hangs holds at most PerOrg of the round's slots, and
+// each of its checks ends at CheckTimeout (degraded): another customer's key
+// is checked meanwhile, not after them.
+func TestSlowCustomerDoesNotStallOthers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var hung []store.ExternalKey
+	for range 3 {
+		ek := e.extKey(t, kmsfake.Type) // the fake driver: held below
+		e.project(t, ek)
+		hung = append(hung, ek)
+	}
+	otherOrg := ids.New("org-")
+	if err := e.st.CreateOrg(ctx, store.Org{ID: otherOrg, Name: "b", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	orgA := e.org
+	e.org = otherOrg
+	fine := e.extKey(t, local.Type)
+	e.project(t, fine)
+	e.org = orgA
+
+	release := e.drv.Hold()
+	defer release()
+	p := probe.New(probe.Config{Store: e.st, Service: e.svc, Interval: time.Hour, EncryptEvery: 1, Concurrency: 2, PerOrg: 1, CheckTimeout: 300 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { p.Round(ctx); close(done) }()
+	// The other customer's key is checked (its KEK version recorded) while
+	// the first customer's checks hang.
+	for {
+		k, err := e.st.GetExternalKey(ctx, otherOrg, fine.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.CurrentKEKVersion != "" {
+			break
+		}
+		select {
+		case <-done:
+			t.Fatal("round ended before the other customer's key was checked")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if n := e.drv.MaxInFlight.Load(); n > 1 {
+		t.Fatalf("%d checks of one org at once, limit 1", n)
+	}
+	<-done
+	for _, ek := range hung {
+		if s := e.status(t, ek.ID).Status; s != store.StatusDegraded {
+			t.Fatalf("hung key %s is %q, want degraded after the check timeout", ek.ID, s)
+		}
+	}
+}

@@ -256,8 +256,10 @@ type Queries interface {
 	ListProjectKeys(ctx context.Context, orgID, projectID string) ([]ProjectKey, error)
 	// ProjectKeysToRewrap lists up to limit project key versions of an org
 	// wrapped by extKeyID under a KEK version other than current (left to
-	// rewrap after the customer rotated its key), in (project, version) order.
-	ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current string, limit int) ([]ProjectKey, error)
+	// rewrap after the customer rotated its key), or with an algorithm label
+	// other than algorithm when that is not "" (wrapped before the driver
+	// changed how it binds associated data), in (project, version) order.
+	ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current, algorithm string, limit int) ([]ProjectKey, error)
 	// CountProjectKeysByKEKVersion counts project key versions wrapped by each
 	// version of an external key.
 	CountProjectKeysByKEKVersion(ctx context.Context, orgID, extKeyID string) (map[string]int, error)

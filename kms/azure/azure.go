@@ -37,8 +37,15 @@ import (
 // Type is the external key type served by this package.
 const Type = "azure"
 
-// Algorithm is the Key Vault algorithm every wrap uses.
-const Algorithm = "RSA-OAEP-256"
+// Algorithm is the label of wraps this driver makes: Key Vault's
+// RSA-OAEP-256 over the project key followed by its AAD tag (see
+// provider.go). LegacyAlgorithm labels wraps made before the AAD binding
+// (the bare 32-byte key); they stay readable and are rewrapped in the
+// background (kms.Spec.Algorithm).
+const (
+	Algorithm       = "RSA-OAEP-256+ekm-aad-v1"
+	LegacyAlgorithm = "RSA-OAEP-256"
+)
 
 // Defaults for Config fields left zero.
 const (

@@ -44,10 +44,11 @@ const (
 // RSA-OAEP in Key Vault takes no associated data (no OAEP label either), so
 // the AAD is bound inside what is encrypted: the plaintext followed by
 // aadTagSize bytes of SHA-256 over a domain string and the canonical AAD.
-// Unwrap recomputes the tag and compares it in constant time. Keys wrapped
-// before this binding are exactly 32 bytes (ekm only ever wrapped 32-byte
-// project keys); they carry no tag and stay readable. A bound plaintext is
-// never 32 bytes long (at least 1 + aadTagSize).
+// Unwrap recomputes the tag and compares it in constant time. The tag is
+// not keyed: it stops a stored wrap from being moved to another project or
+// version, not someone who holds the public key and can write the database
+// from wrapping a key of their own (as with any RSA wrap). Keys wrapped
+// before this binding are exactly 32 bytes and labelled LegacyAlgorithm.
 const (
 	aadTagSize   = sha256.Size
 	legacySize   = 32
@@ -97,7 +98,7 @@ func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]by
 	if !ok {
 		return nil, &kms.Error{Class: kms.Invalid, Code: CodeWrongKey, Message: fmt.Sprintf("the wrapped key was not produced by key %q in vault %s", p.keyName, p.host)}
 	}
-	if w.Algorithm != Algorithm {
+	if w.Algorithm != Algorithm && w.Algorithm != LegacyAlgorithm {
 		return nil, &kms.Error{Class: kms.Invalid, Code: CodeWrongKey, Message: fmt.Sprintf("the wrapped key uses algorithm %q, not %s", w.Algorithm, Algorithm)}
 	}
 	if len(w.Ciphertext) == 0 || len(w.Ciphertext) > maxCiphertext {
@@ -116,12 +117,18 @@ func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]by
 	if err != nil {
 		return nil, err
 	}
-	return unbind(pt, aad)
+	return unbind(pt, aad, w.Algorithm == LegacyAlgorithm)
 }
 
-// unbind checks and strips the AAD tag of a decrypted plaintext.
-func unbind(pt []byte, aad kms.AAD) ([]byte, error) {
-	if len(pt) == legacySize {
+// unbind checks and strips the AAD tag of a decrypted plaintext. A legacy
+// wrap (label LegacyAlgorithm) holds the bare 32-byte key; a bound one
+// never is 32 bytes long, so neither can pass for the other.
+func unbind(pt []byte, aad kms.AAD, legacy bool) ([]byte, error) {
+	if legacy {
+		if len(pt) != legacySize {
+			clear(pt)
+			return nil, &kms.Error{Class: kms.Invalid, Code: CodeInvalidCiphertext, Message: "the wrapped key has an impossible length"}
+		}
 		return pt, nil
 	}
 	n := len(pt) - aadTagSize

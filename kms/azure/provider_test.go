@@ -49,7 +49,7 @@ func TestWrapRecordsVersionAndUnwrapUsesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.KeyVersion != f.kid(f.versions[0].id) || w.Algorithm != "RSA-OAEP-256" {
+	if w.KeyVersion != f.kid(f.versions[0].id) || w.Algorithm != Algorithm {
 		t.Fatalf("wrapped = %q %q", w.KeyVersion, w.Algorithm)
 	}
 	f.rotate()

@@ -15,8 +15,9 @@ func (d *Driver) Spec() kms.Spec {
 // still describes the type, as not enabled).
 func Spec() kms.Spec {
 	return kms.Spec{
-		Type:  Type,
-		Title: "Azure Key Vault",
+		Type:      Type,
+		Title:     "Azure Key Vault",
+		Algorithm: Algorithm,
 		Fields: []kms.Field{
 			{Name: ParamKeyName, Required: true, MaxLen: 256, Description: "name of the RSA key, which must begin with your organization id and two hyphens (<org-id>--<name>)"},
 			{Name: ParamTenantID, Required: true, MaxLen: 256, Description: "the Microsoft Entra tenant ID (a GUID) that owns the vault"},

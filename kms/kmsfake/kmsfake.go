@@ -26,10 +26,17 @@ type Driver struct {
 	MaxInFlight atomic.Int64
 	inFlight    atomic.Int64
 
-	mu   sync.Mutex
-	fail error
-	hold chan struct{}
+	mu    sync.Mutex
+	fail  error
+	hold  chan struct{}
+	label string
 }
+
+// Relabel makes new wraps carry algorithm label (as an older version of a
+// driver would have); "" restores the driver's own.
+func (d *Driver) Relabel(label string) { d.mu.Lock(); d.label = label; d.mu.Unlock() }
+
+func (d *Driver) relabel() string { d.mu.Lock(); defer d.mu.Unlock(); return d.label }
 
 // New returns a driver over a fresh root key.
 func New() *Driver { return &Driver{inner: local.NewDriver(secret.New())} }
@@ -84,7 +91,11 @@ func (p *provider) Wrap(ctx context.Context, pt []byte, aad kms.AAD) (kms.Wrappe
 	if _, err := p.d.state(); err != nil {
 		return kms.Wrapped{}, err
 	}
-	return p.inner.Wrap(ctx, pt, aad)
+	w, err := p.inner.Wrap(ctx, pt, aad)
+	if l := p.d.relabel(); err == nil && l != "" {
+		w.Algorithm = l
+	}
+	return w, err
 }
 
 func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
@@ -108,6 +119,9 @@ func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]by
 	}
 	if err != nil {
 		return nil, err
+	}
+	if w.Algorithm != local.Algorithm && w.Algorithm != local.LegacyAlgorithm {
+		w.Algorithm = local.Algorithm // a relabelled wrap
 	}
 	return p.inner.Unwrap(ctx, w, aad)
 }

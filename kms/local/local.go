@@ -54,12 +54,12 @@ func NewDriver(root secret.Key) *Driver { return &Driver{root: root} }
 
 func (*Driver) Type() string { return Type }
 
-// Spec describes local keys. key_version is the only registration field:
-// the key id is always generated (local KEKs are derived from the id, so a
-// chosen id could name another org's or the operator default's key).
+// Spec describes local keys. key_version is the only registration field the
+// Admin API accepts: the key id is always generated, so that two
+// registrations never share a KEK by choosing the same id.
 func (*Driver) Spec() kms.Spec {
 	return kms.Spec{
-		Type: Type, Title: "Local development key", Development: true,
+		Type: Type, Title: "Local development key", Development: true, Algorithm: Algorithm,
 		Fields: []kms.Field{{Name: ParamKeyVersion, MaxLen: 256, Description: "version of the local KEK new wraps use (default 1)"}},
 		Codes: []kms.Code{
 			{Code: "invalid_local_key_id", Class: kms.Invalid, Description: "local_key_id is not 1-64 of [0-9a-z-]"},

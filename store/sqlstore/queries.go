@@ -679,10 +679,11 @@ func (q *queries) ListProjectKeys(ctx context.Context, orgID, projectID string) 
 	return out, nil
 }
 
-func (q *queries) ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current string, limit int) ([]store.ProjectKey, error) {
+func (q *queries) ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current, algorithm string, limit int) ([]store.ProjectKey, error) {
 	out, err := queryAll(ctx, q, scanProjectKey, `SELECT `+projectKeyCols+` FROM project_keys
-		WHERE org_id = ? AND external_key_id = ? AND kek_version <> ? ORDER BY project_id, version LIMIT ?`,
-		orgID, extKeyID, current, limit)
+		WHERE org_id = ? AND external_key_id = ? AND (kek_version <> ? OR (? <> '' AND algorithm <> ?))
+		ORDER BY project_id, version LIMIT ?`,
+		orgID, extKeyID, current, algorithm, algorithm, limit)
 	if err != nil {
 		return nil, listErr("project keys to rewrap", err)
 	}

@@ -578,9 +578,14 @@ func testProjectKeysToRewrap(t *testing.T, s store.Store) {
 	if p2.ID < p1.ID {
 		want = []string{key(b1), key(a1), key(a2)}
 	}
-	equal(t, "to rewrap", idsOf(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", 10)), key), want)
-	equal(t, "limited", idsOf(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", 2)), key), want[:2])
-	equal(t, "other org", len(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, other.ID, k.ID, "v2", 10))), 0)
+	equal(t, "to rewrap", idsOf(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", "", 10)), key), want)
+	equal(t, "limited", idsOf(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", "", 2)), key), want[:2])
+	equal(t, "other org", len(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, other.ID, k.ID, "v2", "", 10))), 0)
+	// With an algorithm: also versions on the current KEK version whose
+	// label differs (every fixture is labelled RSA-OAEP-256).
+	all := get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", "RSA-OAEP-256+x", 10))
+	equal(t, "with algorithm", len(all), 4)
+	equal(t, "same algorithm", len(get[[]store.ProjectKey](t, "rewrap")(s.ProjectKeysToRewrap(ctx, o.ID, k.ID, "v2", "RSA-OAEP-256", 10))), 3)
 }
 
 func testProjectsDueForRotation(t *testing.T, s store.Store) {
