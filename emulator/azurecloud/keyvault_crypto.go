@@ -1,4 +1,5 @@
 // Key Vault cryptographic operations on keys.
+
 package azurecloud
 
 import (

@@ -1,4 +1,5 @@
 // Key Vault soft delete: delete, deleted keys, purge and recover.
+
 package azurecloud
 
 import (

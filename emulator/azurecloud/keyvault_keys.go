@@ -1,4 +1,5 @@
 // Key Vault keys: create, import, get, list, update and rotate.
+
 package azurecloud
 
 import (
