@@ -276,7 +276,9 @@ func becauseNo(kind, action string) string {
 	return "because no " + kind + " policy allows the " + action + " action"
 }
 
-func explicitDeny(kind string) string { return "with an explicit deny in " + article(kind) + " " + kind + " policy" }
+func explicitDeny(kind string) string {
+	return "with an explicit deny in " + article(kind) + " " + kind + " policy"
+}
 
 func article(kind string) string {
 	if strings.HasPrefix(kind, "identity") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -135,3 +136,5 @@ func fixedClock() func() time.Time {
 	t0 := time.Now()
 	return func() time.Time { return t0 }
 }
+
+func urlDecode(s string) (string, error) { return url.QueryUnescape(s) }

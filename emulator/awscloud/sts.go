@@ -212,7 +212,7 @@ func (c *call) issueSessionLocked(a *account, r *role, sr *sessionRequest) (*ses
 	tok := newSessionToken(sr.minTokenSize)
 	se := &session{AccessKeyID: newUniqueID("ASIA"), Secret: newSecretKey(), Token: tok, Account: a.ID,
 		RoleName: r.Name, RoleID: r.ID, RoleARN: roleARNOf(a, r), SessionName: sr.sessionName,
-		Expires: c.now.Add(time.Duration(sr.duration) * time.Second).Truncate(time.Second),
+		Expires:       c.now.Add(time.Duration(sr.duration) * time.Second).Truncate(time.Second),
 		SessionPolicy: sr.policy, PolicyARNs: sr.policyARNs}
 	c.e.st.Sessions[se.AccessKeyID] = se
 	r.LastUsed, r.LastUsedRegion = c.now, c.ep.region
