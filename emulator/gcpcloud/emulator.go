@@ -72,8 +72,8 @@ type Settings struct {
 	IAMPropagationSeconds int `json:"iam_propagation_seconds"`
 	// FederatedTokenLifetimeSeconds is the lifetime of STS tokens (default
 	// 3600), capped by the subject token's exp when CapAtSubjectExpiry.
-	FederatedTokenLifetimeSeconds int  `json:"federated_token_lifetime_seconds"`
-	CapAtSubjectExpiry            bool `json:"cap_at_subject_expiry"`
+	FederatedTokenLifetimeSeconds int   `json:"federated_token_lifetime_seconds"`
+	CapAtSubjectExpiry            bool  `json:"cap_at_subject_expiry"`
 	Quota                         Quota `json:"quota"`
 }
 
@@ -304,7 +304,9 @@ func (e *Emulator) CAFile() string { return e.files.Path("ca.pem") }
 func (e *Emulator) HTTPClient() *http.Client { return e.server.HTTPClient() }
 
 // ControlURL is the base URL of the control API.
-func (e *Emulator) ControlURL() string { return "https://" + e.server.DialAddr() + emukit.ControlPrefix }
+func (e *Emulator) ControlURL() string {
+	return "https://" + e.server.DialAddr() + emukit.ControlPrefix
+}
 
 // Now is the emulator's current time.
 func (e *Emulator) Now() time.Time { return e.clock.Now() }

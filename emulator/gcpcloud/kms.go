@@ -913,12 +913,12 @@ func (e *Emulator) encrypt(r *http.Request, n kmsName, res *kmsResolved, ints bo
 		ctCRC ^= 1
 	}
 	out := map[string]any{
-		"name":                                    vn,
-		"ciphertext":                              b64std.EncodeToString(ct),
-		"ciphertextCrc32c":                        strconv.FormatUint(uint64(ctCRC), 10),
-		"verifiedPlaintextCrc32c":                 hasPtCRC && corrupt != "unverified",
+		"name":                    vn,
+		"ciphertext":              b64std.EncodeToString(ct),
+		"ciphertextCrc32c":        strconv.FormatUint(uint64(ctCRC), 10),
+		"verifiedPlaintextCrc32c": hasPtCRC && corrupt != "unverified",
 		"verifiedAdditionalAuthenticatedDataCrc32c": hasAADCRC && corrupt != "unverified",
-		"protectionLevel":                         enumProtection.out(ints, res.key.ProtectionLevel),
+		"protectionLevel": enumProtection.out(ints, res.key.ProtectionLevel),
 	}
 	return out, nil
 }

@@ -190,7 +190,7 @@ type serviceAccount struct {
 }
 
 type saKey struct {
-	ID      string    `json:"id"` // 40 hex digits
+	ID      string    `json:"id"`  // 40 hex digits
 	KeyDER  []byte    `json:"key"` // PKCS #8
 	Created time.Time `json:"created"`
 }
