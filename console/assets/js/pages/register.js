@@ -255,10 +255,6 @@ export async function wizardPage(ctx) {
       h('p', { class: 'small muted' }, 'ekm checks the values, then proves the key works with a wrap/unwrap round trip before storing anything.'),
       form, result,
       tpl && tpl.register ? h('details', null, h('summary', null, tpl.register.label), commandBlock('Register with curl', () => fill(tpl.register.text, values, tpl.placeholders), refreshers)) : null));
-  if (valueInputs.length) {
-    // Start with the customer's own values (e.g. after navigating back).
-    valueInputs[0].input.setAttribute('data-first', 'true');
-  }
 }
 
 // commandBlock is one copyable command whose text follows the values.
