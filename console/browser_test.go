@@ -82,6 +82,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		if len(leaks) > 0 {
 			t.Fatalf("the admin key is stored or rendered: %q", leaks)
 		}
+		// The CSP is in force: no string reaches the DOM as HTML (Trusted
+		// Types), and no inline script runs.
+		if got := b.str(t, `(() => { try { document.createElement('div').innerHTML = '<b>x</b>'; return 'allowed'; } catch (e) { return e.name; } })()`); got != "TypeError" {
+			t.Fatalf("assigning innerHTML: %s, want a Trusted Types TypeError", got)
+		}
+		if got := b.str(t, `(() => { try { document.createElement('script').src = 'data:text/javascript,1'; return 'allowed'; } catch (e) { return e.name; } })()`); got != "TypeError" {
+			t.Fatalf("setting a script's src: %s, want a Trusted Types TypeError", got)
+		}
 		b.axeCheck(t, "overview (empty)")
 	})
 
