@@ -77,10 +77,11 @@ type Settings struct {
 	Quota                         Quota `json:"quota"`
 }
 
-// Quota holds Cloud KMS per-project quotas. Limits are per minute, as
-// Google publishes them, and enforced per second (limit/60, rounded up)
-// on the project that hosts the key, as Google enforces hosting-project
-// quotas. Over the limit: 429 RESOURCE_EXHAUSTED.
+// Quota holds Cloud KMS per-project quotas, counted on the project that
+// holds the resource. Limits are per minute, as Google publishes them;
+// cryptographic requests are enforced per second (limit/60, rounded up),
+// as Google enforces hosting-project quotas, reads and writes per
+// (fixed) minute. Over the limit: 429 RESOURCE_EXHAUSTED.
 type Quota struct {
 	Disabled bool `json:"disabled"`
 	// CryptoPerMinute: encrypt/decrypt (Google's default 60,000).

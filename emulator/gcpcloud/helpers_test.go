@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	kms "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/auth/credentials/externalaccount"
 	"cloud.google.com/go/auth/httptransport"
+	kms "cloud.google.com/go/kms/apiv1"
 	"google.golang.org/api/option"
 
 	"github.com/ekm-dev/ekm/internal/gcponboard"
@@ -217,7 +217,9 @@ func wantErr(t *testing.T, st int, m map[string]any, wantStatus int, wantCode, w
 
 type supplier func() string
 
-func (s supplier) SubjectToken(context.Context, *externalaccount.RequestOptions) (string, error) { return s(), nil }
+func (s supplier) SubjectToken(context.Context, *externalaccount.RequestOptions) (string, error) {
+	return s(), nil
+}
 
 // gapicClient is the KMS gapic REST client authenticated by workload
 // identity federation (cloud.google.com/go/auth externalaccount) for c,

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -368,7 +369,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 // enumInts reports whether the caller asked for enums as numbers
 // ($alt=json;enum-encoding=int, as the gapic REST clients do).
 func enumInts(r *http.Request) bool {
-	return strings.Contains(r.URL.Query().Get("$alt"), "enum-encoding=int")
+	// Read the raw query: an unescaped ';' makes url.ParseQuery drop the pair.
+	q, err := url.QueryUnescape(r.URL.RawQuery)
+	if err != nil {
+		q = r.URL.RawQuery
+	}
+	return strings.Contains(q, "$alt=json;enum-encoding=int")
 }
 
 // enum is a proto enum's value names by number.

@@ -1030,7 +1030,7 @@ func (e *Emulator) testIAMPermissions(r *http.Request, c *caller, n kmsName, res
 
 type quotaLimiter struct {
 	mu   sync.Mutex
-	sec  map[string]int64 // project/category -> current second
+	sec  map[string]int64 // project/category -> current window
 	used map[string]int
 }
 
@@ -1040,8 +1040,8 @@ var quotaNames = map[string][2]string{
 	"write":  {"Write requests", "Write requests per minute"},
 }
 
-// kmsQuota charges one request to the hosting project's per-second share
-// of its per-minute quota.
+// kmsQuota charges one request to the quota of the project that holds the
+// resource.
 func (e *Emulator) kmsQuota(projectKey, category string) *apiError {
 	e.mu.RLock()
 	q := e.st.Settings.Quota
@@ -1054,8 +1054,12 @@ func (e *Emulator) kmsQuota(projectKey, category string) *apiError {
 		return nil
 	}
 	limit := map[string]int{"crypto": q.CryptoPerMinute, "read": q.ReadPerMinute, "write": q.WritePerMinute}[category]
-	perSec := (limit + 59) / 60
-	now := e.clock.Now().Unix()
+	// Cryptographic requests count against the hosting project and are
+	// enforced per second (limit/60); reads and writes per minute.
+	perWindow, now := limit, e.clock.Now().Unix()/60
+	if category == "crypto" {
+		perWindow, now = (limit+59)/60, e.clock.Now().Unix()
+	}
 	key := number + "/" + category
 	l := &e.quota
 	l.mu.Lock()
@@ -1066,7 +1070,7 @@ func (e *Emulator) kmsQuota(projectKey, category string) *apiError {
 	if l.sec[key] != now {
 		l.sec[key], l.used[key] = now, 0
 	}
-	if l.used[key] >= perSec {
+	if l.used[key] >= perWindow {
 		names := quotaNames[category]
 		return &apiError{HTTP: http.StatusTooManyRequests, Status: "RESOURCE_EXHAUSTED",
 			Message: fmt.Sprintf("Quota exceeded for quota metric '%s' and limit '%s' of service 'cloudkms.googleapis.com' for consumer 'project_number:%s'.", names[0], names[1], number),
