@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
@@ -138,3 +139,14 @@ func fixedClock() func() time.Time {
 }
 
 func urlDecode(s string) (string, error) { return url.QueryUnescape(s) }
+
+func stsAssumeInput(roleARN, externalID, policy string) *sts.AssumeRoleInput {
+	in := &sts.AssumeRoleInput{RoleArn: aws.String(roleARN), RoleSessionName: aws.String("ekm"), ExternalId: aws.String(externalID)}
+	if policy != "" {
+		in.Policy = aws.String(policy)
+	}
+	return in
+}
+
+// retryFast keeps the SDK's retry decisions but not its backoff.
+func retryFast(r aws.Retryer) aws.Retryer { return retry.AddWithMaxBackoffDelay(r, time.Millisecond) }

@@ -29,7 +29,7 @@ var partitions = []*partition{
 			"ap-southeast-7", "ca-central-1", "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
 			"eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1", "me-west-1", "mx-central-1",
 			"sa-east-1", "sa-west-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2"}},
-	{ID: "aws-cn", DNSSuffix: "amazonaws.com.cn", IAMHosts: []string{"iam.cn-north-1.amazonaws.com.cn"}, IAMRegion: "cn-north-1",
+	{ID: "aws-cn", DNSSuffix: "amazonaws.com.cn", IAMHosts: []string{"iam.cn-north-1.amazonaws.com.cn", "iam-fips.amazonaws.com.cn"}, IAMRegion: "cn-north-1",
 		Regions: []string{"cn-north-1", "cn-northwest-1"}},
 	{ID: "aws-us-gov", DNSSuffix: "amazonaws.com", IAMHosts: []string{"iam.us-gov.amazonaws.com"}, IAMRegion: "us-gov-west-1",
 		Regions: []string{"us-gov-east-1", "us-gov-west-1"}},
