@@ -30,5 +30,6 @@ func emulateCmd() *cobra.Command {
 	az.Flags().StringVar(&opts.StateDir, "state-dir", "", "directory for ca.pem, the app's certificate and (persisted) state; empty = a temporary directory, state in memory")
 	documentEnvP(az.Flags(), emulatorEnvPrefix)
 	cmd.AddCommand(az)
+	cmd.AddCommand(emulateAWSCmd())
 	return cmd
 }
