@@ -7,6 +7,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 )
@@ -235,7 +236,11 @@ func TestIAMAuthorization(t *testing.T) {
 	wantCode(t, err, "ValidationError")
 	_, err = ic.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String("bad"), PolicyName: aws.String("p"), PolicyDocument: aws.String(`{}`)})
 	wantCode(t, err, "NoSuchEntity")
-	createRole(t, e, root, "r2", trustFor(e.Vendor().ARN, ""))
+	tagged, err := ic.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String("r2"), AssumeRolePolicyDocument: aws.String(trustFor(e.Vendor().ARN, "")),
+		Tags: []iamtypes.Tag{{Key: aws.String("team"), Value: aws.String("ekm")}}, Path: aws.String("/svc/"), MaxSessionDuration: aws.Int32(7200)})
+	if err != nil || len(tagged.Role.Tags) != 1 || *tagged.Role.Arn != "arn:aws:iam::"+root.AccountID+":role/svc/r2" || *tagged.Role.MaxSessionDuration != 7200 {
+		t.Fatalf("%v %+v", err, tagged)
+	}
 	for doc, want := range map[string]string{
 		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}`:                                "Policy document should not specify a principal.",
 		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"Decrypt","Resource":"*"}]}`:                                              "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.",

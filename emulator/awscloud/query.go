@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -126,7 +125,7 @@ func (c *call) serveQuery() error {
 		} else if strings.Contains(k, ".") || !contains(op.params, k) && !contains(op.lists, k) && !unsupportedParams[k] {
 			return errf(400, "ValidationError", "The parameter %s is not recognized by %s.", truncate(k, 64), action)
 		}
-		if unsupportedParams[name] {
+		if unsupportedParams[name] && !contains(op.lists, name) && !contains(op.params, name) {
 			return errf(400, "ValidationError", "The AWS emulator does not support the %s parameter of %s.", name, action)
 		}
 	}
@@ -301,7 +300,6 @@ func (c *call) tags() ([]tag, error) {
 	if len(vals) != len(keys) {
 		return nil, errf(400, "ValidationError", "Each tag needs Key and Value.")
 	}
-	sort.SliceStable(out, func(i, j int) bool { return false })
 	return out, nil
 }
 
