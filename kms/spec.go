@@ -20,6 +20,12 @@ type Spec struct {
 	Identity map[string]string
 	// Development marks types that do not put data under a customer-held key.
 	Development bool
+	// OrgBound names registration fields whose value must be the calling
+	// org's id or the id of one of its projects: what the customer's trust
+	// policy names (AWS sts:ExternalId, a Google provider's audience), so
+	// that one org cannot register another org's role or provider through
+	// ekm (the confused deputy). The lifecycle service enforces it.
+	OrgBound []string
 	// Algorithm is the algorithm label new wraps carry (kms.Wrapped). A
 	// stored wrap with another label (made before the driver changed how it
 	// binds associated data) is rewrapped in the background, like one made

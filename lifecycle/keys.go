@@ -41,6 +41,9 @@ func (s *Service) RegisterKey(ctx context.Context, actor, orgID string, r Regist
 	if err != nil {
 		return store.ExternalKey{}, kmsFailure(err, "")
 	}
+	if err := s.checkOrgBound(ctx, r.Type, orgID, params); err != nil {
+		return store.ExternalKey{}, err
+	}
 	now := s.cfg.Now()
 	ek := store.ExternalKey{ID: ids.New(ExternalKeyIDPrefix), OrgID: orgID, Type: r.Type, Name: r.Name, Purpose: r.Purpose,
 		Params: map[string]string(params), CreatedAt: now}
@@ -65,6 +68,27 @@ func (s *Service) RegisterKey(ctx context.Context, actor, orgID string, r Regist
 		return store.ExternalKey{}, err
 	}
 	return ek, nil
+}
+
+// checkOrgBound refuses a registration whose org-bound fields (kms.Spec)
+// name neither the calling org nor one of its projects.
+func (s *Service) checkOrgBound(ctx context.Context, typ, orgID string, p kms.Params) error {
+	spec, _, _ := s.cfg.Registry.Spec(typ)
+	for _, name := range spec.OrgBound {
+		v := p[name]
+		if v == orgID {
+			continue
+		}
+		_, err := s.st.GetProject(ctx, orgID, v)
+		if isNotFound(err) {
+			return &Error{Kind: Invalid, Code: "org_mismatch", Param: name, Message: fmt.Sprintf(
+				"%s must be your organization id (%s) or the id of one of its projects: it is what your KMS trusts ekm with, and it ties that trust to you", name, orgID)}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // validate runs the live check of ek's KEK. It touches neither the gate nor
