@@ -81,12 +81,14 @@ func TestIAMProviderValidation(t *testing.T) {
 		"unsupported CEL":   {func(b map[string]any) { b["attributeCondition"] = `size(assertion.sub) > 3` }, "Invalid attribute condition"},
 		"unknown ident":     {func(b map[string]any) { b["attributeCondition"] = `request.sub == "x"` }, "undeclared reference"},
 		"no google.subject": {func(b map[string]any) { b["attributeMapping"] = map[string]string{"attribute.x": "assertion.x"} }, "google.subject"},
-		"bad attribute key": {func(b map[string]any) { b["attributeMapping"] = map[string]string{"google.subject": "assertion.sub", "attribute.X-Y": "assertion.x"} }, "Invalid attribute mapping key"},
-		"http issuer":       {func(b map[string]any) { b["oidc"].(map[string]any)["issuerUri"] = "http://issuer.example" }, "https"},
-		"11 audiences":      {func(b map[string]any) { b["oidc"].(map[string]any)["allowedAudiences"] = make([]string, 11) }, "At most 10"},
-		"aws provider":      {func(b map[string]any) { b["aws"] = map[string]any{"accountId": "1"} }, "Only OIDC providers"},
-		"unknown field":     {func(b map[string]any) { b["colour"] = "red" }, `Unknown name "colour"`},
-		"no oidc":           {func(b map[string]any) { delete(b, "oidc") }, "oidc"},
+		"bad attribute key": {func(b map[string]any) {
+			b["attributeMapping"] = map[string]string{"google.subject": "assertion.sub", "attribute.X-Y": "assertion.x"}
+		}, "Invalid attribute mapping key"},
+		"http issuer":   {func(b map[string]any) { b["oidc"].(map[string]any)["issuerUri"] = "http://issuer.example" }, "https"},
+		"11 audiences":  {func(b map[string]any) { b["oidc"].(map[string]any)["allowedAudiences"] = make([]string, 11) }, "At most 10"},
+		"aws provider":  {func(b map[string]any) { b["aws"] = map[string]any{"accountId": "1"} }, "Only OIDC providers"},
+		"unknown field": {func(b map[string]any) { b["colour"] = "red" }, `Unknown name "colour"`},
+		"no oidc":       {func(b map[string]any) { delete(b, "oidc") }, "oidc"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Endpoints of the production APIs.
@@ -185,12 +186,16 @@ func AddMember(bindings []Binding, member string, roles []string) []Binding {
 	return out
 }
 
+// mustJSON marshals without HTML escaping, so placeholders such as
+// <SUBJECT> print as they are.
 func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		panic(err)
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // ---- the steps ----
