@@ -253,3 +253,34 @@ func TestIAMAuthorization(t *testing.T) {
 		}
 	}
 }
+
+// TestCrossAccountKeyPolicy: the key policy names the vendor's account
+// (no role in between); the vendor principal then also needs its own
+// identity permission, and its calls count against its own quota.
+func TestCrossAccountKeyPolicy(t *testing.T) {
+	e := shared
+	c := onboardCustomer(t, e, "us-east-1", "org-xacct")
+	v := e.Vendor()
+	doc := strings.Replace(DefaultKeyPolicy("aws", c.root.AccountID), `]}`, `,{"Sid":"vendor","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::`+v.AccountID+`:root"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}]}`, 1)
+	putKeyPolicy(t, c.admin, c.keyARN, doc)
+	_, err := kmsClient(e, "us-east-1", static(v), noRetry).Encrypt(ctx, &kms.EncryptInput{KeyId: &c.keyARN, Plaintext: []byte("x")})
+	if msg := wantCode(t, err, "AccessDeniedException"); !strings.HasSuffix(msg, "because no identity-based policy allows the kms:Encrypt action") {
+		t.Fatal(msg)
+	}
+	u, err := e.CreateUser(v.AccountID, "xacct", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"arn:aws:kms:*:*:key/*"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc := kmsClient(e, "us-east-1", static(u), noRetry)
+	if _, err := uc.Encrypt(ctx, &kms.EncryptInput{KeyId: &c.keyARN, Plaintext: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	// Cross-account needs the ARN: a bare key id resolves in the caller's account.
+	_, err = uc.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(c.keyARN[strings.LastIndex(c.keyARN, "/")+1:]), Plaintext: []byte("x")})
+	wantCode(t, err, "NotFoundException")
+	// Requests are logged with the caller's and the key owner's accounts.
+	last := e.Requests()[len(e.Requests())-2]
+	if last.Account != v.AccountID || last.ResourceAccount != c.root.AccountID {
+		t.Fatalf("%+v", last)
+	}
+}
