@@ -31,5 +31,6 @@ func emulateCmd() *cobra.Command {
 	documentEnvP(az.Flags(), emulatorEnvPrefix)
 	cmd.AddCommand(az)
 	cmd.AddCommand(emulateAWSCmd())
+	cmd.AddCommand(emulateGCPCmd())
 	return cmd
 }
