@@ -197,7 +197,7 @@ type saKey struct {
 
 func newServiceAccount(p *project, accountID, displayName string, now time.Time) (*serviceAccount, error) {
 	sa := &serviceAccount{Email: accountID + "@" + p.ID + ".iam.gserviceaccount.com", AccountID: accountID,
-		UniqueID: randDigits(21), ProjectID: p.ID, DisplayName: displayName, Created: now, Policy: &policy{}, Etag: newEtag()}
+		UniqueID: randDigits(21), ProjectID: p.ID, DisplayName: displayName, Created: now, Policy: &policy{Etag: newEtag()}, Etag: newEtag()}
 	p.ServiceAccounts[sa.Email] = sa
 	return sa, nil
 }
