@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"net/http"
 	"strings"
 	"testing"
 
+	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/auth/httptransport"
 	"cloud.google.com/go/kms/apiv1/kmspb"
@@ -189,5 +191,64 @@ func TestGapicPermissionDenied(t *testing.T) {
 	if !errors.As(err, &ae) || ae.HTTPCode() != 403 || ae.Reason() != "IAM_PERMISSION_DENIED" ||
 		!strings.Contains(ae.Error(), "Permission 'cloudkms.cryptoKeyVersions.useToEncrypt' denied on resource '"+c.res.KeyName+"' (or it may not exist).") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// The JWT-bearer grant with a target_audience (what
+// cloud.google.com/go/auth/credentials/idtoken does with a key file; its
+// 2LO provider takes no HTTP client, so the test drives auth's
+// New2LOTokenProvider with the same options plus the emulator's client)
+// answers a Google-signed ID token that STS accepts for a provider
+// trusting accounts.google.com.
+func TestIDTokenFromKeyFileThroughSTS(t *testing.T) {
+	v := emu.Vendor()
+	c := newCustomer(t, func(cfg *gcponboard.Config) { cfg.Issuer, cfg.Subject = googleIssuer, v.UniqueID })
+	var kf struct {
+		Email string `json:"client_email"`
+		Key   string `json:"private_key"`
+		KeyID string `json:"private_key_id"`
+		URL   string `json:"token_uri"`
+	}
+	if err := json.Unmarshal(v.KeyJSON, &kf); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := auth.New2LOTokenProvider(&auth.Options2LO{Email: kf.Email, PrivateKey: []byte(kf.Key), PrivateKeyID: kf.KeyID,
+		TokenURL: kf.URL, UseIDToken: true, PrivateClaims: map[string]any{"target_audience": c.cfg.Audience}, Client: emu.HTTPClient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tp.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, m := stsRaw(t, c.res.STSAudience, tok.Value, nil); st != 200 {
+		t.Fatalf("sts: %d %v", st, m)
+	}
+}
+
+// A service account's self-signed JWT (UseSelfSignedJWT) is accepted as
+// a bearer token.
+func TestSelfSignedJWT(t *testing.T) {
+	v := emu.Vendor()
+	creds, err := credentials.DetectDefault(&credentials.DetectOptions{CredentialsJSON: v.KeyJSON,
+		Scopes: []string{scopeCloudPlatform}, UseSelfSignedJWT: true, Client: emu.HTTPClient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := httptransport.NewClient(&httptransport.Options{Credentials: creds, BaseRoundTripper: emu.HTTPClient().Transport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := iamcredentials.NewService(context.Background(), option.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := emu.Counters()["oauth2.token"]
+	if _, err := ic.Projects.ServiceAccounts.GenerateIdToken("projects/-/serviceAccounts/"+v.ServiceAccountEmail,
+		&iamcredentials.GenerateIdTokenRequest{Audience: "org-x"}).Do(); err != nil {
+		t.Fatal(err)
+	}
+	if emu.Counters()["oauth2.token"] != before {
+		t.Fatal("the self-signed JWT went through the token endpoint")
 	}
 }
