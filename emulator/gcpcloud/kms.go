@@ -208,7 +208,10 @@ func routeKMS(method, path, verb string) (*kmsRoute, *apiError) {
 
 // kmsResolved is the resource hierarchy of a request, as far as it exists.
 type kmsResolved struct {
-	p    *project
+	// dirty: time changed the state (a due rotation or destruction), which
+	// must be persisted even on a read.
+	dirty bool
+	p     *project
 	ring *keyRing
 	key  *cryptoKey
 	ver  *keyVersion
@@ -242,7 +245,7 @@ func (e *Emulator) resolveKMS(n kmsName, now time.Time) kmsResolved {
 	if res.key == nil {
 		return res
 	}
-	e.refreshKey(res.key, now)
+	res.dirty = e.refreshKey(res.key, now)
 	if n.Kind == "cryptoKeyVersion" {
 		id, _ := strconv.Atoi(n.Version)
 		res.ver = res.key.version(id)
@@ -258,16 +261,18 @@ func (k *cryptoKey) version(id int) *keyVersion {
 }
 
 // refreshKey applies what time did: scheduled destructions that are due
-// and automatic rotations.
-func (e *Emulator) refreshKey(k *cryptoKey, now time.Time) {
+// and automatic rotations. It reports whether anything changed.
+func (e *Emulator) refreshKey(k *cryptoKey, now time.Time) (changed bool) {
 	for _, v := range k.Versions {
 		if v.State == stateDestroyScheduled && !now.Before(v.DestroyTime) {
 			v.State, v.Material, v.DestroyEvent = stateDestroyed, nil, v.DestroyTime
+			changed = true
 		}
 	}
-	if k.Purpose != purposeEncryptDecrypt || k.RotationPeriod <= 0 || k.NextRotation.IsZero() {
-		return
+	if k.Purpose != purposeEncryptDecrypt || k.RotationPeriod <= 0 || k.NextRotation.IsZero() || now.Before(k.NextRotation) {
+		return changed
 	}
+	changed = true
 	for i := 0; !now.Before(k.NextRotation); i++ {
 		if i >= 100 { // a far clock jump: skip to the next future rotation
 			for !now.Before(k.NextRotation) {
@@ -279,6 +284,7 @@ func (e *Emulator) refreshKey(k *cryptoKey, now time.Time) {
 		k.Primary = v.ID
 		k.NextRotation = k.NextRotation.Add(k.RotationPeriod)
 	}
+	return changed
 }
 
 func (k *cryptoKey) newVersion(now time.Time) *keyVersion {
@@ -305,6 +311,12 @@ func (e *Emulator) handleKMS(r *http.Request, c *caller, rt *kmsRoute, corrupt s
 	now := e.clock.Now()
 	n := rt.name
 	res := e.resolveKMS(n, now)
+	if res.dirty { // persist what time did, whatever the outcome of this request
+		if err := e.saveLocked(); err != nil {
+			return nil, errf(500, "INTERNAL", "Internal error encountered.")
+		}
+		res.dirty = false
+	}
 	sent := n.String()
 	if rt.op == "kms.testiampermissions" {
 		return e.testIAMPermissions(r, c, n, &res)
@@ -332,7 +344,7 @@ func (e *Emulator) handleKMS(r *http.Request, c *caller, rt *kmsRoute, corrupt s
 	if aerr != nil {
 		return nil, aerr
 	}
-	if rt.quota != "read" {
+	if rt.quota != "read" || res.dirty {
 		if err := e.saveLocked(); err != nil {
 			return nil, errf(500, "INTERNAL", "Internal error encountered.")
 		}
@@ -424,7 +436,9 @@ func (e *Emulator) kmsOp(r *http.Request, rt *kmsRoute, n kmsName, res *kmsResol
 		var out []any
 		for _, id := range sortedKeys(res.ring.Keys) {
 			k := res.ring.Keys[id]
-			e.refreshKey(k, now)
+			if e.refreshKey(k, now) {
+				res.dirty = true
+			}
 			out = append(out, cryptoKeyJSON(kmsName{Project: n.Project, Location: n.Location, KeyRing: n.KeyRing, Key: id, Kind: "cryptoKey"}, k, ints))
 		}
 		items, next := pageOf(out, pg)

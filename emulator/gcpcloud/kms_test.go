@@ -414,3 +414,31 @@ func TestKMSKeyRingsAndNames(t *testing.T) {
 	st, m = api(t, "GET", kmsURL(c.res.KeyName), saTok, nil)
 	wantErr(t, st, m, 403, "PERMISSION_DENIED", "cloudkms.cryptoKeys.get")
 }
+
+// Concurrent callers (under -race): encrypts, decrypts and policy reads.
+func TestKMSConcurrentCalls(t *testing.T) {
+	c := newCustomer(t, nil)
+	tok := fedToken(t, c)
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := 0; i < 10; i++ {
+				st, m := encryptRaw(t, c, tok)
+				if st != 200 {
+					errs <- errors.New(strconv.Itoa(st))
+					return
+				}
+				if st, _ := api(t, "POST", kmsURL(c.res.KeyName)+":decrypt", tok, map[string]any{"ciphertext": m["ciphertext"]}); st != 200 {
+					errs <- errors.New("decrypt " + strconv.Itoa(st))
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
