@@ -212,9 +212,9 @@ type kmsResolved struct {
 	// must be persisted even on a read.
 	dirty bool
 	p     *project
-	ring *keyRing
-	key  *cryptoKey
-	ver  *keyVersion
+	ring  *keyRing
+	key   *cryptoKey
+	ver   *keyVersion
 }
 
 func (k *kmsResolved) policies() []*policy {
