@@ -95,14 +95,23 @@ func DefaultSettings() Settings {
 		RSA2048: 4000, RSA3072: 1000, RSA4096: 500, EC: 4000, Create: 20}}
 }
 
+// Bounds of the throttle settings (docs/emulator-azure.md, "Settings"). A
+// limit of at least 2 keeps the HSM limit (half) at 1 or more.
+const (
+	MinWindowSeconds = 1
+	MaxWindowSeconds = 3600
+	MinThrottleLimit = 2
+	MaxThrottleLimit = 1_000_000
+)
+
 func (s *Settings) validate() error {
 	t := &s.Throttle
-	if t.WindowSeconds < 1 || t.WindowSeconds > 3600 {
-		return errors.New("throttle.window_seconds must be 1..3600")
+	if t.WindowSeconds < MinWindowSeconds || t.WindowSeconds > MaxWindowSeconds {
+		return fmt.Errorf("throttle.window_seconds must be %d..%d", MinWindowSeconds, MaxWindowSeconds)
 	}
 	for _, n := range []int{t.RSA2048, t.RSA3072, t.RSA4096, t.EC, t.Create} {
-		if n < 2 || n > 1_000_000 {
-			return errors.New("throttle limits must be 2..1000000")
+		if n < MinThrottleLimit || n > MaxThrottleLimit {
+			return fmt.Errorf("throttle limits (rsa_2048, rsa_3072, rsa_4096, ec, create) must be %d..%d", MinThrottleLimit, MaxThrottleLimit)
 		}
 	}
 	return nil

@@ -138,8 +138,12 @@ func (e *Emulator) discovery(w http.ResponseWriter, r *http.Request, host, tid s
 	})
 }
 
-// instanceDiscovery answers MSAL's instance discovery (only used when a
-// client disables the trusted-host shortcut).
+// instanceDiscovery answers MSAL's instance discovery. MSAL Go skips it to
+// resolve a trusted authority's endpoints, but its token cache still asks
+// once per client for the host's aliases before the first token request
+// (storage.Manager.Read → aadMetadata), unless DisableInstanceDiscovery is
+// set; a client that does not trust the authority host uses
+// tenant_discovery_endpoint too.
 func (e *Emulator) instanceDiscovery(w http.ResponseWriter, r *http.Request, host string) {
 	ae := r.URL.Query().Get("authorization_endpoint")
 	u, err := url.Parse(ae)
@@ -293,6 +297,9 @@ func (e *Emulator) issueAppToken(form url.Values, host, tenantSeg string) (map[s
 // declares client capability CP1, as MSAL does for azcore's bearer policy
 // (unless AZURE_IDENTITY_DISABLE_CP1 is set): {"access_token":{"xms_cc":
 // {"values":["CP1"]}}}, merged with any claims challenge being answered.
+// The capability name is matched case-insensitively, as Entra does: MSAL
+// for other languages sends "cp1" (their client_capabilities settings are
+// commonly configured with the lower-case name "cp1").
 func clientCapableOfCAE(claims string) bool {
 	if claims == "" || len(claims) > 4096 {
 		return false
@@ -307,7 +314,7 @@ func clientCapableOfCAE(claims string) bool {
 	if json.Unmarshal([]byte(claims), &c) != nil {
 		return false
 	}
-	return slices.Contains(c.AccessToken.XMSCC.Values, "CP1")
+	return slices.ContainsFunc(c.AccessToken.XMSCC.Values, isCP1)
 }
 
 func (t *tenant) spForApp(appID string) *servicePrinc {

@@ -97,16 +97,20 @@ func (t *jwt) audiences() []string {
 	return nil
 }
 
-// hasCP1 reports whether the xms_cc claim lists client capability CP1.
+// hasCP1 reports whether the xms_cc claim lists client capability CP1 (in
+// any letter case).
 func (t *jwt) hasCP1() bool {
 	v, _ := t.claims["xms_cc"].([]any)
 	for _, c := range v {
-		if c == "CP1" {
+		if s, ok := c.(string); ok && isCP1(s) {
 			return true
 		}
 	}
 	return false
 }
+
+// isCP1 matches the client capability name CP1 case-insensitively.
+func isCP1(s string) bool { return strings.EqualFold(s, "CP1") }
 
 func hashFor(alg string) (crypto.Hash, func() hash.Hash, bool) {
 	switch alg[2:] {

@@ -32,6 +32,7 @@ type kvRoute struct {
 	name    string // key name ("" for collection ops)
 	version string // "" = latest
 	crypto  string // encrypt, decrypt, wrapkey, unwrapkey, sign, verify
+	deleted bool   // a soft-deleted key: the resource is …/deletedkeys/{name}
 }
 
 var cryptoOps = map[string]struct{ keyOp, action string }{
@@ -44,7 +45,14 @@ var cryptoOps = map[string]struct{ keyOp, action string }{
 }
 
 // parseKVRoute maps method and path to an operation. Paths are those azkeys
-// sends, including the versionless forms "/keys/{n}/" and "/keys/{n}/encrypt".
+// sends, including the versionless forms "/keys/{n}/" and "/keys/{n}/encrypt",
+// and the empty-version form "/keys/{n}//encrypt" that other languages' SDKs
+// build from a versionless key id (Key Vault serves the current version).
+//
+// Every action is a data action of Azure's published list for
+// Microsoft.KeyVault (docs/emulator-azure.md, "Authorisation"): reading
+// deleted keys is keys/read (Key Vault's "keys/get" and "keys/list"
+// permissions), purging is keys/purge/action.
 func parseKVRoute(method, path string) (kvRoute, bool) {
 	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	if len(segs) > 1 && segs[len(segs)-1] == "" && !(len(segs) == 3 && segs[0] == "keys") {
@@ -56,13 +64,13 @@ func parseKVRoute(method, path string) (kvRoute, bool) {
 	case col == "keys" && len(segs) == 1 && method == http.MethodGet:
 		return kvRoute{op: "kv.list", action: read}, true
 	case col == "deletedkeys" && len(segs) == 1 && method == http.MethodGet:
-		return kvRoute{op: "kv.list_deleted", action: "Microsoft.KeyVault/vaults/deletedKeys/read"}, true
+		return kvRoute{op: "kv.list_deleted", action: read}, true
 	case col == "deletedkeys" && len(segs) == 2:
 		switch method {
 		case http.MethodGet:
-			return kvRoute{op: "kv.get_deleted", action: "Microsoft.KeyVault/vaults/deletedKeys/read", name: segs[1]}, true
+			return kvRoute{op: "kv.get_deleted", action: read, name: segs[1], deleted: true}, true
 		case http.MethodDelete:
-			return kvRoute{op: "kv.purge", action: "Microsoft.KeyVault/vaults/deletedKeys/delete", name: segs[1]}, true
+			return kvRoute{op: "kv.purge", action: kvKeys + "purge/action", name: segs[1], deleted: true}, true
 		}
 	case col == "deletedkeys" && len(segs) == 3 && strings.EqualFold(segs[2], "recover") && method == http.MethodPost:
 		return kvRoute{op: "kv.recover", action: kvKeys + "recover/action", name: segs[1]}, true
@@ -99,7 +107,7 @@ func parseKVRoute(method, path string) (kvRoute, bool) {
 		case versionRE.MatchString(segs[2]) && method == http.MethodPatch:
 			return kvRoute{op: "kv.update", action: kvKeys + "update/action", name: n, version: segs[2]}, true
 		}
-	case len(segs) == 4 && method == http.MethodPost && versionRE.MatchString(segs[2]):
+	case len(segs) == 4 && method == http.MethodPost && (segs[2] == "" || versionRE.MatchString(segs[2])):
 		op := strings.ToLower(segs[3])
 		if c, ok := cryptoOps[op]; ok {
 			return kvRoute{op: "kv." + op, action: c.action, name: segs[1], version: segs[2], crypto: op}, true
@@ -341,7 +349,7 @@ func (e *Emulator) authorizeKV(w http.ResponseWriter, v *vault, p *principal, rt
 	res := v.resourceID()
 	if rt.name != "" { // key-level operations, including listing a key's versions
 		res += "/keys/" + rt.name
-		if strings.Contains(rt.action, "deletedKeys") {
+		if rt.deleted {
 			res = v.resourceID() + "/deletedkeys/" + rt.name
 		}
 	}

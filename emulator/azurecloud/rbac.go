@@ -31,7 +31,28 @@ func builtin(id, name, desc string, p permission) *roleDefinition {
 		Permissions: []permission{p}, AssignableScopes: []string{"/"}, Created: epoch, Updated: epoch}
 }
 
-// builtinRoles holds the built-in roles relevant to this emulator.
+// kvReaderActions are the control-plane actions Azure's Key Vault data
+// roles (Administrator, Crypto Officer, Reader) carry.
+var kvReaderActions = []string{
+	"Microsoft.Authorization/*/read",
+	"Microsoft.Insights/alertRules/*",
+	"Microsoft.Resources/deployments/*",
+	"Microsoft.Resources/subscriptions/resourceGroups/read",
+	"Microsoft.Support/*",
+	"Microsoft.KeyVault/checkNameAvailability/read",
+	"Microsoft.KeyVault/deletedVaults/read",
+	"Microsoft.KeyVault/locations/*/read",
+	"Microsoft.KeyVault/vaults/*/read",
+	"Microsoft.KeyVault/operations/read",
+}
+
+func kvRoleDesc(s string) string {
+	return s + " Only works for key vaults that use the 'Azure role-based access control' permission model."
+}
+
+// builtinRoles holds the built-in roles relevant to this emulator. The Key
+// Vault roles' permissions are Azure's published definitions (built-in
+// roles, Security category; docs/emulator-azure.md cites them).
 var builtinRoles = map[string]*roleDefinition{
 	roleOwner: builtin(roleOwner, "Owner", "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
 		permission{Actions: []string{"*"}}),
@@ -39,21 +60,19 @@ var builtinRoles = map[string]*roleDefinition{
 		permission{Actions: []string{"*"}, NotActions: []string{"Microsoft.Authorization/*/Delete", "Microsoft.Authorization/*/Write", "Microsoft.Authorization/elevateAccess/Action"}}),
 	roleUserAccessAdmin: builtin(roleUserAccessAdmin, "User Access Administrator", "Lets you manage user access to Azure resources.",
 		permission{Actions: []string{"*/read", "Microsoft.Authorization/*"}}),
-	roleKVAdministrator: builtin(roleKVAdministrator, "Key Vault Administrator", "Perform all data plane operations on a key vault and all objects in it, including certificates, keys, and secrets.",
-		permission{Actions: []string{"Microsoft.Authorization/*/read", "Microsoft.Resources/subscriptions/resourceGroups/read", "Microsoft.KeyVault/vaults/*/read"},
-			DataActions: []string{"Microsoft.KeyVault/vaults/*"}}),
-	roleKVCryptoOfficer: builtin(roleKVCryptoOfficer, "Key Vault Crypto Officer", "Perform any action on the keys of a key vault, except manage permissions.",
-		permission{Actions: []string{"Microsoft.Authorization/*/read", "Microsoft.KeyVault/vaults/*/read"},
-			DataActions: []string{kvKeys + "*", "Microsoft.KeyVault/vaults/keyrotationpolicies/*"}}),
-	roleKVCryptoUser: builtin(roleKVCryptoUser, "Key Vault Crypto User", "Perform cryptographic operations using keys.",
+	roleKVAdministrator: builtin(roleKVAdministrator, "Key Vault Administrator", kvRoleDesc("Perform all data plane operations on a key vault and all objects in it, including certificates, keys, and secrets. Cannot manage key vault resources or manage role assignments."),
+		permission{Actions: kvReaderActions, DataActions: []string{"Microsoft.KeyVault/vaults/*"}}),
+	roleKVCryptoOfficer: builtin(roleKVCryptoOfficer, "Key Vault Crypto Officer", kvRoleDesc("Perform any action on the keys of a key vault, except manage permissions."),
+		permission{Actions: kvReaderActions, DataActions: []string{kvKeys + "*", "Microsoft.KeyVault/vaults/keyrotationpolicies/*"}}),
+	roleKVCryptoUser: builtin(roleKVCryptoUser, "Key Vault Crypto User", kvRoleDesc("Perform cryptographic operations using keys."),
 		permission{DataActions: []string{kvKeys + "read", kvKeys + "update/action", kvKeys + "backup/action",
 			kvKeys + "encrypt/action", kvKeys + "decrypt/action", kvKeys + "wrap/action", kvKeys + "unwrap/action",
 			kvKeys + "sign/action", kvKeys + "verify/action"}}),
-	roleKVCryptoServiceEncUser: builtin(roleKVCryptoServiceEncUser, "Key Vault Crypto Service Encryption User", "Read metadata of keys and perform wrap/unwrap operations.",
-		permission{DataActions: []string{kvKeys + "read", kvKeys + "wrap/action", kvKeys + "unwrap/action"}}),
-	roleKVReader: builtin(roleKVReader, "Key Vault Reader", "Read metadata of key vaults and its certificates, keys, and secrets.",
-		permission{Actions: []string{"Microsoft.Authorization/*/read", "Microsoft.KeyVault/vaults/*/read"},
-			DataActions: []string{"Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaults/secrets/readMetadata/action"}}),
+	roleKVCryptoServiceEncUser: builtin(roleKVCryptoServiceEncUser, "Key Vault Crypto Service Encryption User", kvRoleDesc("Read metadata of keys and perform wrap/unwrap operations."),
+		permission{Actions: []string{"Microsoft.EventGrid/eventSubscriptions/write", "Microsoft.EventGrid/eventSubscriptions/read", "Microsoft.EventGrid/eventSubscriptions/delete"},
+			DataActions: []string{kvKeys + "read", kvKeys + "wrap/action", kvKeys + "unwrap/action"}}),
+	roleKVReader: builtin(roleKVReader, "Key Vault Reader", kvRoleDesc("Read metadata of key vaults and its certificates, keys, and secrets. Cannot read sensitive values such as secret contents or key material."),
+		permission{Actions: kvReaderActions, DataActions: []string{"Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaults/secrets/readMetadata/action"}}),
 }
 
 // lastSegment returns the final path segment of an ARM id (a role
