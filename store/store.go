@@ -179,6 +179,28 @@ type File struct {
 	BlobKey        string // where the content ciphertext lives in the blob store
 }
 
+// Change is one entry of the change log that tells every replica what
+// another one changed (package cluster): written in the same transaction as
+// the change it announces, read by every replica in ID order.
+type Change struct {
+	// ID orders changes: in commit order, never reused.
+	ID       int64
+	Kind     string // e.g. "external_key.unavailable" (package cluster lists them)
+	OrgID    string
+	ObjectID string // the external key, project, API key or service account
+	At       time.Time
+}
+
+// Lease is a named lease one replica holds until Expires: the probe of one
+// external key, or the leadership of background jobs.
+type Lease struct {
+	Name    string
+	Holder  string
+	Expires time.Time
+	// Taken counts how often the lease was taken, this time included.
+	Taken int64
+}
+
 // Page is a cursor request: items strictly after the id After, in id order
 // (ascending unless Desc). Limit is already validated by the API layer.
 type Page struct {
@@ -283,6 +305,45 @@ type Queries interface {
 	// the stored file still has oldBlobKey (compare-and-set), else ErrConflict
 	// (ErrNotFound if the file is gone).
 	ReplaceFileContent(ctx context.Context, f File, oldBlobKey string) error
+
+	// AppendChange records a change and returns its ID. Call it inside
+	// InTx, as the transaction's last write: it orders the transaction
+	// after every other that appended one (IDs are in commit order) and, on
+	// PostgreSQL, wakes ListenChanges in every process when it commits.
+	AppendChange(ctx context.Context, c Change) (int64, error)
+	// ChangesAfter lists up to limit changes with an ID above after, in ID
+	// order.
+	ChangesAfter(ctx context.Context, after int64, limit int) ([]Change, error)
+	// LastChangeID is the highest change ID (0 if none was ever recorded).
+	LastChangeID(ctx context.Context) (int64, error)
+	// PruneChanges deletes changes recorded before before.
+	PruneChanges(ctx context.Context, before time.Time) (int64, error)
+
+	// AcquireLeases takes for holder, until until, each lease of names that
+	// is free at now: never taken, or expired (Expires <= now), or, with
+	// renew, already held by holder. It returns the leases taken (in no
+	// particular order); one statement, so of several replicas asking at
+	// once exactly one takes each lease.
+	AcquireLeases(ctx context.Context, holder string, names []string, now, until time.Time, renew bool) ([]Lease, error)
+	// ReleaseLeases expires the leases of names that holder holds (nil
+	// names: all of them), so that another replica may take them at once.
+	ReleaseLeases(ctx context.Context, holder string, names []string) error
+	// GetLease returns a lease as stored (ErrNotFound if never taken).
+	GetLease(ctx context.Context, name string) (Lease, error)
+	// PruneLeases deletes leases that expired before before.
+	PruneLeases(ctx context.Context, before time.Time) (int64, error)
+}
+
+// ChangeListener is implemented by stores that several processes share and
+// that can wake them when another appends a change (PostgreSQL's
+// LISTEN/NOTIFY). Without it, readers of the change log poll.
+type ChangeListener interface {
+	// ListenChanges calls ready once it listens, then wake after each
+	// commit (by any process) of a transaction that appended a change,
+	// until ctx ends or the connection is lost; it returns why it stopped.
+	// Notifications may be lost while it is not listening: callers read the
+	// log after ready.
+	ListenChanges(ctx context.Context, ready, wake func()) error
 }
 
 // Store is a database. Methods on Store itself run in their own transaction.

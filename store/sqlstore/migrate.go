@@ -55,11 +55,17 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
-var blobType = regexp.MustCompile(`\bBLOB\b`)
+var (
+	blobType = regexp.MustCompile(`\bBLOB\b`)
+	serialID = regexp.MustCompile(`\bINTEGER PRIMARY KEY AUTOINCREMENT\b`)
+)
 
-// forDialect adapts shared DDL: PostgreSQL spells BLOB as BYTEA.
+// forDialect adapts shared DDL: PostgreSQL spells BLOB as BYTEA, and an
+// auto-incremented key (SQLite's INTEGER PRIMARY KEY AUTOINCREMENT, whose
+// values are never reused) as BIGSERIAL PRIMARY KEY.
 func forDialect(d dialect, ddl string) string {
 	if d == dialectPostgres {
+		ddl = serialID.ReplaceAllString(ddl, "BIGSERIAL PRIMARY KEY")
 		return blobType.ReplaceAllString(ddl, "BYTEA")
 	}
 	return ddl

@@ -24,8 +24,9 @@ type execer interface {
 // transaction) or inside a transaction. Every method is a single statement,
 // so it is atomic either way.
 type queries struct {
-	x execer
-	d dialect
+	x  execer
+	d  dialect
+	pg *pgShared // PostgreSQL only
 }
 
 var _ store.Queries = (*queries)(nil)

@@ -39,7 +39,8 @@ const maxTxAttempts = 30
 // sqlStore is a store.Store over one SQL database.
 type sqlStore struct {
 	queries
-	db *sql.DB
+	db  *sql.DB
+	dsn string // PostgreSQL: for the listening connection
 }
 
 var _ store.Store = (*sqlStore)(nil)
@@ -53,8 +54,17 @@ var _ store.Store = (*sqlStore)(nil)
 // connections always run in WAL mode with foreign keys on, a busy timeout and
 // BEGIN IMMEDIATE transactions, whatever the DSN says, so that a second
 // process (e.g. `ekm org create`) can write to the same file safely.
+//
+// A PostgreSQL store also implements store.ChangeListener.
 func Open(ctx context.Context, dsn string) (store.Store, error) {
-	return open(ctx, dsn)
+	s, err := open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if s.d == dialectPostgres {
+		return pgStore{s}, nil
+	}
+	return s, nil
 }
 
 // SQLiteMaxConns bounds the connections to an SQLite file. Every connection
@@ -118,6 +128,13 @@ func openPool(ctx context.Context, dsn string, sqliteMaxConns int) (*sqlStore, e
 	if err := connect(ctx, db, d); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlstore: connect: %w", redact(err))
+	}
+	if d == dialectPostgres {
+		s.dsn = dsn
+		if s.pg, err = newPGShared(ctx, db); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	if err := migrate(ctx, db, d); err != nil {
 		db.Close()
@@ -287,7 +304,7 @@ func (s *sqlStore) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(q sto
 			_ = tx.Rollback()
 		}
 	}()
-	if err := fn(&queries{x: tx, d: s.d}); err != nil {
+	if err := fn(&queries{x: tx, d: s.d, pg: s.pg}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -44,6 +44,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TimesRoundTrip", testTimes},
 		{"TxAtomicity", testTxAtomicity},
 		{"TxConcurrentIncrements", testTxConcurrentIncrements},
+		{"Changes", testChanges},
+		{"ChangesCommitOrder", testChangesCommitOrder},
+		{"Leases", testLeases},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
