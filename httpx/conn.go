@@ -29,15 +29,28 @@ func hasBody(r *http.Request) bool {
 	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
+// CloseGrace is how long, after an answer that ends the connection, the
+// server still reads (and discards) a body the client is sending, so that a
+// client busy writing it reads the answer rather than a reset. The server
+// reads at most 256 KiB of it in any case.
+const CloseGrace = time.Second
+
 // CloseAfterReply makes the answer to r the last on its connection, sent
-// without reading the rest of r's body. Call it before writing the answer.
+// without waiting for the rest of r's body, which is then read for at most
+// CloseGrace. Call it before writing the answer.
 func CloseAfterReply(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Connection", "close")
 	if hasBody(r) {
-		// Any further read of the body fails at once; the server then
-		// neither waits for the body before answering nor after it.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		expireBody(w)
 	}
+}
+
+// expireBody bounds what is left of reading the request body to
+// CloseGrace. It is only safe on a connection that closes after the
+// answer: a deadline left on a reused connection would cancel its next
+// request.
+func expireBody(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(CloseGrace))
 }
 
 // eofBody records whether a request body was read to its end.

@@ -15,7 +15,7 @@ import (
 
 // rawRequest sends head (and body) on a fresh connection and returns the
 // answer, the time it took, and whether the server then closed the
-// connection (read EOF within a second).
+// connection (read EOF within CloseGrace and two seconds).
 func rawRequest(t *testing.T, addr, head, body string) (*http.Response, time.Duration, bool) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -36,7 +36,7 @@ func rawRequest(t *testing.T, addr, head, body string) (*http.Response, time.Dur
 	took := time.Since(start)
 	_, _ = io.ReadAll(res.Body)
 	res.Body.Close()
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(CloseGrace + 2*time.Second))
 	_, err = br.ReadByte()
 	return res, took, err == io.EOF
 }

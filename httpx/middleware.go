@@ -142,11 +142,12 @@ func Wrap(h http.Handler, log *slog.Logger, m *metrics.Metrics) http.Handler {
 			if rec.body != nil && !rec.body.sawEOF() {
 				// The handler left part of the body unread: answer without
 				// waiting for it, and close the connection (its answer
-				// carries Connection: close, closeIfUnread).
+				// carries Connection: close, closeIfUnread) once the rest
+				// has been read for at most CloseGrace.
 				if rec.status == 0 {
 					rec.Header().Set("Connection", "close")
 				}
-				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+				expireBody(w)
 			}
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
