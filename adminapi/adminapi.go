@@ -39,7 +39,15 @@ type Deps struct {
 	Now     func() time.Time // nil = time.Now
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time to receive a request body (default 30s;
+	// 408 after it).
+	BodyTimeout time.Duration
+	// LastUsed, if set, records each admin key's use (last_used_at).
+	LastUsed *auth.LastUsed
 }
+
+// DefaultBodyTimeout is Deps.BodyTimeout's default.
+const DefaultBodyTimeout = 30 * time.Second
 
 // Id prefixes of the objects served here.
 const (
@@ -52,16 +60,17 @@ const (
 )
 
 type api struct {
-	st      store.Store
-	svc     *lifecycle.Service
-	log     *slog.Logger
-	now     func() time.Time
-	maxBody int64
+	st          store.Store
+	svc         *lifecycle.Service
+	log         *slog.Logger
+	now         func() time.Time
+	maxBody     int64
+	bodyTimeout time.Duration
 }
 
 // New returns the handler of every route under /v1/organization/.
 func New(d Deps) http.Handler {
-	a := &api{st: d.Store, svc: d.Service, log: d.Logger, now: d.Now, maxBody: d.MaxBodyBytes}
+	a := &api{st: d.Store, svc: d.Service, log: d.Logger, now: d.Now, maxBody: d.MaxBodyBytes, bodyTimeout: d.BodyTimeout}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -70,6 +79,9 @@ func New(d Deps) http.Handler {
 	}
 	if a.maxBody <= 0 {
 		a.maxBody = 1 << 20
+	}
+	if a.bodyTimeout <= 0 {
+		a.bodyTimeout = DefaultBodyTimeout
 	}
 	mux := http.NewServeMux()
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
@@ -117,13 +129,18 @@ func New(d Deps) http.Handler {
 
 	mw := auth.Middleware(d.Store, store.KindAdmin, func(r *http.Request, err error) {
 		a.log.Error("admin API authentication failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
-	})
+	}, auth.TrackLastUse(d.LastUsed))
 	return mw(httpx.Route(mux))
 }
 
 // handle adapts a handler that returns its failure.
 func (a *api) handle(fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		// r.URL.Query() drops pairs it cannot decode: refuse them instead.
+		if param, err := httpx.CheckQuery(r.URL.RawQuery); err != nil {
+			a.writeError(w, r, apierr.BadRequest(param, "Invalid query parameter '%s': %v.", param, err))
+			return
+		}
 		if err := fn(w, r); err != nil {
 			a.writeError(w, r, err)
 		}

@@ -42,8 +42,22 @@ type adminKeyObject struct {
 
 func adminKeyObj(k store.APIKey, org store.Org) adminKeyObject {
 	return adminKeyObject{Object: "organization.admin_api_key", ID: k.ID, Name: k.Name, RedactedValue: k.RedactedValue, CreatedAt: unix(k.CreatedAt),
-		Owner: ownerObject{Type: "organization", Object: "organization", ID: org.ID, Name: org.Name, CreatedAt: unix(org.CreatedAt), Role: "owner"}}
+		LastUsedAt: lastUsed(k),
+		Owner:      ownerObject{Type: "organization", Object: "organization", ID: org.ID, Name: org.Name, CreatedAt: unix(org.CreatedAt), Role: "owner"}}
 }
+
+// lastUsed is a key's last_used_at: unix seconds, to the minute, or null.
+func lastUsed(k store.APIKey) *int64 {
+	if k.LastUsedAt.IsZero() {
+		return nil
+	}
+	t := unix(k.LastUsedAt)
+	return &t
+}
+
+// noStore marks an answer that reveals a key's value: no cache (a proxy's
+// or the client's disk cache) may keep it.
+func noStore(w http.ResponseWriter) { w.Header().Set("Cache-Control", "no-store") }
 
 func (a *api) createAdminKey(w http.ResponseWriter, r *http.Request) error {
 	b, err := a.readBody(w, r)
@@ -73,6 +87,7 @@ func (a *api) createAdminKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	obj := adminKeyObj(k, org)
 	obj.Value = value
+	noStore(w)
 	return writeJSON(w, http.StatusOK, obj)
 }
 
@@ -264,6 +279,7 @@ func (a *api) createServiceAccount(w http.ResponseWriter, r *http.Request) error
 	}
 	obj := serviceAccountObj(sa)
 	obj.APIKey = &serviceAccountKeyObj{Object: "organization.project.service_account.api_key", ID: k.ID, Name: k.Name, Value: value, CreatedAt: unix(now)}
+	noStore(w)
 	return writeJSON(w, http.StatusOK, obj)
 }
 

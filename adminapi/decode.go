@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/httpx"
 )
 
 // Length limits of request fields, in characters.
@@ -23,17 +24,19 @@ const (
 	maxType  = 64
 )
 
-// readBody reads the request body up to the configured limit.
+// readBody reads the request body up to the configured limit, within the
+// body timeout.
 func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	b, err := httpx.ReadBody(w, r, a.maxBody, a.bodyTimeout)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, httpx.ErrBodyTooLarge):
 		return nil, apierr.TooLarge(a.maxBody)
+	case errors.Is(err, httpx.ErrBodyTimeout):
+		return nil, apierr.RequestTimeout(a.bodyTimeout)
 	}
-	if err != nil {
-		return nil, apierr.BadRequest("", "The request body could not be read.")
-	}
-	return b, nil
+	return nil, apierr.BadRequest("", "The request body could not be read.")
 }
 
 // object is a request body: exactly one JSON object. Fields are decoded one
@@ -60,7 +63,38 @@ func decodeObject(b []byte) (object, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, invalidJSON("The request body must contain exactly one JSON object.")
 	}
+	// encoding/json keeps the last of duplicate names silently: refuse
+	// them, the caller cannot have meant both values.
+	if path, dup := httpx.DuplicateKey(b); dup {
+		return nil, apierr.New(http.StatusBadRequest, "invalid_request_error", "invalid_json", clip(path), "Duplicate parameter '%s' in the JSON body.", clip(path))
+	}
+	// encoding/json turns invalid UTF-8 into U+FFFD silently: refuse it,
+	// naming the field.
+	for _, k := range sortedKeys(o) {
+		if !utf8.Valid(o[k]) {
+			return nil, apierr.BadRequest(clip(k), "Invalid '%s': not valid UTF-8.", clip(strings.ToValidUTF8(k, "\uFFFD")))
+		}
+	}
 	return o, nil
+}
+
+func sortedKeys(o object) []string {
+	ks := make([]string, 0, len(o))
+	for k := range o {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// loneSurrogate reports whether decoding raw (a JSON string) replaced an
+// escaped lone UTF-16 surrogate (\ud800) with U+FFFD: the U+FFFD in s was
+// not in the request, neither as such nor escaped.
+func loneSurrogate(raw json.RawMessage, s string) bool {
+	if !strings.ContainsRune(s, utf8.RuneError) {
+		return false
+	}
+	return !bytes.Contains(raw, []byte("\uFFFD")) && !bytes.Contains(raw, []byte("\ufffd")) && !bytes.Contains(raw, []byte(string(utf8.RuneError)))
 }
 
 // only refuses any field not in allowed, naming the first (in sorted order,
@@ -100,6 +134,9 @@ func (o object) str(name string, max int) (string, bool, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", false, apierr.New(http.StatusBadRequest, "invalid_request_error", "invalid_type", name, "Invalid type for '%s': expected a string.", name)
+	}
+	if loneSurrogate(raw, s) {
+		return "", false, apierr.BadRequest(name, "Invalid '%s': not valid UTF-8 (a lone UTF-16 surrogate).", name)
 	}
 	if n := utf8.RuneCountInString(s); n > max {
 		return "", false, apierr.New(http.StatusBadRequest, "invalid_request_error", "string_above_max_length", name, "Invalid '%s': string too long. Expected a string with maximum length %d, but got a string with length %d instead.", name, max, n)

@@ -17,6 +17,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/keyring"
@@ -130,6 +131,8 @@ type env struct {
 	srv   *httptest.Server
 	clk   *clock
 	flaky *flakyDriver
+	// lastUsed records key use for both APIs; tests flush it.
+	lastUsed *auth.LastUsed
 }
 
 const testMaxBody = 8 << 10
@@ -149,18 +152,19 @@ func newEnv(t *testing.T) *env {
 	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: reg, Now: clk.Now, ValidateTimeout: 10 * time.Second,
 		Default: kms.Ref{Type: "local", Params: kms.Params{"local_key_id": "default"}}})
 	kr := svc.Keyring()
+	lu := auth.NewLastUsed(st, time.Minute, clk.Now, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/organization/", New(Deps{Store: st, Service: svc, Now: clk.Now, MaxBodyBytes: testMaxBody}))
+	mux.Handle("/v1/organization/", New(Deps{Store: st, Service: svc, Now: clk.Now, MaxBodyBytes: testMaxBody, LastUsed: lu}))
 	// The data plane over the same store and keyring, to check what admin
 	// changes do to project keys (e.g. a deleted key stops authenticating).
 	blobs, err := blob.NewDir(filepath.Join(t.TempDir(), "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux.Handle("/v1/", dataplane.New(dataplane.Deps{Store: st, Keyring: kr, Blobs: blobs, Now: clk.Now}))
+	mux.Handle("/v1/", dataplane.New(dataplane.Deps{Store: st, Keyring: kr, Blobs: blobs, Now: clk.Now, LastUsed: lu}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &env{t: t, st: st, svc: svc, kr: kr, srv: srv, clk: clk, flaky: flaky}
+	return &env{t: t, st: st, svc: svc, kr: kr, srv: srv, clk: clk, flaky: flaky, lastUsed: lu}
 }
 
 // org creates an org and returns it, its admin key and an SDK client.

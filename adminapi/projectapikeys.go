@@ -22,8 +22,8 @@ const (
 	accessInactive = "inactive"
 )
 
-// projectKeyObject is OpenAI's organization.project.api_key. ekm does not
-// track last use and keys do not expire: both are null.
+// projectKeyObject is OpenAI's organization.project.api_key. Keys do not
+// expire (expires_at null); last_used_at is to the minute, null if never.
 type projectKeyObject struct {
 	Object             string          `json:"object"`
 	ID                 string          `json:"id"`
@@ -47,7 +47,7 @@ func projectKeyObj(k store.APIKey, sa store.ServiceAccount, p store.Project) pro
 		access = accessInactive
 	}
 	return projectKeyObject{Object: "organization.project.api_key", ID: k.ID, Name: k.Name, RedactedValue: k.RedactedValue,
-		CreatedAt: unix(k.CreatedAt), OwnerProjectAccess: access,
+		CreatedAt: unix(k.CreatedAt), LastUsedAt: lastUsed(k), OwnerProjectAccess: access,
 		Owner: projectKeyOwner{Type: "service_account", ServiceAccount: serviceAccountObj(sa)}}
 }
 

@@ -36,8 +36,8 @@ func parseList(q url.Values, prefix string, withOrder bool, extra ...string) (li
 	if err := onlyQuery(q, allowed); err != nil {
 		return lq, err
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := parseLimit(v)
+	if _, ok := q["limit"]; ok {
+		n, err := parseLimit(q.Get("limit"))
 		if err != nil {
 			return lq, err
 		}
@@ -120,8 +120,8 @@ func parseAuditQuery(q url.Values) (store.AuditFilter, error) {
 	if err := onlyQuery(q, allowed); err != nil {
 		return f, err
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := parseLimit(v)
+	if _, ok := q["limit"]; ok {
+		n, err := parseLimit(q.Get("limit"))
 		if err != nil {
 			return f, err
 		}

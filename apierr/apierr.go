@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Error is an API error. Message must be safe to show to the caller.
@@ -57,6 +58,9 @@ func Unauthorized(format string, args ...any) *Error {
 }
 func TooLarge(limit int64) *Error {
 	return New(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "", "Request body exceeds the limit of %d bytes.", limit)
+}
+func RequestTimeout(limit time.Duration) *Error {
+	return New(http.StatusRequestTimeout, "invalid_request_error", "request_timeout", "", "The request body was not received within %s.", limit)
 }
 func Internal() *Error {
 	return New(http.StatusInternalServerError, "server_error", "internal_error", "", "The server had an error while processing your request.")

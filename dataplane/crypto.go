@@ -12,6 +12,7 @@ import (
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/envelope"
+	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/secret"
 )
 
@@ -49,8 +50,8 @@ type cryptoResult struct {
 	Error      *apierr.Error `json:"error,omitempty"`
 }
 
-// decodeJSON reads a bounded JSON body into v, strictly: no unknown fields,
-// no trailing data.
+// decodeJSON reads a bounded JSON body into v, strictly: within the body
+// timeout, no unknown fields, no duplicate names, no trailing data.
 func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if mt := r.Header.Get("Content-Type"); mt != "" && !strings.HasPrefix(mt, "application/json") {
 		return apierr.BadRequest("", "The request body must be application/json.")
@@ -58,20 +59,29 @@ func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 	if r.ContentLength > s.MaxBodyBytes {
 		return apierr.TooLarge(s.MaxBodyBytes)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.MaxBodyBytes))
+	b, err := httpx.ReadBody(w, r, s.MaxBodyBytes, s.BodyTimeout)
+	switch {
+	case errors.Is(err, httpx.ErrBodyTooLarge):
+		return apierr.TooLarge(s.MaxBodyBytes)
+	case errors.Is(err, httpx.ErrBodyTimeout):
+		return apierr.RequestTimeout(s.BodyTimeout)
+	case err != nil:
+		return apierr.BadRequest("", "The request body ended unexpectedly.")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
 			return apierr.BadRequest("", "The request body must be a single JSON object.")
 		}
+		if path, dup := httpx.DuplicateKey(b); dup {
+			return apierr.BadRequest(path, "'%s' is given more than once.", path)
+		}
 		return nil
 	}
-	var mbe *http.MaxBytesError
 	var ute *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &mbe):
-		return apierr.TooLarge(s.MaxBodyBytes)
 	case errors.As(err, &ute):
 		f := strings.ReplaceAll(ute.Field, "cryptoItem.", "")
 		if f == "" { // the body itself, e.g. an array or a string

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ekm-dev/ekm/dataplane"
@@ -224,6 +226,8 @@ func TestCryptoBadInput(t *testing.T) {
 		{"empty body", "/v1/crypto/encrypt", "", 400, ""},
 		{"not json", "/v1/crypto/encrypt", "{", 400, ""},
 		{"trailing data", "/v1/crypto/encrypt", `{"plaintext":""} {}`, 400, ""},
+		{"duplicate field", "/v1/crypto/encrypt", `{"plaintext":"YQ==","plaintext":"Yg=="}`, 400, "plaintext"},
+		{"duplicate field in batch", "/v1/crypto/decrypt", `{"batch_input":[{"ciphertext":"YQ=="},{"ciphertext":"YQ==","context":"","ciphertext":"Yg=="}]}`, 400, "batch_input[1].ciphertext"},
 		{"unknown field", "/v1/crypto/encrypt", map[string]any{"plaintext": "", "colour": 1}, 400, "colour"},
 		{"wrong type", "/v1/crypto/encrypt", map[string]any{"plaintext": 5}, 400, "plaintext"},
 		{"missing plaintext", "/v1/crypto/encrypt", map[string]any{}, 400, "plaintext"},
@@ -277,4 +281,42 @@ func TestCryptoKeyUnavailable(t *testing.T) {
 			t.Errorf("%s: %d %v", c.path, st, m)
 		}
 	}
+}
+
+// TestRefusalsDoNotWarnEach: while a key is revoked every request is
+// refused; the refusals are not a WARN each (the state change is logged
+// once, by lifecycle), only debug lines.
+func TestRefusalsDoNotWarnEach(t *testing.T) {
+	var logs syncBuffer
+	env := dataplanetest.New(t, dataplanetest.Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	p := env.NewProject(t, "", true)
+	env.Revoke(t, p, "revoked")
+	for range 5 {
+		if st, m := call(t, env, p.APIKey, "/v1/crypto/encrypt", map[string]any{"plaintext": b64("x")}); st != 403 {
+			t.Fatalf("%d %v", st, m)
+		}
+	}
+	if n := strings.Count(logs.String(), `"level":"WARN"`); n != 0 {
+		t.Fatalf("%d WARN lines for 5 refused requests:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), `"msg":"customer key unavailable"`); n != 5 {
+		t.Fatalf("%d debug lines for 5 refused requests, want 5", n)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -31,8 +31,10 @@ import (
 
 // Defaults for Deps' limits.
 const (
-	DefaultMaxFileBytes = 512 << 20
-	DefaultMaxBodyBytes = 4 << 20
+	DefaultMaxFileBytes      = 512 << 20
+	DefaultMaxBodyBytes      = 4 << 20
+	DefaultBodyTimeout       = 30 * time.Second
+	DefaultUploadIdleTimeout = 60 * time.Second
 )
 
 // Deps are the data plane's collaborators and limits.
@@ -46,6 +48,14 @@ type Deps struct {
 	MaxFileBytes int64
 	// MaxBodyBytes bounds crypto API request bodies (default 4 MiB).
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time to receive a crypto API body (default
+	// 30s; 408 after it).
+	BodyTimeout time.Duration
+	// UploadIdleTimeout cuts off an upload that sends nothing for this long
+	// (default 60s; 408), however long the upload has run.
+	UploadIdleTimeout time.Duration
+	// LastUsed, if set, records each project key's use (last_used_at).
+	LastUsed *auth.LastUsed
 }
 
 type server struct {
@@ -67,6 +77,12 @@ func New(d Deps) http.Handler {
 	}
 	if d.MaxBodyBytes <= 0 {
 		d.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if d.BodyTimeout <= 0 {
+		d.BodyTimeout = DefaultBodyTimeout
+	}
+	if d.UploadIdleTimeout <= 0 {
+		d.UploadIdleTimeout = DefaultUploadIdleTimeout
 	}
 	s := &server{Deps: d, files: &files.Store{Records: d.Store, Blobs: d.Blobs, Logger: d.Logger}}
 	mux := http.NewServeMux()
@@ -100,9 +116,14 @@ func New(d Deps) http.Handler {
 	routed := httpx.Route(mux)
 	noStore := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
+		// r.URL.Query() drops pairs it cannot decode: refuse them instead.
+		if param, err := httpx.CheckQuery(r.URL.RawQuery); err != nil {
+			apierr.Write(w, apierr.BadRequest(param, "Invalid query parameter '%s': %v.", param, err))
+			return
+		}
 		routed.ServeHTTP(w, r)
 	})
-	return auth.Middleware(d.Store, store.KindProject, onErr)(noStore)
+	return auth.Middleware(d.Store, store.KindProject, onErr, auth.TrackLastUse(d.LastUsed))(noStore)
 }
 
 // revocationCheckBytes: a long upload or download re-checks that the
@@ -197,7 +218,9 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if ke, ok := keyError(err); ok {
-		s.Logger.Warn("customer key unavailable", "request_id", httpx.RequestID(r.Context()), "path", r.URL.Path, "err", err)
+		// Debug, not Warn: while a key is revoked every request is refused,
+		// and the state change itself is logged once (lifecycle).
+		s.Logger.Debug("customer key unavailable", "request_id", httpx.RequestID(r.Context()), "path", r.URL.Path, "err", err)
 		apierr.Write(w, ke)
 		return
 	}

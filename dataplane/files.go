@@ -17,6 +17,7 @@ import (
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/envelope"
 	"github.com/ekm-dev/ekm/files"
+	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
@@ -148,9 +149,23 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	body := &headerBound{r: http.MaxBytesReader(w, r.Body, limit)}
+	// A stalled upload is cut off after UploadIdleTimeout without progress,
+	// however long it has run.
+	ir := httpx.NewIdleReader(w, r, s.UploadIdleTimeout)
+	body := &headerBound{r: http.MaxBytesReader(w, io.NopCloser(ir), limit)}
 	u.hb = body
-	if err := u.readParts(r.Context(), multipart.NewReader(body, params["boundary"]), key); err != nil {
+	err = u.readParts(r.Context(), multipart.NewReader(body, params["boundary"]), key)
+	if err == nil {
+		// Past the closing boundary: read the (ignored) epilogue to the
+		// body's end, so the connection stays usable.
+		_, _ = io.CopyN(io.Discard, body, multipartSlack)
+	}
+	ir.Close()
+	if ir.TimedOut() {
+		err = apierr.New(http.StatusRequestTimeout, "invalid_request_error", "request_timeout", "",
+			"The upload sent no data for %s and was cut off.", s.UploadIdleTimeout)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -392,8 +407,8 @@ func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	page := store.Page{Limit: maxListLimit, Desc: true}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
+	if _, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(q.Get("limit"))
 		if err != nil || n < 1 || n > maxListLimit {
 			s.fail(w, r, apierr.BadRequest("limit", "'limit' must be an integer between 1 and %d.", maxListLimit))
 			return

@@ -396,7 +396,7 @@ func TestAuthAndIsolation(t *testing.T) {
 func TestListParams(t *testing.T) {
 	env := dataplanetest.New(t, dataplanetest.Options{})
 	p := env.NewProject(t, "", false)
-	for _, q := range []string{"limit=0", "limit=10001", "limit=x", "order=up", "after=nope", "purpose=" + strings.Repeat("x", 65)} {
+	for _, q := range []string{"limit=0", "limit=10001", "limit=x", "limit=", "limit=%zz", "li%zzmit=1", "order=up", "after=nope", "purpose=" + strings.Repeat("x", 65)} {
 		req, _ := http.NewRequest("GET", env.URL+"/v1/files?"+q, nil)
 		req.Header.Set("Authorization", "Bearer "+p.APIKey)
 		res, err := http.DefaultClient.Do(req)

@@ -1,16 +1,20 @@
 package dataplane_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
 	"github.com/ekm-dev/ekm/kms"
 )
@@ -149,4 +153,52 @@ func TestCorruptStoredProjectKeyIsNamed(t *testing.T) {
 	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "customer_key_invalid") {
 		t.Fatalf("got %d %s, want 502 customer_key_invalid", res.StatusCode, b)
 	}
+}
+
+// TestStalledBodies (raw sockets): a crypto API body that never comes is
+// answered 408 when BodyTimeout passes, and an upload that stops sending is
+// cut off with 408 after UploadIdleTimeout; both connections are closed and
+// nothing is stored.
+func TestStalledBodies(t *testing.T) {
+	env := dataplanetest.New(t, dataplanetest.Options{Deps: func(d *dataplane.Deps) {
+		d.BodyTimeout = 300 * time.Millisecond
+		d.UploadIdleTimeout = 300 * time.Millisecond
+	}})
+	p := env.NewProject(t, "", false)
+	addr := strings.TrimPrefix(env.URL, "http://")
+	send := func(head, body string) (*http.Response, string, time.Duration) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		_, _ = io.WriteString(c, head+body)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		took := time.Since(start)
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("connection not closed after the answer: %v", err)
+		}
+		return res, string(b), took
+	}
+	res, b, took := send("POST /v1/crypto/encrypt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+p.APIKey+
+		"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", `{"plaintext":`)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(b, "request_timeout") || took > 3*time.Second {
+		t.Fatalf("stalled JSON body: %d %s after %v", res.StatusCode, b, took)
+	}
+	part := "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\r\n" + strings.Repeat("x", 100<<10)
+	res, b, took = send("POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+p.APIKey+
+		"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n", part)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(b, "request_timeout") || took > 3*time.Second {
+		t.Fatalf("stalled upload: %d %s after %v", res.StatusCode, b, took)
+	}
+	assertClean(t, env, p)
 }
