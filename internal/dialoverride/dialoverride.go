@@ -1,6 +1,7 @@
-// Package dialoverride builds the HTTP client used to reach Azure. The only
-// difference between talking to real Azure and to the ekm Azure emulator is
-// this client: it can send every TCP connection to one address while TLS
+// Package dialoverride builds the HTTP client used to reach a cloud (Azure,
+// AWS). The only difference between talking to the real cloud and to ekm's
+// emulator of it is this client (or, for SDKs that build their own
+// transport, TransportOptions): it can send every TCP connection to one address while TLS
 // (SNI and certificate verification) still uses the production host name,
 // and it can trust an extra CA.
 package dialoverride
@@ -90,6 +91,61 @@ func NewClientFromPEM(dialOverride string, caPEM []byte) (*http.Client, error) {
 		}
 	}
 	return &http.Client{Transport: tr, Timeout: 2 * time.Minute}, nil
+}
+
+// TransportOptions returns a function that applies the same dial override
+// and extra CA to an existing *http.Transport, for SDKs that build their own
+// transport (the AWS SDK's awshttp.BuildableClient.WithTransportOptions,
+// which keeps AWS_CA_BUNDLE handling working). Empty arguments change
+// nothing: the production transport is left as the SDK built it. With
+// dialOverride set, proxies are disabled (a proxy would change the dial
+// target).
+func TransportOptions(dialOverride, caFile string) (func(*http.Transport), error) {
+	var caPEM []byte
+	if caFile != "" {
+		pem, err := readBounded(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("dialoverride: read CA file: %w", err)
+		}
+		caPEM = pem
+	}
+	return TransportOptionsFromPEM(dialOverride, caPEM)
+}
+
+// TransportOptionsFromPEM is TransportOptions with the CA given in memory.
+func TransportOptionsFromPEM(dialOverride string, caPEM []byte) (func(*http.Transport), error) {
+	if dialOverride != "" {
+		if err := validateAddr(dialOverride); err != nil {
+			return nil, err
+		}
+	}
+	var pool *x509.CertPool
+	if len(caPEM) > 0 {
+		p, err := x509.SystemCertPool()
+		if err != nil || p == nil {
+			p = x509.NewCertPool()
+		}
+		if !p.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("dialoverride: CA PEM contains no certificate")
+		}
+		pool = p
+	}
+	return func(tr *http.Transport) {
+		if pool != nil {
+			if tr.TLSClientConfig == nil {
+				tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			tr.TLSClientConfig.RootCAs = pool
+		}
+		if dialOverride != "" {
+			dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+			target := dialOverride
+			tr.Proxy = nil
+			tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, target)
+			}
+		}
+	}, nil
 }
 
 func validateAddr(addr string) error {

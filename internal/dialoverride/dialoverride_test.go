@@ -159,3 +159,45 @@ func TestInvalidInputs(t *testing.T) {
 		t.Error("missing CA file accepted")
 	}
 }
+
+func TestTransportOptions(t *testing.T) {
+	cert, caPEM := testCA(t, "kms.eu-west-1.amazonaws.com")
+	srv, hosts := startServer(t, cert)
+	opt, err := TransportOptionsFromPEM(srv.Listener.Addr().String(), caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	opt(tr)
+	if tr.Proxy != nil {
+		t.Fatal("proxy left on in override mode")
+	}
+	resp, err := (&http.Client{Transport: tr}).Get("https://kms.eu-west-1.amazonaws.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if h := <-hosts; h != "kms.eu-west-1.amazonaws.com|kms.eu-west-1.amazonaws.com" {
+		t.Fatalf("server saw host %q", h)
+	}
+	// Another name on the same dial target fails verification.
+	if _, err := (&http.Client{Transport: tr}).Get("https://sts.eu-west-1.amazonaws.com/"); err == nil {
+		t.Fatal("certificate for another name accepted")
+	}
+	// No arguments: the transport is left as it was.
+	none, err := TransportOptions("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr2 := http.DefaultTransport.(*http.Transport).Clone()
+	none(tr2)
+	if tr2.Proxy == nil || tr2.TLSClientConfig != nil && tr2.TLSClientConfig.RootCAs != nil {
+		t.Fatal("empty options changed the transport")
+	}
+	if _, err := TransportOptions("h:0", ""); err == nil {
+		t.Fatal("bad override accepted")
+	}
+	if _, err := TransportOptionsFromPEM("", []byte("junk")); err == nil {
+		t.Fatal("garbage CA accepted")
+	}
+}
