@@ -420,6 +420,19 @@ func (k *Keyring) Unavailable(extKeyID string) *UnavailableError {
 	return nil
 }
 
+// EvictExternalKey drops every cached project key wrapped by extKeyID (so
+// the next read of each unwraps again), without closing its gate.
+func (k *Keyring) EvictExternalKey(extKeyID string) int {
+	k.mu.Lock()
+	if g := k.gates[extKeyID]; g != nil {
+		g.epoch++
+	} else {
+		k.gates[extKeyID] = &gate{epoch: 1}
+	}
+	k.mu.Unlock()
+	return k.cache.evictExternalKey(extKeyID)
+}
+
 // EvictProject drops every cached version of a project's key (after a
 // re-key changes which external key wraps it, or an archive).
 func (k *Keyring) EvictProject(projectID string) { k.cache.evictProject(projectID) }
