@@ -146,6 +146,17 @@ func (c *cache) evictProject(projectID string) {
 	}
 }
 
+// evictAll drops every key and makes every fill in flight uncacheable.
+func (c *cache) evictAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.m {
+		c.removeLocked(e)
+	}
+	clear(c.gens)
+	c.epoch++
+}
+
 func (c *cache) generation(projectID string) generation {
 	c.mu.Lock()
 	defer c.mu.Unlock()

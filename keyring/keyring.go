@@ -437,5 +437,10 @@ func (k *Keyring) EvictExternalKey(extKeyID string) int {
 // re-key changes which external key wraps it, or an archive).
 func (k *Keyring) EvictProject(projectID string) { k.cache.evictProject(projectID) }
 
+// EvictAll drops every cached project key, and any unwrap in flight is not
+// cached (after this replica may have missed changes: package cluster's
+// reset).
+func (k *Keyring) EvictAll() { k.cache.evictAll() }
+
 // CachedKeys is the number of project key versions in the cache.
 func (k *Keyring) CachedKeys() int { return k.cache.len() }

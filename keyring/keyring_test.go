@@ -335,3 +335,35 @@ func TestKeyOfFollowsAReKeyElsewhere(t *testing.T) {
 		t.Fatalf("KeyOf after a re-key elsewhere: %v, want the new key's gate", err)
 	}
 }
+
+// EvictAll drops every cached key, and an unwrap in flight when it ran is
+// not cached (package cluster's reset: changes may have been missed).
+func TestEvictAll(t *testing.T) {
+	e := newEnv(t, 100)
+	ctx := context.Background()
+	p1, _ := e.newProject(t, &e.ek)
+	p2, _ := e.newProject(t, &e.ek)
+	if _, err := e.kr.Key(ctx, e.org, p1, 1); err != nil {
+		t.Fatal(err)
+	}
+	release := e.drv.Hold()
+	done := make(chan error)
+	go func() { _, err := e.kr.Key(ctx, e.org, p2, 1); done <- err }()
+	for e.drv.Unwraps.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	e.kr.EvictAll()
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := e.kr.CachedKeys(); n != 0 {
+		t.Fatalf("%d keys cached after EvictAll", n)
+	}
+	if _, err := e.kr.Key(ctx, e.org, p1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.drv.Unwraps.Load(); n != 3 {
+		t.Fatalf("%d unwraps, want 3 (the evicted key read again)", n)
+	}
+}

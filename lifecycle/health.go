@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/secret"
@@ -189,7 +190,7 @@ func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.K
 		h.At = s.cfg.Now()
 	}
 	ev := audit.KeyHealth{Event: event, ExternalKeyID: ek.ID, Status: h.Status, Code: h.Code, Message: h.Message}
-	err := s.st.InTx(ctx, func(q store.Queries) error {
+	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
 		if err != nil {
 			return err
@@ -203,7 +204,10 @@ func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.K
 		if cur.Status == h.Status {
 			return nil
 		}
-		return q.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: ek.OrgID, At: h.At}, ev))
+		if err := q.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: ek.OrgID, At: h.At}, ev)); err != nil {
+			return err
+		}
+		return publishHealth(ctx, pub, ek, cur.Status, h.Status)
 	})
 	if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("recording external key health failed", "external_key_id", ek.ID, "err", err)
@@ -213,7 +217,7 @@ func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.K
 // rotated records a new current KEK version reported by the KMS.
 func (s *Service) rotated(ctx context.Context, ek store.ExternalKey, current string) {
 	ev := audit.ExternalKeyRotated{ExternalKeyID: ek.ID, PreviousVersion: ek.CurrentKEKVersion, CurrentVersion: current}
-	err := s.st.InTx(ctx, func(q store.Queries) error {
+	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
 		if err != nil {
 			return err
@@ -224,10 +228,12 @@ func (s *Service) rotated(ctx context.Context, ek store.ExternalKey, current str
 		if err := q.SetExternalKeyHealth(ctx, ek.OrgID, ek.ID, store.KeyHealth{Status: store.StatusValid, At: s.cfg.Now(), CurrentKEKVersion: current}); err != nil {
 			return err
 		}
-		if cur.CurrentKEKVersion == "" {
-			return nil // first observation, not a rotation
+		if cur.CurrentKEKVersion != "" { // else the first observation, not a rotation
+			if err := q.AppendAudit(ctx, audit.Record(s.entry(ek.OrgID, "", ""), ev)); err != nil {
+				return err
+			}
 		}
-		return q.AppendAudit(ctx, audit.Record(s.entry(ek.OrgID, "", ""), ev))
+		return publishHealth(ctx, pub, ek, cur.Status, store.StatusValid)
 	})
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("recording KEK rotation failed", "external_key_id", ek.ID, "err", err)

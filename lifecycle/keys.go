@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
@@ -113,8 +114,9 @@ type Validation struct {
 
 // ValidateKey proves an external key works now (or explains why not),
 // records the key's health and an external_key.validated event, and moves
-// this replica's gate: a key that works again is served again at once, a
-// revoked one is refused at once (other replicas learn from their probe).
+// the gate of every replica (this one before returning, the others through
+// the change log): a key that works again is served again at once, a
+// revoked one is refused at once.
 func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Validation, error) {
 	k, err := s.st.GetExternalKey(ctx, orgID, id)
 	if err != nil {
@@ -137,11 +139,21 @@ func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Val
 		h = store.KeyHealth{Status: v.Status, Code: d.Code, Message: d.Message, At: h.At}
 		ev.Data = audit.ValidationState{Status: "invalid", Code: &d.Code, Step: &d.Step}
 	}
-	err = s.st.InTx(ctx, func(q store.Queries) error {
+	err = s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		if err := q.SetExternalKeyHealth(ctx, orgID, id, h); err != nil {
 			return err
 		}
-		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), ev))
+		if err := q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), ev)); err != nil {
+			return err
+		}
+		// Every replica's gate moves as this one's does below.
+		switch {
+		case v.Valid:
+			return pub.Publish(ctx, cluster.ExternalKeyAvailable, orgID, id)
+		case v.Diagnosis.Class == kms.Revoked:
+			return pub.Publish(ctx, cluster.ExternalKeyUnavailable, orgID, id)
+		}
+		return nil
 	})
 	if err != nil {
 		return Validation{}, err
@@ -156,10 +168,10 @@ func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Val
 }
 
 // RemoveKey removes an external key that protects no data, with its audit
-// event, and forgets it on this replica. It returns the key as it was.
+// event, and forgets it on every replica. It returns the key as it was.
 func (s *Service) RemoveKey(ctx context.Context, actor, orgID, id string) (store.ExternalKey, error) {
 	var k store.ExternalKey
-	err := s.st.InTx(ctx, func(q store.Queries) error {
+	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		var err error
 		if k, err = q.GetExternalKey(ctx, orgID, id); err != nil {
 			return err
@@ -182,7 +194,10 @@ func (s *Service) RemoveKey(ctx context.Context, actor, orgID, id string) (store
 			}
 			return err
 		}
-		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), audit.ExternalKeyRemoved{ID: id}))
+		if err := q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), audit.ExternalKeyRemoved{ID: id})); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ExternalKeyDeleted, orgID, id)
 	})
 	if err != nil {
 		return store.ExternalKey{}, err

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/metrics"
@@ -43,18 +44,23 @@ type Config struct {
 	// ValidateTimeout bounds the live KMS work of one registration,
 	// validation or re-key (default 30s).
 	ValidateTimeout time.Duration
-	Now             func() time.Time
-	Metrics         *metrics.Metrics
-	Logger          *slog.Logger
+	// Changes is the change log the service publishes its changes to and
+	// applies other replicas' changes from (default: a new log over Store,
+	// which the caller then runs, or Syncs).
+	Changes *cluster.Log
+	Now     func() time.Time
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Service is safe for concurrent use.
 type Service struct {
-	cfg  Config
-	st   store.Store
-	keys *kms.Keys
-	kr   *keyring.Keyring
-	log  *slog.Logger
+	cfg     Config
+	st      store.Store
+	keys    *kms.Keys
+	kr      *keyring.Keyring
+	log     *slog.Logger
+	changes *cluster.Log
 }
 
 // New assembles the service with its KMS call layer and keyring.
@@ -74,11 +80,19 @@ func New(cfg Config) *Service {
 	s.kr = keyring.New(keyring.Config{Store: cfg.Store, Keys: s.keys, Default: cfg.Default, CacheTTL: cfg.CacheTTL, CacheSize: cfg.CacheSize,
 		Now: cfg.Now, Metrics: cfg.Metrics})
 	s.kr.SetRevocationHandler(s.requestRevoked)
+	s.changes = cfg.Changes
+	if s.changes == nil {
+		s.changes = cluster.New(cluster.Config{Store: cfg.Store, Now: cfg.Now, Logger: cfg.Logger})
+	}
+	s.follow(s.changes)
 	return s
 }
 
 // Keyring is the hot path the data plane reads keys from.
 func (s *Service) Keyring() *keyring.Keyring { return s.kr }
+
+// Changes is the change log the service publishes to and follows.
+func (s *Service) Changes() *cluster.Log { return s.changes }
 
 // Registry is the KMS drivers this server runs.
 func (s *Service) Registry() *kms.Registry { return s.cfg.Registry }

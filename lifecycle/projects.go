@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
@@ -241,7 +242,7 @@ func (s *Service) updateProject(ctx context.Context, actor string, p store.Proje
 	}
 	ev := audit.ProjectUpdated{ID: id, ChangesRequested: changes, Previous: previous}
 	var out store.Project
-	err = s.st.InTx(ctx, func(q store.Queries) error {
+	err = s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		cur, err := q.GetProject(ctx, orgID, id)
 		if err != nil {
 			return err
@@ -269,14 +270,18 @@ func (s *Service) updateProject(ctx context.Context, actor string, p store.Proje
 			return err
 		}
 		out = cur
-		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, id), ev))
+		if err := q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, id), ev)); err != nil {
+			return err
+		}
+		if rekey {
+			// Cached plaintext is tied to the old key's revocation gate:
+			// every replica evicts it (this one before returning).
+			return pub.Publish(ctx, cluster.ProjectRekeyed, orgID, id)
+		}
+		return nil
 	})
 	if err != nil {
 		return store.Project{}, err
-	}
-	if rekey {
-		// Cached plaintext is tied to the old key's revocation gate.
-		s.kr.EvictProject(id)
 	}
 	return out, nil
 }
@@ -347,10 +352,11 @@ func nullable(s string) any {
 }
 
 // ArchiveProject archives a project: its data can no longer be read or
-// written, and its cached keys are dropped. Archiving twice is a no-op.
+// written, and its cached keys are dropped on every replica (this one
+// before returning). Archiving twice is a no-op.
 func (s *Service) ArchiveProject(ctx context.Context, actor, orgID, id string) (store.Project, error) {
 	var out store.Project
-	err := s.st.InTx(ctx, func(q store.Queries) error {
+	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		p, err := q.GetProject(ctx, orgID, id)
 		if err != nil {
 			return err
@@ -365,12 +371,15 @@ func (s *Service) ArchiveProject(ctx context.Context, actor, orgID, id string) (
 			return err
 		}
 		out = p
-		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, id), audit.ProjectArchived{ID: id}))
+		if err := q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, id), audit.ProjectArchived{ID: id})); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ProjectArchived, orgID, id)
 	})
 	if err != nil {
 		return store.Project{}, err
 	}
-	s.kr.EvictProject(id)
+	s.kr.EvictProject(id) // also when it was archived already
 	return out, nil
 }
 
@@ -410,7 +419,7 @@ func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID 
 	}
 	defer pk.Zero()
 	ev := audit.ProjectKeyRotated{ProjectID: projectID, Version: next, Scheduled: opt.Scheduled}
-	err = s.st.InTx(ctx, func(q store.Queries) error {
+	err = s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		cur, err := q.GetProject(ctx, orgID, projectID)
 		if err != nil {
 			return err
@@ -425,7 +434,10 @@ func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID 
 		if err := q.UpdateProject(ctx, cur); err != nil {
 			return err
 		}
-		return q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, projectID), ev))
+		if err := q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, projectID), ev)); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ProjectKeyRotated, orgID, projectID)
 	})
 	if err != nil {
 		return 0, err

@@ -1,0 +1,187 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ekm-dev/ekm/ids"
+	"github.com/ekm-dev/ekm/keyring"
+	"github.com/ekm-dev/ekm/kms"
+	"github.com/ekm-dev/ekm/kms/kmsfake"
+	"github.com/ekm-dev/ekm/kms/local"
+	"github.com/ekm-dev/ekm/lifecycle"
+	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/store"
+	"github.com/ekm-dev/ekm/store/sqlstore"
+)
+
+// twoReplicas is two lifecycle services (each with its own keyring and
+// connection pool) on one database and one customer KMS.
+type twoReplicas struct {
+	a, b *lifecycle.Service
+	st   store.Store
+	drv  *kmsfake.Driver
+	org  string
+}
+
+func newTwoReplicas(t *testing.T) *twoReplicas {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ekm.db")
+	r := &twoReplicas{drv: kmsfake.New(), org: ids.New("org-")}
+	root := secret.New()
+	var svcs []*lifecycle.Service
+	for range 3 {
+		st, err := sqlstore.Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		r.st = st
+		svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(root), r.drv),
+			Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
+		if err := svc.Changes().Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		svcs = append(svcs, svc)
+	}
+	r.a, r.b = svcs[0], svcs[1]
+	if err := r.st.CreateOrg(ctx, store.Org{ID: r.org, Name: "o", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *twoReplicas) key(t *testing.T, typ string) store.ExternalKey {
+	t.Helper()
+	p, err := r.a.Check(typ, r.org, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek := store.ExternalKey{ID: ids.New("extkey_"), OrgID: r.org, Type: typ, Name: "k", Purpose: "ekm", Params: p, Status: store.StatusValid, CreatedAt: time.Now()}
+	if err := r.st.CreateExternalKey(context.Background(), ek); err != nil {
+		t.Fatal(err)
+	}
+	return ek
+}
+
+// cache reads a project key through s, so that s caches it.
+func cache(t *testing.T, s *lifecycle.Service, org, pid string) {
+	t.Helper()
+	k, err := s.Keyring().Key(context.Background(), org, pid, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Zero()
+}
+
+func syncB(t *testing.T, r *twoReplicas) {
+	t.Helper()
+	if err := r.b.Changes().Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// What one replica changes, the other applies from the change log:
+// archived and re-keyed projects' cached keys are evicted, a validation's
+// verdict moves the gate, a revocation seen by a request closes it, a
+// removed key is forgotten. The changing replica has applied it when the
+// call returns.
+func TestChangesReachOtherReplica(t *testing.T) {
+	r := newTwoReplicas(t)
+	ctx := context.Background()
+	ek := r.key(t, kmsfake.Type)
+
+	// Archive.
+	p1, err := r.a.CreateProject(ctx, "", r.org, "p1", ek.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache(t, r.b, r.org, p1.ID)
+	if _, err := r.a.ArchiveProject(ctx, "", r.org, p1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r.a.Keyring().CachedKeys() != 0 {
+		t.Fatal("the archiving replica still caches the project's key")
+	}
+	syncB(t, r)
+	if n := r.b.Keyring().CachedKeys(); n != 0 {
+		t.Fatalf("replica b caches %d keys of an archived project", n)
+	}
+
+	// Re-key.
+	p2, err := r.a.CreateProject(ctx, "", r.org, "p2", ek.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache(t, r.b, r.org, p2.ID)
+	other := r.key(t, local.Type)
+	if _, err := r.a.UpdateProject(ctx, "", r.org, p2.ID, lifecycle.ProjectUpdate{ExternalKeyID: &other.ID}); err != nil {
+		t.Fatal(err)
+	}
+	syncB(t, r)
+	if n := r.b.Keyring().CachedKeys(); n != 0 {
+		t.Fatalf("replica b caches %d keys of a re-keyed project", n)
+	}
+
+	// Validation finds the key revoked: every gate closes; then valid
+	// again: every gate opens.
+	p3, err := r.a.CreateProject(ctx, "", r.org, "p3", ek.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache(t, r.b, r.org, p3.ID)
+	r.drv.Fail(kmsfake.ErrRevoked)
+	if v, err := r.a.ValidateKey(ctx, "", r.org, ek.ID); err != nil || v.Valid {
+		t.Fatalf("validate: %+v %v", v, err)
+	}
+	syncB(t, r)
+	unwraps := r.drv.Unwraps.Load()
+	var u *keyring.UnavailableError
+	if _, err := r.b.Keyring().Key(ctx, r.org, p3.ID, 1); !errors.As(err, &u) || u.Class != kms.Revoked || u.Code != kmsfake.ErrRevoked.Code {
+		t.Fatalf("replica b after the revocation: %v", err)
+	}
+	if r.drv.Unwraps.Load() != unwraps || r.b.Keyring().CachedKeys() != 0 {
+		t.Fatal("replica b served or asked the KMS with its gate closed")
+	}
+	r.drv.Fail(nil)
+	if v, err := r.a.ValidateKey(ctx, "", r.org, ek.ID); err != nil || !v.Valid {
+		t.Fatalf("validate: %+v %v", v, err)
+	}
+	syncB(t, r)
+	cache(t, r.b, r.org, p3.ID)
+
+	// A request on replica a finds access withdrawn: b closes too.
+	r.a.Keyring().EvictProject(p3.ID)
+	r.drv.Fail(kmsfake.ErrRevoked)
+	if _, err := r.a.Keyring().Key(ctx, r.org, p3.ID, 1); !errors.As(err, &u) {
+		t.Fatalf("replica a: %v", err)
+	}
+	syncB(t, r)
+	if r.b.Keyring().Unavailable(ek.ID) == nil || r.b.Keyring().CachedKeys() != 0 {
+		t.Fatal("replica b did not close its gate after a's request saw the revocation")
+	}
+	r.drv.Fail(nil)
+
+	// Removal: b forgets the key (its closed gate goes with it).
+	unused := r.key(t, kmsfake.Type)
+	r.drv.Fail(kmsfake.ErrRevoked)
+	if v, err := r.a.ValidateKey(ctx, "", r.org, unused.ID); err != nil || v.Valid {
+		t.Fatalf("validate: %+v %v", v, err)
+	}
+	r.drv.Fail(nil)
+	syncB(t, r)
+	if r.b.Keyring().Unavailable(unused.ID) == nil {
+		t.Fatal("replica b's gate is open")
+	}
+	if _, err := r.a.RemoveKey(ctx, "", r.org, unused.ID); err != nil {
+		t.Fatal(err)
+	}
+	syncB(t, r)
+	if r.b.Keyring().Unavailable(unused.ID) != nil {
+		t.Fatal("replica b still holds the removed key's gate")
+	}
+}
