@@ -12,9 +12,17 @@
 //     keys still wrapped by older versions are rewrapped in the background,
 //     idempotently and at a bounded rate.
 //
-// Each replica runs its own probe. The KMS load is one decrypt per key per
-// interval (plus a describe+encrypt every EncryptEvery rounds), independent
-// of request rate. A round reads its keys a page at a time (each with the
+// Replicas share the work through probe leases: in each round a replica
+// probes only the keys whose lease ("probe/<external key id>", valid for
+// just under an interval) it takes, and makes its gates follow the stored
+// health of the others (lifecycle.Service.Follow), which their prober
+// records and announces through the change log. So the cluster probes each
+// key about once per interval whatever the number of replicas, and the
+// keys of a replica that died are taken over by the next round of another
+// once their leases expire. Without a Holder (one process alone) every
+// key is probed every round. The KMS load is one decrypt per key per
+// interval (plus a describe+encrypt every EncryptEvery probes of the key),
+// independent of request rate and of the number of replicas. A round reads its keys a page at a time (each with the
 // project key to test-decrypt, in one query) and checks at most Concurrency
 // keys at once, at most PerOrg of one org, each within CheckTimeout; so a
 // slow or throttled KMS of one customer delays the others' checks by at most
@@ -26,6 +34,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,15 +65,31 @@ type Config struct {
 	CheckTimeout time.Duration
 	// PageSize is how many keys one store query reads (default 500).
 	PageSize int
-	Logger   *slog.Logger
-	Metrics  *metrics.Metrics
+	// Holder, if set, is this replica in the probe leases
+	// (cluster.ReplicaID): a key is probed only by the replica that takes
+	// its lease. "" probes every key every round.
+	Holder string
+	// LeaseTTL is how long a probe lease lasts (default 0.9 × Interval, so
+	// that the holder's next round, at least 0.9 × Interval later, finds it
+	// expired: no key is probed twice within LeaseTTL across the cluster).
+	LeaseTTL time.Duration
+	// Now is the clock of lease times (default time.Now). Replicas' clocks
+	// must agree to well within LeaseTTL (NTP).
+	Now     func() time.Time
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
 }
+
+// LeasePrefix starts the name of each probe lease; the external key id
+// follows.
+const LeasePrefix = "probe/"
 
 // Prober runs health probes.
 type Prober struct {
 	cfg   Config
 	mu    sync.Mutex
 	round map[string]int // per external key: rounds done; only keys seen in the last round
+	held  []string       // probe leases taken in the last round
 }
 
 // New returns a prober.
@@ -93,11 +118,20 @@ func New(cfg Config) *Prober {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = cfg.Interval * 9 / 10
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Prober{cfg: cfg, round: map[string]int{}}
 }
 
 // Run probes immediately, then every Interval (jittered) until ctx is done.
+// On the way out it releases its probe leases, so that other replicas
+// probe those keys at their next round rather than after the leases expire.
 func (p *Prober) Run(ctx context.Context) {
+	defer p.release()
 	for {
 		p.Round(ctx)
 		j := 0.9 + 0.2*rand.Float64()
@@ -111,8 +145,9 @@ func (p *Prober) Run(ctx context.Context) {
 	}
 }
 
-// Round probes every external key in use once, then rewraps (bounded per
-// key) what KEK rotations left.
+// Round probes every external key in use once (with a Holder: each whose
+// probe lease it takes, following the stored health of the others), then
+// rewraps (bounded per key) what KEK rotations left of the keys it probed.
 func (p *Prober) Round(ctx context.Context) {
 	start := time.Now()
 	counts := map[string]float64{store.StatusValid: 0, store.StatusDegraded: 0, store.StatusUnavailable: 0}
@@ -120,6 +155,9 @@ func (p *Prober) Round(ctx context.Context) {
 	var rewraps []rewrap
 	var mu sync.Mutex
 	complete := true
+	p.mu.Lock()
+	p.held = nil // the last round's have expired by now
+	p.mu.Unlock()
 	for after := ""; ctx.Err() == nil; {
 		page, err := p.cfg.Store.ProbeTargets(ctx, after, p.cfg.PageSize)
 		if err != nil {
@@ -129,6 +167,16 @@ func (p *Prober) Round(ctx context.Context) {
 			complete = false
 			break
 		}
+		var leased map[string]int64
+		if p.cfg.Holder != "" {
+			if leased, err = p.lease(ctx, page); err != nil {
+				if ctx.Err() == nil {
+					p.cfg.Logger.Warn("probe: taking probe leases failed", "err", err)
+				}
+				complete = false
+				break
+			}
+		}
 		// One goroutine per key of the page (at most PageSize), each taking
 		// a slot of its org, then a global slot.
 		global := make(chan struct{}, p.cfg.Concurrency)
@@ -137,6 +185,19 @@ func (p *Prober) Round(ctx context.Context) {
 		for _, t := range page {
 			n := p.next(t.Key.ID)
 			seen[t.Key.ID] = n + 1
+			deep := n%p.cfg.EncryptEvery == 0
+			if leased != nil {
+				taken, ok := leased[t.Key.ID]
+				if !ok {
+					// Another replica probes it: follow what it records.
+					p.cfg.Service.Follow(ctx, t.Key)
+					mu.Lock()
+					counts[t.Key.Status]++
+					mu.Unlock()
+					continue
+				}
+				deep = (taken-1)%int64(p.cfg.EncryptEvery) == 0
+			}
 			org := perOrg[t.Key.OrgID]
 			if org == nil {
 				org = make(chan struct{}, p.cfg.PerOrg)
@@ -152,7 +213,7 @@ func (p *Prober) Round(ctx context.Context) {
 				}
 				defer func() { <-global }()
 				cctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
-				res := p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: n%p.cfg.EncryptEvery == 0})
+				res := p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: deep})
 				cancel()
 				mu.Lock()
 				defer mu.Unlock()
@@ -189,6 +250,45 @@ func (p *Prober) Round(ctx context.Context) {
 			}
 			p.cfg.Metrics.ProbeRound.Set(time.Since(start).Seconds())
 		}
+	}
+}
+
+// lease takes the probe leases of a page's keys that are free, in one
+// statement, and returns how often each taken one has been taken (this
+// time included), by external key id.
+func (p *Prober) lease(ctx context.Context, page []store.ProbeTarget) (map[string]int64, error) {
+	names := make([]string, len(page))
+	for i, t := range page {
+		names[i] = LeasePrefix + t.Key.ID
+	}
+	now := p.cfg.Now()
+	ls, err := p.cfg.Store.AcquireLeases(ctx, p.cfg.Holder, names, now, now.Add(p.cfg.LeaseTTL), false)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(ls))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range ls {
+		out[strings.TrimPrefix(l.Name, LeasePrefix)] = l.Taken
+		p.held = append(p.held, l.Name)
+	}
+	return out, nil
+}
+
+// release frees the probe leases taken in the last round.
+func (p *Prober) release() {
+	p.mu.Lock()
+	held := p.held
+	p.held = nil
+	p.mu.Unlock()
+	if p.cfg.Holder == "" || len(held) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.cfg.Store.ReleaseLeases(ctx, p.cfg.Holder, held); err != nil {
+		p.cfg.Logger.Warn("probe: releasing probe leases failed", "err", err)
 	}
 }
 
