@@ -6,6 +6,7 @@ import (
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -150,7 +151,7 @@ func (a *api) deleteAdminKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	me := caller(r)
 	ev := a.record(r, "", audit.APIKeyDeleted{ID: id})
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+	err = a.svc.Changes().InStoreTx(r.Context(), a.st, func(q store.Queries, pub *cluster.Publisher) error {
 		// The caller's key must still exist when the deletion commits: two
 		// admin keys deleting each other concurrently both authenticated
 		// before either deleted, and without this re-read both deletions
@@ -186,7 +187,10 @@ func (a *api) deleteAdminKey(w http.ResponseWriter, r *http.Request) error {
 		if len(left) == 0 {
 			return apierr.Conflict("last_admin_key", "The last admin key of an organization cannot be deleted.")
 		}
-		return q.AppendAudit(r.Context(), ev)
+		if err := q.AppendAudit(r.Context(), ev); err != nil {
+			return err
+		}
+		return pub.Publish(r.Context(), cluster.APIKeyDeleted, me.OrgID, id) // every replica, before we answer
 	})
 	if err != nil {
 		return err
@@ -335,7 +339,7 @@ func (a *api) deleteServiceAccount(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+	err = a.svc.Changes().InStoreTx(r.Context(), a.st, func(q store.Queries, pub *cluster.Publisher) error {
 		// Deleting the account revokes its API keys with it; each revoked
 		// key gets its api_key.deleted event, as if deleted on its own.
 		keys, err := accountKeys(r.Context(), q, s)
@@ -355,7 +359,12 @@ func (a *api) deleteServiceAccount(w http.ResponseWriter, r *http.Request) error
 				return err
 			}
 		}
-		return nil
+		for _, k := range keys { // every replica, before we answer
+			if err := pub.Publish(r.Context(), cluster.APIKeyDeleted, s.OrgID, k.ID); err != nil {
+				return err
+			}
+		}
+		return pub.Publish(r.Context(), cluster.ServiceAccountDeleted, s.OrgID, s.ID)
 	})
 	if err != nil {
 		return err

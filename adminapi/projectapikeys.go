@@ -8,6 +8,7 @@ import (
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/audit"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -210,11 +211,14 @@ func (a *api) deleteProjectKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ev := a.record(r, p.ID, audit.APIKeyDeleted{ID: k.ID})
-	err = a.st.InTx(r.Context(), func(q store.Queries) error {
+	err = a.svc.Changes().InStoreTx(r.Context(), a.st, func(q store.Queries, pub *cluster.Publisher) error {
 		if err := q.DeleteAPIKey(r.Context(), p.OrgID, k.ID); err != nil {
 			return storeErr(err, kindProjectKey, k.ID)
 		}
-		return q.AppendAudit(r.Context(), ev)
+		if err := q.AppendAudit(r.Context(), ev); err != nil {
+			return err
+		}
+		return pub.Publish(r.Context(), cluster.APIKeyDeleted, p.OrgID, k.ID) // every replica, before we answer
 	})
 	if err != nil {
 		return err

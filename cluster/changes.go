@@ -159,8 +159,14 @@ func (p *Publisher) Publish(ctx context.Context, kind, orgID, objectID string) e
 // again on a serialization failure) and, once it committed, applies the
 // changes fn published on this replica before returning.
 func (l *Log) InTx(ctx context.Context, fn func(q store.Queries, pub *Publisher) error) error {
+	return l.InStoreTx(ctx, l.cfg.Store, fn)
+}
+
+// InStoreTx is InTx in a transaction of st: a store over the log's
+// database (a wrapper of it, as a caller may hold).
+func (l *Log) InStoreTx(ctx context.Context, st store.Store, fn func(q store.Queries, pub *Publisher) error) error {
 	var pub *Publisher
-	err := l.cfg.Store.InTx(ctx, func(q store.Queries) error {
+	err := st.InTx(ctx, func(q store.Queries) error {
 		pub = &Publisher{q: q, now: l.cfg.Now} // afresh on each attempt
 		return fn(q, pub)
 	})
