@@ -1,0 +1,214 @@
+// Package gcp is the kms provider for customer keys in Google Cloud KMS.
+//
+// ekm reaches a customer's key by workload identity federation: it
+// presents an OIDC ID token of its own (a Google-signed token of the
+// operator's service account, or a token of ekm's own issuer, package
+// issuer) to Google STS, which exchanges it, under the customer's
+// workload identity pool and provider, for a federated access token. The
+// customer grants that federated principal (or, optionally, a service
+// account of its own that the principal impersonates) encrypt, decrypt
+// and view on one symmetric key. ekm never holds a customer secret.
+//
+// Wrap and unwrap are Cloud KMS encrypt and decrypt through the official
+// REST client (cloud.google.com/go/kms/apiv1), with the org, project and
+// project key version as additionalAuthenticatedData and the CRC32C
+// integrity fields checked on every call. Every failure is a *kms.Error
+// whose Code and Step name the onboarding step to fix; see docs/gcp.md.
+package gcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/auth"
+	"cloud.google.com/go/auth/httptransport"
+	kmsapi "cloud.google.com/go/kms/apiv1"
+	"google.golang.org/api/option"
+
+	"github.com/ekm-dev/ekm/kms"
+)
+
+// Algorithm is the label of wraps this driver makes: Cloud KMS symmetric
+// encryption (GOOGLE_SYMMETRIC_ENCRYPTION) with kms.AAD.Bytes() as the
+// additional authenticated data.
+const Algorithm = "GOOGLE_SYMMETRIC_ENCRYPTION+aad-v1"
+
+// Defaults for Config fields left zero.
+const (
+	DefaultTimeout      = 30 * time.Second
+	DefaultTrustRecheck = 30 * time.Second
+	DefaultExpiryMargin = 3 * time.Minute
+	DefaultMaxRetries   = 2
+)
+
+// Config configures the driver. Nothing is read from the environment by
+// the driver itself.
+type Config struct {
+	// Identity is ekm's own identity (required).
+	Identity Identity
+	// HTTPClient carries every request to Google (nil: Go's default
+	// transport). Only its transport is used; redirects are never followed.
+	HTTPClient *http.Client
+	// TrustRecheck is the longest a federated token is used without a new
+	// token exchange (default 30 s; the server sets its probe interval).
+	TrustRecheck time.Duration
+	// ExpiryMargin: a federated token is replaced this long before it
+	// expires (default 3 min).
+	ExpiryMargin time.Duration
+	// Timeout bounds one provider call including retries (default 30 s).
+	Timeout time.Duration
+	// MaxRetries bounds retries of 429, 500, 502, 503 and 504 answers of
+	// Cloud KMS and of integrity-check failures (default 2; negative: none).
+	MaxRetries int
+	// Now is the clock of token lifetimes (default time.Now).
+	Now func() time.Time
+}
+
+// Driver opens Cloud KMS keys. It is safe for concurrent use.
+type Driver struct {
+	identity     Identity
+	base         http.RoundTripper
+	recordHC     *http.Client // the customer's calls: STS, impersonation, Cloud KMS
+	recheck      time.Duration
+	expiryMargin time.Duration
+	timeout      time.Duration
+	retries      int
+	now          func() time.Time
+
+	mu      sync.Mutex
+	feds    map[fedKey]*federation
+	clients map[fedKey]*kmsapi.KeyManagementClient
+}
+
+// NewDriver validates cfg and returns a driver. It makes no network call.
+func NewDriver(cfg Config) (*Driver, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("gcp: an identity is required")
+	}
+	d := &Driver{
+		identity: cfg.Identity, recheck: cfg.TrustRecheck, expiryMargin: cfg.ExpiryMargin,
+		timeout: cfg.Timeout, retries: cfg.MaxRetries, now: cfg.Now,
+		feds: map[fedKey]*federation{}, clients: map[fedKey]*kmsapi.KeyManagementClient{},
+	}
+	if d.recheck <= 0 {
+		d.recheck = DefaultTrustRecheck
+	}
+	if d.expiryMargin <= 0 {
+		d.expiryMargin = DefaultExpiryMargin
+	}
+	if d.timeout <= 0 {
+		d.timeout = DefaultTimeout
+	}
+	switch {
+	case d.retries == 0:
+		d.retries = DefaultMaxRetries
+	case d.retries < 0:
+		d.retries = 0
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	d.base = http.DefaultTransport
+	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
+		d.base = cfg.HTTPClient.Transport
+	}
+	d.recordHC = newHTTPClient(d.base, true)
+	return d, nil
+}
+
+func (*Driver) Type() string { return Type }
+
+// Spec describes the gcp type with ekm's identity customers trust.
+func (d *Driver) Spec() kms.Spec {
+	s := Spec()
+	s.Identity = d.identity.Describe()
+	return s
+}
+
+// Check validates and normalises registration params (syntax only, no
+// network call): see docs/gcp.md for the rules.
+func (d *Driver) Check(_ string, p kms.Params) (kms.Params, error) {
+	r, err := checkParams(p)
+	if err != nil {
+		return nil, err
+	}
+	return r.params(), nil
+}
+
+// Open returns the provider for params that pass Check.
+func (d *Driver) Open(_ string, p kms.Params) (kms.Provider, error) {
+	return d.open(p)
+}
+
+func (d *Driver) open(p kms.Params) (*Provider, error) {
+	r, err := checkParams(p)
+	if err != nil {
+		return nil, err
+	}
+	key := fedKey{provider: r.providerName(), audience: r.audience, serviceAccount: r.serviceAccount}
+	fed, cl, err := d.client(key)
+	if err != nil {
+		return nil, &kms.Error{Class: kms.Operator, Code: CodeClientSetup, Message: "the server could not set up its Cloud KMS client", Err: err}
+	}
+	return &Provider{d: d, ref: r, name: r.keyName(), member: d.member(r), fed: fed, client: cl}, nil
+}
+
+// member is ekm's principal as the customer's key policy names it: the
+// federated principal of its subject in the customer's pool, or the
+// customer's service account that ekm impersonates.
+func (d *Driver) member(r keyRef) string {
+	if r.serviceAccount != "" {
+		return "serviceAccount:" + r.serviceAccount
+	}
+	return Member(r.projectNumber, r.pool, d.identity.Describe()["subject"])
+}
+
+// Member is the principal identifier of subject in a workload identity
+// pool: what the customer grants roles to.
+func Member(projectNumber, pool, subject string) string {
+	return "principal://iam.googleapis.com/projects/" + projectNumber + "/locations/global/workloadIdentityPools/" + pool + "/subject/" + subject
+}
+
+// maxCachedClients bounds the federations and clients the driver keeps.
+const maxCachedClients = 10000
+
+// client returns the federation of key and the Cloud KMS client that
+// authenticates with it, creating both on first use. The client's only
+// transport is the driver's (internal/dialoverride), with the federated
+// token layered on by cloud.google.com/go/auth/httptransport; the endpoint
+// is always Google's own.
+func (d *Driver) client(key fedKey) (*federation, *kmsapi.KeyManagementClient, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cl, ok := d.clients[key]; ok {
+		return d.feds[key], cl, nil
+	}
+	// Registrations that fail, or keys later removed, leave entries behind;
+	// dropping all at the bound only costs new token exchanges.
+	if len(d.clients) >= maxCachedClients {
+		for _, cl := range d.clients {
+			_ = cl.Close()
+		}
+		clear(d.clients)
+		clear(d.feds)
+	}
+	fed := newFederation(d, key)
+	hc, err := httptransport.NewClient(&httptransport.Options{
+		Credentials:      auth.NewCredentials(&auth.CredentialsOptions{TokenProvider: fed}),
+		BaseRoundTripper: d.recordHC.Transport,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cl, err := kmsapi.NewKeyManagementRESTClient(context.Background(), option.WithHTTPClient(hc))
+	if err != nil {
+		return nil, nil, fmt.Errorf("cloud kms client: %w", err)
+	}
+	d.feds[key], d.clients[key] = fed, cl
+	return fed, cl, nil
+}
