@@ -152,9 +152,14 @@ type validateError struct {
 	Retryable bool   `json:"retryable"`
 }
 
+// validateResponse answers POST …/validate. Status is OpenAI's verdict
+// ("valid" or "invalid"); KeyStatus (ekm) is the key's status after the
+// validation, in the vocabulary of the key object's status ("valid",
+// "degraded" or "unavailable"), so an "invalid" answer says which.
 type validateResponse struct {
-	Status string         `json:"status"` // "valid" or "invalid"
-	Error  *validateError `json:"error,omitempty"`
+	Status    string         `json:"status"`
+	KeyStatus string         `json:"key_status"`
+	Error     *validateError `json:"error,omitempty"`
 }
 
 func (a *api) validateExternalKey(w http.ResponseWriter, r *http.Request) error {
@@ -166,10 +171,10 @@ func (a *api) validateExternalKey(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return serviceErr(err, kindExternalKey, id)
 	}
-	resp := validateResponse{Status: "valid"}
+	resp := validateResponse{Status: "valid", KeyStatus: v.Status}
 	if !v.Valid {
 		d := v.Diagnosis
-		resp = validateResponse{Status: "invalid", Error: &validateError{Code: d.Code, Message: d.Message, Step: d.Step, Retryable: d.Retryable()}}
+		resp = validateResponse{Status: "invalid", KeyStatus: v.Status, Error: &validateError{Code: d.Code, Message: d.Message, Step: d.Step, Retryable: d.Retryable()}}
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }
@@ -193,9 +198,11 @@ type extKeyRequest struct {
 	Params  kms.Params
 }
 
-// decodeExternalKeyCreate decodes POST /external_keys. It checks shape only,
-// against the fields the type's driver describes (kms.Spec); the driver
-// then checks the values (lifecycle.Service.RegisterKey).
+// decodeExternalKeyCreate decodes POST /external_keys. A type this server
+// describes but has no driver for is refused first (unsupported_type, with
+// how to enable it). Otherwise it checks shape only, against the fields the
+// type's driver describes (kms.Spec); the driver then checks the values
+// (lifecycle.Service.RegisterKey).
 func decodeExternalKeyCreate(b []byte, reg *kms.Registry) (extKeyRequest, error) {
 	var req extKeyRequest
 	o, err := decodeObject(b)
@@ -225,7 +232,16 @@ func decodeExternalKeyCreate(b []byte, reg *kms.Registry) (extKeyRequest, error)
 		return req, apierr.BadRequest("purpose", "Invalid 'purpose': expected 'ekm'.")
 	}
 	req.Params = kms.Params{}
-	spec, _, known := reg.Spec(req.Type)
+	spec, enabled, known := reg.Spec(req.Type)
+	if known && !enabled {
+		// Say so before checking fields: the caller cannot fix this by
+		// changing them, and the operator needs to know how to enable it.
+		msg := "External key type '" + req.Type + "' is not enabled on this server."
+		if spec.Enable != "" {
+			msg += " To enable it, its operator must " + spec.Enable + "."
+		}
+		return req, apierr.New(http.StatusBadRequest, "invalid_request_error", kms.CodeUnsupportedType, "type", "%s", msg)
+	}
 	fields := spec.Fields
 	if !known {
 		// A type this server does not describe: pass its fields through as

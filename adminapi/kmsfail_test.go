@@ -130,6 +130,10 @@ func TestValidateRecordsHealth(t *testing.T) {
 		if got := extra(k.RawJSON(), "status"); got != tc.status {
 			t.Fatalf("after %v: status %v: %s", tc.err, got, k.RawJSON())
 		}
+		// The answer names the key's status in the key's own vocabulary.
+		if r.Body["key_status"] != tc.status {
+			t.Fatalf("after %v: validate answered key_status %v, the key shows %s: %s", tc.err, r.Body["key_status"], tc.status, r.Raw)
+		}
 		if tc.err == nil {
 			if r.Body["status"] != "valid" || r.Body["error"] != nil || extra(k.RawJSON(), "status_detail") != nil {
 				t.Fatalf("valid: %s / %s", r.Raw, k.RawJSON())

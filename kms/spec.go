@@ -31,6 +31,10 @@ type Spec struct {
 	// binds associated data) is rewrapped in the background, like one made
 	// by an old KEK version.
 	Algorithm string
+	// Enable, optional, says how an operator enables the type when this
+	// server has no driver for it (e.g. which flags of ekm serve). It comes
+	// from the operator side (app), not from the driver.
+	Enable string
 }
 
 // Field is one registration parameter.
