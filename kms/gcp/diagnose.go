@@ -375,6 +375,6 @@ func impersonationDiagnosis(key fedKey, f httpFailure) *kms.Error {
 	case f.status == http.StatusUnauthorized:
 		return &kms.Error{Class: kms.Operator, Code: CodeUnauthenticated, Message: "IAM Credentials did not accept the federated token Google STS issued to ekm (HTTP 401)"}
 	}
-	return &kms.Error{Class: kms.Invalid, Code: CodeImpersonationDenied, Step: StepGrant, Param: ParamServiceAccountEmail,
-		Message: fmt.Sprintf("IAM Credentials refused to issue a token for service account %s (HTTP %d); check service_account_email", key.serviceAccount, f.status)}
+	return &kms.Error{Class: kms.Outage, Code: CodeSTSUnavailable,
+		Message: fmt.Sprintf("IAM Credentials answered HTTP %d to ekm's impersonation of service account %s; treated as transient", f.status, key.serviceAccount)}
 }
