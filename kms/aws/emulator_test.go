@@ -90,7 +90,7 @@ var testAAD = kms.AAD{OrgID: testOrg, ProjectID: "proj_0123456789abcdefghjkmnpqr
 // fakeClock is a settable clock for session renewal.
 type fakeClock struct{ off atomic.Int64 }
 
-func (c *fakeClock) Now() time.Time            { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *fakeClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *fakeClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 func emuBuildable(t testing.TB) *awshttp.BuildableClient {

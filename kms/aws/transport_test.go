@@ -180,7 +180,9 @@ func TestOwnCredentials(t *testing.T) {
 		if s := d.Spec(); s.Identity[IdentityPrincipalARN] != emu.Vendor().ARN {
 			t.Fatalf("Spec identity %v", s.Identity)
 		}
-		d2 := emuDriver(t, func(c *Config) { c.PrincipalARN = "arn:aws:iam::" + emu.Vendor().AccountID + ":role/path/EnterpriseKeyManagement" })
+		d2 := emuDriver(t, func(c *Config) {
+			c.PrincipalARN = "arn:aws:iam::" + emu.Vendor().AccountID + ":role/path/EnterpriseKeyManagement"
+		})
 		if s := d2.Spec(); s.Identity[IdentityPrincipalARN] != d2.cfg.PrincipalARN {
 			t.Fatalf("configured principal not in the Spec: %v", s.Identity)
 		}
