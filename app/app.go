@@ -13,12 +13,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ekm-dev/ekm/adminapi"
+	"github.com/ekm-dev/ekm/apierr"
+	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/files"
@@ -60,6 +64,16 @@ type Config struct {
 	KMSTimeout time.Duration // one KMS call (default 30s)
 
 	MaxFileBytes int64 // default 512 MiB
+
+	// MaxConnections bounds the connections served at once (default 1024;
+	// further clients wait in the kernel's accept queue).
+	MaxConnections int
+	// BodyTimeout bounds the time to receive a JSON request body (default
+	// 30s; 408 after it).
+	BodyTimeout time.Duration
+	// UploadIdleTimeout cuts off an upload that sends nothing for this long
+	// (default 60s; 408).
+	UploadIdleTimeout time.Duration
 
 	// ProbeInterval is how often each external key in use is health-checked
 	// (default 30s, ±10% jitter). Revocation is enforced within about one
@@ -107,9 +121,15 @@ type App struct {
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	Handler http.Handler
+	// LastUsed records API key use; Run flushes it every minute and at
+	// the end.
+	LastUsed *auth.LastUsed
 
 	closeOnce sync.Once
 }
+
+// DefaultMaxConnections is Config.MaxConnections' default.
+const DefaultMaxConnections = 1024
 
 func (c *Config) defaults() {
 	if c.Addr == "" {
@@ -129,6 +149,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxFileBytes == 0 {
 		c.MaxFileBytes = 512 << 20
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -156,16 +179,99 @@ func (c Config) DSN() string {
 // OpenStore opens (and migrates) the configured database, creating the data
 // directory if needed. Operator commands use it to share the server's store.
 func OpenStore(ctx context.Context, c Config) (store.Store, error) {
-	if c.Database == "" {
-		dir := c.DataDir
-		if dir == "" {
-			dir = "ekm-data"
-		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("creating data dir: %w", err)
+	st, _, err := OpenStoreInfo(ctx, c)
+	return st, err
+}
+
+// StoreInfo says which store OpenStoreInfo opened.
+type StoreInfo struct {
+	// Postgres is true for a PostgreSQL database, false for SQLite.
+	Postgres bool
+	// DataDir is the absolute data directory (blobs, root key; SQLite).
+	DataDir string
+	// Path is the absolute SQLite file, or "" for PostgreSQL.
+	Path string
+	// Created is true when the SQLite file did not exist before: a new,
+	// empty store.
+	Created bool
+	// Warning, if not "", is a warning about the data directory to log.
+	Warning string
+}
+
+// Describe names the store for people (never with credentials).
+func (i StoreInfo) Describe() string {
+	if i.Postgres {
+		return "the PostgreSQL database of --database (data dir " + i.DataDir + ")"
+	}
+	return "SQLite database " + i.Path + " (data dir " + i.DataDir + ")"
+}
+
+// OpenStoreInfo is OpenStore, also saying which store it opened and whether
+// it was just created. The data directory is created 0700 and every file
+// ekm creates in it is 0600; an existing data directory (or database or
+// root key file) that its group or others can read gets StoreInfo.Warning.
+func OpenStoreInfo(ctx context.Context, c Config) (store.Store, StoreInfo, error) {
+	dir := c.DataDir
+	if dir == "" {
+		dir = "ekm-data"
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, StoreInfo{}, fmt.Errorf("data dir: %w", err)
+	}
+	info := StoreInfo{Postgres: c.Database != "", DataDir: abs}
+	// PostgreSQL keeps the records elsewhere: the data dir (blobs, root
+	// key) is then created by Open only, not by operator commands.
+	if info.Warning, err = prepareDataDir(abs, !info.Postgres); err != nil {
+		return nil, info, err
+	}
+	if !info.Postgres {
+		info.Path = filepath.Join(abs, "ekm.db")
+		if _, err := os.Stat(info.Path); errors.Is(err, os.ErrNotExist) {
+			info.Created = true
 		}
 	}
-	return sqlstore.Open(ctx, c.DSN())
+	st, err := sqlstore.Open(ctx, c.DSN())
+	return st, info, err
+}
+
+// prepareDataDir creates dir 0700, or checks an existing one: a data
+// directory its group or others can enter, or files of ekm's in it they
+// can read (created by older versions, or copied in), expose the database,
+// blobs and local root key of a deployment that may not mean to share
+// them. That is a warning, not a refusal: the operator may have set it so
+// on purpose (a backup user's group).
+func prepareDataDir(dir string, create bool) (warning string, err error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if !create {
+			return "", nil
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("creating data dir: %w", err)
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("data dir %s is not a directory", dir)
+	}
+	var open []string
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		open = append(open, fmt.Sprintf("%s (%#o)", dir, perm))
+	}
+	for _, name := range []string{"ekm.db", "ekm.db-wal", "ekm.db-shm", "local-root.key"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			open = append(open, fmt.Sprintf("%s (%#o)", name, fi.Mode().Perm()))
+		}
+	}
+	if len(open) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("the data dir's group or other users can reach the database, blobs or local root key: %s; "+
+		"unless that is intended, run chmod -R go-rwx %s", strings.Join(open, ", "), dir), nil
 }
 
 // LoadRootKey reads the local root key file, creating it if absent. If
@@ -272,17 +378,27 @@ func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 
 // Registry is the registry of drivers, describing every built-in type so
 // that a registration of a type whose driver is not configured is refused
-// as not enabled (after its shape is checked).
+// as not enabled, saying how to enable it (Spec.Enable).
 func Registry(drivers []kms.Driver) *kms.Registry {
-	return kms.NewRegistry(drivers...).Describe(azure.Spec(), aws.Spec(), gcp.Spec(), oci.Spec())
+	az, aw, gc, oc := azure.Spec(), aws.Spec(), gcp.Spec(), oci.Spec()
+	az.Enable = "start ekm serve with --azure-client-id and a credential of ekm's Entra ID app " +
+		"(--azure-client-secret, --azure-client-certificate or --azure-federated-token-file; see docs/azure.md), " +
+		"or try it locally with ekm dev"
+	for _, s := range []*kms.Spec{&aw, &gc, &oc} {
+		s.Enable = "run a version of ekm with a driver for " + s.Title + " keys (this one has none yet)"
+	}
+	return kms.NewRegistry(drivers...).Describe(az, aw, gc, oc)
 }
 
 // Open builds the app. Close releases it.
 func Open(ctx context.Context, c Config) (*App, error) {
 	c.defaults()
-	st, err := OpenStore(ctx, c)
+	st, info, err := OpenStoreInfo(ctx, c)
 	if err != nil {
 		return nil, err
+	}
+	if info.Warning != "" {
+		c.Logger.Warn(info.Warning)
 	}
 	a := &App{Config: c, Store: st, Metrics: c.Metrics, Logger: c.Logger}
 	fail := func(err error) (*App, error) { _ = st.Close(); return nil, err }
@@ -305,6 +421,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 		Now: c.Now, Metrics: c.Metrics, Logger: c.Logger,
 	})
 	a.Keyring = a.Service.Keyring()
+	a.LastUsed = auth.NewLastUsed(st, auth.DefaultLastUsedResolution, c.Now, c.Logger)
 	a.Blobs, err = blob.NewDir(filepath.Join(c.DataDir, "blobs"))
 	if err != nil {
 		return fail(err)
@@ -315,8 +432,10 @@ func Open(ctx context.Context, c Config) (*App, error) {
 
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
-	admin := adminapi.New(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now})
-	data := dataplane.New(dataplane.Deps{Store: a.Store, Keyring: a.Keyring, Blobs: a.Blobs, Logger: a.Logger, Now: a.Config.Now, MaxFileBytes: a.Config.MaxFileBytes})
+	admin := adminapi.New(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now,
+		BodyTimeout: a.Config.BodyTimeout, LastUsed: a.LastUsed})
+	data := dataplane.New(dataplane.Deps{Store: a.Store, Keyring: a.Keyring, Blobs: a.Blobs, Logger: a.Logger, Now: a.Config.Now,
+		MaxFileBytes: a.Config.MaxFileBytes, BodyTimeout: a.Config.BodyTimeout, UploadIdleTimeout: a.Config.UploadIdleTimeout, LastUsed: a.LastUsed})
 	mux.Handle("/v1/organization/", admin)
 	mux.Handle("/v1/files", data)
 	mux.Handle("/v1/files/", data)
@@ -338,16 +457,74 @@ func (a *App) routes() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
-	return httpx.Wrap(mux, a.Logger, a.Metrics)
+	return httpx.Wrap(unknownAsJSON(mux), a.Logger, a.Metrics)
+}
+
+// unknownAsJSON answers a request no route of mux matches in the APIs'
+// JSON error shape (404 unknown_url, or 405 method_not_allowed with Allow
+// for a known path), where the mux would answer text/plain. Routes mux
+// has, whatever their patterns, are served as they are.
+func unknownAsJSON(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		probe := &statusProbe{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		switch probe.code {
+		case http.StatusNotFound:
+			apierr.Write(w, apierr.New(http.StatusNotFound, "invalid_request_error", "unknown_url", "",
+				"Unknown request URL: %s %s.", r.Method, clipPath(r.URL.Path)))
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			apierr.Write(w, apierr.New(http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", "",
+				"Method %s is not allowed on %s.", r.Method, clipPath(r.URL.Path)))
+		default: // e.g. a redirect to the canonical path
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+func clipPath(p string) string {
+	if len(p) > 200 {
+		return p[:200] + "…"
+	}
+	return p
+}
+
+// statusProbe records what the mux's own not-found and not-allowed
+// handlers would answer, without sending it.
+type statusProbe struct {
+	header http.Header
+	code   int
+}
+
+func (p *statusProbe) Header() http.Header { return p.header }
+func (p *statusProbe) WriteHeader(code int) {
+	if p.code == 0 {
+		p.code = code
+	}
+}
+func (p *statusProbe) Write(b []byte) (int, error) {
+	if p.code == 0 {
+		p.code = http.StatusOK
+	}
+	return len(b), nil
 }
 
 // Serve listens on Config.Addr and serves until ctx is done, then shuts down
 // gracefully. ready, if non-nil, receives the bound address.
 func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", a.Config.Addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w: another process (an ekm serve or ekm dev still running?) uses %s; stop it, or pass --addr", err, a.Config.Addr)
+	}
 	if err != nil {
 		return err
 	}
+	ln = httpx.LimitListener(ln, a.Config.MaxConnections)
 	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn)}
 	if ready != nil {
@@ -360,6 +537,7 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 		return err
 	case <-ctx.Done():
 	}
+	a.Logger.Info("shutting down", "addr", ln.Addr().String(), "grace_seconds", 10)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
@@ -381,10 +559,20 @@ func (a *App) Prober() *probe.Prober {
 // Run serves HTTP and runs the background workers (health probe, audit
 // retention, blob sweep, scheduled key rotation) until ctx is done.
 func (a *App) Run(ctx context.Context, ready func(addr string)) error {
+	a.Logger.Info("ekm starting", "version", Version(), "key_types", enabledTypes(a.Service.Registry()),
+		"data_dir", a.Config.DataDir, "database", a.dbKind())
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		a.Logger.Info("stopped")
+	}()
 	defer cancel()
+	// Last use is flushed once more after the server has stopped serving,
+	// so the requests of the last minute are recorded too.
+	luCtx, luCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer luCancel()
+	wg.Go(func() { a.LastUsed.Run(luCtx, time.Minute) })
 	p := a.Prober()
 	wg.Go(func() { p.Run(ctx) })
 	wg.Go(func() { a.pruneAudit(ctx) })
@@ -393,7 +581,27 @@ func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	if r := a.rotator(); r != nil {
 		wg.Go(func() { r.Run(ctx) })
 	}
-	return a.Serve(ctx, ready)
+	err := a.Serve(ctx, ready)
+	luCancel()
+	return err
+}
+
+// enabledTypes lists the external key types this server can register.
+func enabledTypes(reg *kms.Registry) []string {
+	var out []string
+	for _, t := range reg.Known() {
+		if _, enabled, _ := reg.Spec(t); enabled {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (a *App) dbKind() string {
+	if a.Config.Database != "" {
+		return "postgres"
+	}
+	return "sqlite"
 }
 
 // rotator returns the scheduled project-key rotation worker, or nil if off.
@@ -418,7 +626,7 @@ func (a *App) sweepBlobs(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			a.Logger.Warn("blob sweep failed", "err", err)
 		} else if err == nil {
-			a.Logger.Info("blob sweep", "result", res)
+			a.Logger.Info("blob sweep", "orphan_blobs", res.OrphanBlobs, "stale_temps", res.StaleTemps)
 		}
 		select {
 		case <-ctx.Done():

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,52 +16,82 @@ import (
 
 	"github.com/ekm-dev/ekm/adminapi"
 	"github.com/ekm-dev/ekm/app"
+	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
+	"github.com/ekm-dev/ekm/store"
 )
 
+// devConfig is what `ekm dev` can be told.
+type devConfig struct {
+	Addr, EmulatorAddr, DataDir string
+	ProbeInterval               time.Duration
+}
+
 func devCmd() *cobra.Command {
-	var addr, emuAddr, dataDir string
+	var c devConfig
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the Azure emulator and the server wired together, with a demo org and customer tenant",
 		Long: "Starts `ekm emulate azure` and `ekm serve` in one process, creates a demo organization and a demo\n" +
 			"customer tenant whose admin has done onboarding steps 1-4 (service principal, custom role, RSA key\n" +
 			"<org-id>--demo, role assignment at the key), and prints the commands to register the key, create a\n" +
-			"project and upload a file. Ctrl-C stops both.",
+			"project, upload a file, and revoke and restore the customer's grant. The demo org and tenant are kept\n" +
+			"in the data dir (demo.json) and reused on the next start. Ctrl-C stops both.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// No environment variables on purpose: ones exported for a
 			// production server (EKM_ADDR, EKM_DATA_DIR) must never point the
 			// demo at production data.
-			return runDev(cmd.Context(), addr, emuAddr, dataDir, os.Stdout)
+			return runDev(cmd.Context(), c, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "ekm server address")
-	cmd.Flags().StringVar(&emuAddr, "emulator-addr", "127.0.0.1:8443", "Azure emulator address")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "ekm-dev-data", "data directory of the server; the emulator keeps its state in <data-dir>/emulator")
+	cmd.Flags().StringVar(&c.Addr, "addr", "127.0.0.1:8080", "ekm server address")
+	cmd.Flags().StringVar(&c.EmulatorAddr, "emulator-addr", "127.0.0.1:8443", "Azure emulator address")
+	cmd.Flags().StringVar(&c.DataDir, "data-dir", "ekm-dev-data", "data directory of the server; the emulator keeps its state in <data-dir>/emulator")
+	cmd.Flags().DurationVar(&c.ProbeInterval, "probe-interval", 30*time.Second, "health probe interval: a revocation is enforced within about this long")
 	return cmd
 }
 
-func runDev(ctx context.Context, addr, emuAddr, dataDir string, out io.Writer) error {
+// demoState is what `ekm dev` keeps in <data-dir>/demo.json to reuse its
+// demo org and customer tenant on the next start. It holds the demo's
+// admin key: this is a development sandbox whose data dir is private
+// (0700), and printing the key again is the point.
+type demoState struct {
+	OrgID              string `json:"org_id"`
+	AdminKey           string `json:"admin_key"`
+	TenantID           string `json:"tenant_id"`
+	SubscriptionID     string `json:"subscription_id"`
+	ServicePrincipalID string `json:"service_principal_id"`
+	RoleDefinitionID   string `json:"role_definition_id"`
+	VaultURI           string `json:"vault_uri"`
+	KeyName            string `json:"key_name"`
+	AssignmentID       string `json:"assignment_id"`
+}
+
+func runDev(ctx context.Context, c devConfig, out io.Writer) error {
 	// Fail before creating anything if the server's port is taken (e.g. an
 	// `ekm serve` from the quickstart is still running).
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
 		return fmt.Errorf("%w (stop the other server, or pass --addr)", err)
 	}
 	ln.Close()
-	emu, err := azurecloud.New(azurecloud.Options{Addr: emuAddr, StateDir: filepath.Join(dataDir, "emulator")})
+	dataDir, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	emu, err := azurecloud.New(azurecloud.Options{Addr: c.EmulatorAddr, StateDir: filepath.Join(dataDir, "emulator")})
 	if err != nil {
 		return err
 	}
 	if err := emu.Start(); err != nil {
-		return err
+		return fmt.Errorf("starting the Azure emulator: %w (stop the other emulator, or pass --emulator-addr)", err)
 	}
 	defer emu.Close()
 	creds := emu.App()
 
-	cfg := app.Config{Addr: addr, DataDir: dataDir, Azure: app.AzureConfig{
+	cfg := app.Config{Addr: c.Addr, DataDir: dataDir, ProbeInterval: c.ProbeInterval, Azure: app.AzureConfig{
 		ClientID: creds.ClientID, ClientSecret: creds.ClientSecret, DialOverride: emu.Addr(), CAFile: emu.CAFile(),
 	}}
 	a, err := app.Open(ctx, cfg)
@@ -68,20 +100,23 @@ func runDev(ctx context.Context, addr, emuAddr, dataDir string, out io.Writer) e
 	}
 	defer a.Close()
 
-	org, adminKey, err := adminapi.CreateOrg(ctx, a.Store, "Demo Org", time.Now())
+	statePath := filepath.Join(dataDir, "demo.json")
+	demo, note, err := loadDemo(ctx, statePath, a.Store, emu)
 	if err != nil {
 		return err
 	}
-	ten, err := emu.CreateTenant()
+	if demo == nil {
+		if demo, err = newDemo(ctx, a.Store, emu, creds.ClientID); err != nil {
+			return err
+		}
+		if err := saveDemo(statePath, demo); err != nil {
+			return err
+		}
+	}
+	// Fresh tokens each start: the tenant admin's commands below use them.
+	toks, err := emu.AdminTokens(demo.TenantID)
 	if err != nil {
 		return err
-	}
-	cust := &azonboard.Customer{HTTP: emu.HTTPClient(), TenantID: ten.ID, SubscriptionID: ten.SubscriptionID,
-		GraphToken: ten.AdminTokens.Graph, ARMToken: ten.AdminTokens.Management, VaultToken: ten.AdminTokens.Vault}
-	vault := "demo" + strings.ReplaceAll(ten.ID, "-", "")[:12]
-	ob, err := cust.Onboard(ctx, creds.ClientID, org.ID, vault, "demo")
-	if err != nil {
-		return fmt.Errorf("onboarding the demo tenant: %w", err)
 	}
 
 	serverErr := make(chan error, 1)
@@ -94,12 +129,18 @@ func runDev(ctx context.Context, addr, emuAddr, dataDir string, out io.Writer) e
 		return err
 	}
 	base = "http://" + base
+	arm := "https://management.azure.com" + demo.AssignmentID + "?api-version=2022-04-01"
+	grant, _ := json.Marshal(map[string]any{"properties": map[string]string{
+		"roleDefinitionId": demo.RoleDefinitionID, "principalId": demo.ServicePrincipalID, "principalType": "ServicePrincipal"}})
 	fmt.Fprintf(out, `ekm dev is running.
+  %[14]s
   ekm server:      %[1]s
+  data dir:        %[13]s  (demo org and tenant kept in %[15]s)
   Azure emulator:  %[2]s  (CA %[3]s; control API %[4]s)
   demo org:        %[5]s
-  admin key:       %[6]s   (shown once)
+  admin key:       %[6]s
   customer tenant: %[7]s  (steps 1-4 done: service principal %[8]s, custom role, key %[9]s, assignment at the key)
+  health probe:    every %[16]s (--probe-interval)
 
 Register the customer's key, create a project on it, and upload a file:
 
@@ -119,11 +160,18 @@ Register the customer's key, create a project on it, and upload a file:
 Revoke access as the customer would (delete the role assignment), then watch reads fail within the probe interval:
 
   curl --cacert %[3]s -X DELETE -H "Authorization: Bearer %[11]s" \
-    "https://management.azure.com%[12]s?api-version=2022-04-01" --connect-to management.azure.com:443:%[2]s
+    "%[12]s" --connect-to management.azure.com:443:%[2]s
+
+Restore it (put the role assignment back); reads work again within the probe interval, or at once after
+POST /v1/organization/external_keys/$EXTKEY/validate:
+
+  curl --cacert %[3]s -X PUT -H "Authorization: Bearer %[11]s" -H 'Content-Type: application/json' \
+    "%[12]s" --connect-to management.azure.com:443:%[2]s \
+    -d '%[17]s'
 
 Ctrl-C stops both.
-`, base, emu.Addr(), emu.CAFile(), emu.ControlURL(), org.ID, adminKey, ten.ID, ob.ServicePrincipalID, ob.KeyName, ob.VaultURI,
-		ten.AdminTokens.Management, ob.AssignmentID)
+`, base, emu.Addr(), emu.CAFile(), emu.ControlURL(), demo.OrgID, demo.AdminKey, demo.TenantID, demo.ServicePrincipalID, demo.KeyName, demo.VaultURI,
+		toks.Management, arm, dataDir, note, statePath, c.ProbeInterval, grant)
 
 	select {
 	case err := <-serverErr:
@@ -131,4 +179,76 @@ Ctrl-C stops both.
 	case <-ctx.Done():
 		return <-serverErr
 	}
+}
+
+// loadDemo returns the demo of an earlier run if its org and tenant still
+// exist (nil otherwise), and a line saying which it is.
+func loadDemo(ctx context.Context, path string, st store.Store, emu *azurecloud.Emulator) (*demoState, string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "Created a new demo org and customer tenant.", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	var d demoState
+	if err := json.Unmarshal(b, &d); err != nil || d.OrgID == "" || d.TenantID == "" {
+		return nil, "Created a new demo org and customer tenant (" + path + " was unreadable).", nil
+	}
+	if _, err := st.GetOrg(ctx, d.OrgID); errors.Is(err, store.ErrNotFound) {
+		return nil, "Created a new demo org and customer tenant (the earlier demo org is gone from the store).", nil
+	} else if err != nil {
+		return nil, "", err
+	}
+	if _, err := emu.AdminTokens(d.TenantID); err != nil {
+		return nil, "Created a new demo org and customer tenant (the earlier tenant is gone from the emulator).", nil
+	}
+	note := "Reusing the demo org and customer tenant of an earlier run (delete " + path + " to start afresh)."
+	if _, err := st.APIKeyByHash(ctx, auth.Hash(d.AdminKey)); errors.Is(err, store.ErrNotFound) {
+		// The demo's admin key was deleted through the API: make another.
+		_, d.AdminKey, err = adminapi.CreateAdminKey(ctx, st, d.OrgID, "ekm dev", time.Now())
+		if err != nil {
+			return nil, "", err
+		}
+		if err := saveDemo(path, &d); err != nil {
+			return nil, "", err
+		}
+		note += " Its admin key was deleted: this is a new one."
+	} else if err != nil {
+		return nil, "", err
+	}
+	return &d, note, nil
+}
+
+func newDemo(ctx context.Context, st store.Store, emu *azurecloud.Emulator, appID string) (*demoState, error) {
+	org, adminKey, err := adminapi.CreateOrg(ctx, st, "Demo Org", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	ten, err := emu.CreateTenant()
+	if err != nil {
+		return nil, err
+	}
+	cust := &azonboard.Customer{HTTP: emu.HTTPClient(), TenantID: ten.ID, SubscriptionID: ten.SubscriptionID,
+		GraphToken: ten.AdminTokens.Graph, ARMToken: ten.AdminTokens.Management, VaultToken: ten.AdminTokens.Vault}
+	vault := "demo" + strings.ReplaceAll(ten.ID, "-", "")[:12]
+	ob, err := cust.Onboard(ctx, appID, org.ID, vault, "demo")
+	if err != nil {
+		return nil, fmt.Errorf("onboarding the demo tenant: %w", err)
+	}
+	return &demoState{OrgID: org.ID, AdminKey: adminKey, TenantID: ten.ID, SubscriptionID: ten.SubscriptionID,
+		ServicePrincipalID: ob.ServicePrincipalID, RoleDefinitionID: ob.RoleDefinitionID, VaultURI: ob.VaultURI,
+		KeyName: ob.KeyName, AssignmentID: ob.AssignmentID}, nil
+}
+
+func saveDemo(path string, d *demoState) error {
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ekm-dev/ekm/app"
 )
 
 func main() {
@@ -27,7 +29,15 @@ func rootCmd() *cobra.Command {
 		Short:         "Enterprise Key Management: customer-held keys for a SaaS platform's data",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       app.Version(),
 	}
+	root.SetVersionTemplate(app.VersionLine() + "\n")
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print ekm's version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), app.VersionLine()) },
+	})
 	org := orgCmd()
 	org.AddCommand(orgSetKeyCmd(), orgSettingsCmd())
 	root.AddCommand(serveCmd(), org, emulateCmd(), devCmd())

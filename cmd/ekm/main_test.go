@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"mime/multipart"
@@ -14,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestServeHelpDocumentsEveryFlagAndItsEnv(t *testing.T) {
@@ -26,7 +29,7 @@ func TestServeHelpDocumentsEveryFlagAndItsEnv(t *testing.T) {
 	}
 	help := out.String()
 	for _, flag := range []string{"addr", "data-dir", "database", "local-root-key-file", "cache-ttl", "cache-size", "kms-timeout",
-		"probe-interval", "max-file-bytes", "audit-retention", "log-level", "azure-client-id", "azure-client-secret",
+		"probe-interval", "max-file-bytes", "max-connections", "body-timeout", "upload-idle-timeout", "audit-retention", "log-level", "azure-client-id", "azure-client-secret",
 		"azure-client-certificate", "azure-client-certificate-password", "azure-federated-token-file", "azure-cloud", "azure-dial-override", "azure-ca-file"} {
 		if !strings.Contains(help, "--"+flag) || !strings.Contains(help, envName(flag)) {
 			t.Errorf("serve --help lacks --%s or %s", flag, envName(flag))
@@ -56,22 +59,32 @@ func TestFlagWinsOverEnv(t *testing.T) {
 	}
 }
 
-// TestDev runs `ekm dev` and follows the commands it prints, as the README
-// tells a new user to.
-func TestDev(t *testing.T) {
+// startDev runs `ekm dev` on dir until t ends and returns what it printed
+// up to "Ctrl-C".
+func startDev(t *testing.T, dir string) string {
+	t.Helper()
 	for _, v := range []string{"AZURE_AUTHORITY_HOST", "AZURE_REGIONAL_AUTHORITY_NAME", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"} {
 		t.Setenv(v, "")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- runDev(ctx, "127.0.0.1:0", "127.0.0.1:0", t.TempDir(), pw); pw.Close() }()
-	t.Cleanup(func() {
+	go func() {
+		done <- runDev(ctx, devConfig{Addr: "127.0.0.1:0", EmulatorAddr: "127.0.0.1:0", DataDir: dir, ProbeInterval: time.Hour}, pw)
+		pw.Close()
+	}()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		if err := <-done; err != nil && ctx.Err() == nil {
 			t.Error(err)
 		}
-	})
+	}
+	t.Cleanup(stop)
 	var printed strings.Builder
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() {
@@ -81,18 +94,47 @@ func TestDev(t *testing.T) {
 		}
 	}
 	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	text := printed.String()
-	find := func(re string) string {
-		m := regexp.MustCompile(re).FindStringSubmatch(text)
-		if m == nil {
-			t.Fatalf("ekm dev output lacks %s:\n%s", re, text)
-		}
-		return m[1]
+	if !strings.Contains(printed.String(), "Ctrl-C") {
+		stop()
+		t.Fatalf("ekm dev stopped early:\n%s", printed.String())
 	}
+	devStops[dir] = stop
+	return printed.String()
+}
+
+var devStops = map[string]func(){}
+
+func findIn(t *testing.T, text, re string) string {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("ekm dev output lacks %s:\n%s", re, text)
+	}
+	return m[1]
+}
+
+// TestDev runs `ekm dev` and follows the commands it prints, as the README
+// tells a new user to: register, create a project, upload; revoke the
+// customer's grant and restore it. A second start reuses the demo org and
+// tenant.
+func TestDev(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	text := startDev(t, dir)
+	find := func(re string) string { t.Helper(); return findIn(t, text, re) }
 	base := find(`ekm server:\s+(http://\S+)`)
 	admin := find(`export ADMIN=(\S+)`)
 	register := find(`-d '(\{"type":"azure"[^']*\})'`)
+	orgID := find(`demo org:\s+(org-\S+)`)
+	for _, p := range []string{find(`data dir:\s+(\S+)`), find(`--cacert (\S+)`)} {
+		if !filepath.IsAbs(p) {
+			t.Errorf("path %q is not absolute", p)
+		}
+	}
+	if !strings.Contains(text, "Created a new demo org") || !strings.Contains(text, "every 1h0m0s (--probe-interval)") {
+		t.Errorf("first start does not say it created the demo, or lacks the probe interval:\n%s", text)
+	}
 
+	ctx := context.Background()
 	call := func(method, path, key, ctype string, body io.Reader, out any) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, method, base+path, body)
@@ -138,6 +180,67 @@ func TestDev(t *testing.T) {
 	if file.ID == "" || file.Bytes != 21 {
 		t.Fatalf("upload answered %+v", file)
 	}
+
+	// The revoke and restore commands, as curl would run them.
+	ca, err := os.ReadFile(find(`--cacert (\S+)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	emuAddr := find(`--connect-to management\.azure\.com:443:(\S+)`)
+	azure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, emuAddr)
+		}}}
+	token := find(`-X DELETE -H "Authorization: Bearer (\S+)"`)
+	armURL := find(`"(https://management\.azure\.com/\S+)" --connect-to`)
+	grant := find(`-d '(\{"properties"[^']*\})'`)
+	arm := func(method, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, armURL, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := azure.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode/100 != 2 {
+			t.Fatalf("%s role assignment: %d %s", method, res.StatusCode, b)
+		}
+	}
+	var v struct {
+		Status    string `json:"status"`
+		KeyStatus string `json:"key_status"`
+	}
+	arm("DELETE", "")
+	call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", nil, &v)
+	if v.Status != "invalid" || v.KeyStatus != "unavailable" {
+		t.Fatalf("after the revoke command: %+v", v)
+	}
+	arm("PUT", grant)
+	call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", nil, &v)
+	if v.Status != "valid" || v.KeyStatus != "valid" {
+		t.Fatalf("after the restore command: %+v", v)
+	}
+
+	// A restart keeps the demo org, its admin key and the tenant.
+	devStops[dir]()
+	text = startDev(t, dir)
+	if got := findIn(t, text, `demo org:\s+(org-\S+)`); got != orgID || !strings.Contains(text, "Reusing the demo org") {
+		t.Fatalf("restart: org %s (was %s):\n%s", got, orgID, text)
+	}
+	base = findIn(t, text, `ekm server:\s+(http://\S+)`)
+	admin = findIn(t, text, `export ADMIN=(\S+)`)
+	var list struct {
+		Data []struct{ ID string } `json:"data"`
+	}
+	call("GET", "/v1/organization/projects", admin, "", nil, &list)
+	if len(list.Data) != 1 || list.Data[0].ID != proj.ID {
+		t.Fatalf("after a restart, projects %+v, want %s", list.Data, proj.ID)
+	}
 }
 
 func TestEmulatorIgnoresServerEnv(t *testing.T) {
@@ -169,7 +272,7 @@ func TestDevRefusesABusyPortBeforeCreatingAnything(t *testing.T) {
 	}
 	defer ln.Close()
 	dir := filepath.Join(t.TempDir(), "dev")
-	err = runDev(context.Background(), ln.Addr().String(), "127.0.0.1:0", dir, io.Discard)
+	err = runDev(context.Background(), devConfig{Addr: ln.Addr().String(), EmulatorAddr: "127.0.0.1:0", DataDir: dir}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--addr") {
 		t.Fatalf("runDev on a busy port = %v", err)
 	}
