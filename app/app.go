@@ -86,6 +86,8 @@ type Config struct {
 	ProjectKeyRotationPeriod time.Duration
 
 	Azure AzureConfig
+	// GCP enables the gcp key type (app/gcp.go).
+	GCP GCPConfig
 
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
@@ -359,7 +361,7 @@ func createRootKey(path string) (bool, error) {
 }
 
 // Drivers builds the KMS drivers this config enables: local always, azure
-// when an app client id is configured.
+// when an app client id is configured, gcp when a Google identity is.
 func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 	ds := []kms.Driver{local.NewDriver(root)}
 	if c.Azure.ClientID != "" {
@@ -371,6 +373,11 @@ func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("azure: %w", err)
 		}
+		ds = append(ds, d)
+	}
+	if d, err := gcpDriver(c); err != nil {
+		return nil, err
+	} else if d != nil {
 		ds = append(ds, d)
 	}
 	return ds, nil
@@ -456,6 +463,7 @@ func (a *App) routes() http.Handler {
 		}
 		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 	})
+	a.gcpRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
 	return httpx.Wrap(unknownAsJSON(mux), a.Logger, a.Metrics)
 }
