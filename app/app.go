@@ -86,6 +86,8 @@ type Config struct {
 	ProjectKeyRotationPeriod time.Duration
 
 	Azure AzureConfig
+	// AWS enables the aws key type (app/aws.go).
+	AWS AWSConfig
 	// GCP enables the gcp key type (app/gcp.go).
 	GCP GCPConfig
 
@@ -375,6 +377,13 @@ func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 		}
 		ds = append(ds, d)
 	}
+	if c.AWS.Enabled {
+		d, err := awsDriver(c)
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
 	if d, err := gcpDriver(c); err != nil {
 		return nil, err
 	} else if d != nil {
@@ -394,6 +403,8 @@ func Registry(drivers []kms.Driver) *kms.Registry {
 	for _, s := range []*kms.Spec{&aw, &gc, &oc} {
 		s.Enable = "run a version of ekm with a driver for " + s.Title + " keys (this one has none yet)"
 	}
+	aw.Enable = "start ekm serve with --aws, ekm's own AWS identity being in the AWS SDK's default chain " +
+		"(environment, shared config, web identity, container or instance role; see docs/aws.md), or try it locally with ekm dev --cloud aws"
 	return kms.NewRegistry(drivers...).Describe(az, aw, gc, oc)
 }
 

@@ -23,6 +23,7 @@ func toolFlags(fs *pflag.FlagSet, c *app.Config) {
 	storeFlags(fs, c)
 	fs.DurationVar(&c.KMSTimeout, "kms-timeout", 0, "timeout of one KMS call (default 30s)")
 	azureFlags(fs, &c.Azure)
+	awsFlags(fs, &c.AWS)
 }
 
 // openTool opens the server's store, keyring and blobs for an operator

@@ -30,6 +30,20 @@ func azureFlags(fs *pflag.FlagSet, c *app.AzureConfig) {
 	fs.StringVar(&c.CAFile, "azure-ca-file", "", "extra CA (PEM) to trust for Azure hosts (the emulator's ca.pem)")
 }
 
+// awsFlags configure the aws key type. ekm's own AWS identity is not a
+// flag: it comes from the AWS SDK's default chain (AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity, container or instance
+// role), so no secret is ever on the command line.
+func awsFlags(fs *pflag.FlagSet, c *app.AWSConfig) {
+	fs.BoolVar(&c.Enabled, "aws", false, "enable the aws key type; ekm's own AWS identity comes from the AWS SDK's default chain (AWS_* environment, shared config, web identity, container or instance role)")
+	fs.StringSliceVar(&c.Partitions, "aws-partitions", []string{"aws"}, "partitions whose keys may be registered: aws, aws-us-gov, aws-cn (that of ekm's own credentials)")
+	fs.BoolVar(&c.FIPS, "aws-fips", false, "call the FIPS endpoints of AWS STS and KMS (sts-fips.<region>…, kms-fips.<region>…)")
+	fs.StringVar(&c.PrincipalARN, "aws-principal-arn", "", "the IAM role or user ARN customers trust (default: derived from ekm's credentials; set it for a role with a path)")
+	fs.DurationVar(&c.SessionRefresh, "aws-session-refresh", 0, "assume each customer role again after this long, so that a trust policy change is noticed (default: the probe interval)")
+	fs.StringVar(&c.DialOverride, "aws-dial-override", "", "send every AWS connection to this host:port (the AWS emulator); TLS still verifies the real host names")
+	fs.StringVar(&c.CAFile, "aws-ca-file", "", "extra CA (PEM) to trust for AWS hosts (the emulator's ca.pem)")
+}
+
 func serveCmd() *cobra.Command {
 	var c app.Config
 	var logLevel string
@@ -71,6 +85,8 @@ func serveCmd() *cobra.Command {
 	fs.DurationVar(&c.ProjectKeyRotationPeriod, "project-key-rotation-period", 0, "rotate the key of every active project on a customer key once its current version is this old (0 = off)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	azureFlags(fs, &c.Azure)
+	gcpFlags(fs, &c.GCP)
+	awsFlags(fs, &c.AWS)
 	documentEnv(fs)
 	return cmd
 }
