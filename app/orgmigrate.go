@@ -12,8 +12,9 @@ const orgMigrationBudget = 20
 
 // migrateOrgs moves, every probe interval, projects still on the operator's
 // key under their org's default key in orgs that require EKM (see
-// lifecycle.Service.MigrateOrg). Every replica may run it: each move is a
-// compare-and-set, and a move another replica made first is skipped.
+// lifecycle.Service.MigrateOrg). It runs on the leader only (leaderJobs);
+// every move is a compare-and-set anyway, so an operator's `ekm org
+// set-key` running at the same time skips what the leader moved first.
 func (a *App) migrateOrgs(ctx context.Context) {
 	t := time.NewTicker(a.Config.ProbeInterval)
 	defer t.Stop()
