@@ -24,7 +24,6 @@ import (
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
-	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
@@ -126,10 +125,6 @@ type App struct {
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	Handler http.Handler
-	// Changes is the change log replicas cooperate through (package
-	// cluster); Replica names this process in leases.
-	Changes *cluster.Log
-	Replica string
 	// LastUsed records API key use; Run flushes it every minute and at
 	// the end.
 	LastUsed *auth.LastUsed
@@ -406,7 +401,8 @@ func Registry(drivers []kms.Driver) *kms.Registry {
 		"(--azure-client-secret, --azure-client-certificate or --azure-federated-token-file; see docs/azure.md), " +
 		"or try it locally with ekm dev"
 	for _, s := range []*kms.Spec{&aw, &gc, &oc} {
-		s.Enable = "run a version of ekm with a driver for " + s.Title + " keys (this one has none yet)"
+		s.Enable = "give ekm serve its identity in " + s.Title + " (ekm serve --help lists the flags; if it lists none for " +
+			s.Type + ", this version has no driver for it yet)"
 	}
 	aw.Enable = "start ekm serve with --aws, ekm's own AWS identity being in the AWS SDK's default chain " +
 		"(environment, shared config, web identity, container or instance role; see docs/aws.md), or try it locally with ekm dev --cloud aws"
@@ -437,9 +433,8 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	if err != nil {
 		return fail(err)
 	}
-	a.Replica, a.Changes = cluster.ReplicaID(), newChanges(st, c)
 	a.Service = lifecycle.New(lifecycle.Config{
-		Store: st, Registry: Registry(drivers), Changes: a.Changes,
+		Store: st, Registry: Registry(drivers),
 		Default:  kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}},
 		CacheTTL: c.CacheTTL, CacheSize: c.CacheSize, KMSTimeout: c.KMSTimeout,
 		Now: c.Now, Metrics: c.Metrics, Logger: c.Logger,
@@ -578,7 +573,7 @@ func (a *App) Close() error {
 // Prober returns the health prober of this app's keys.
 func (a *App) Prober() *probe.Prober {
 	return probe.New(probe.Config{Store: a.Store, Service: a.Service, Interval: a.Config.ProbeInterval,
-		Holder: a.Replica, Logger: a.Logger, Metrics: a.Metrics})
+		Logger: a.Logger, Metrics: a.Metrics})
 }
 
 // Run serves HTTP and runs the background workers (health probe, audit
@@ -586,11 +581,6 @@ func (a *App) Prober() *probe.Prober {
 func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	a.Logger.Info("ekm starting", "version", Version(), "key_types", enabledTypes(a.Service.Registry()),
 		"data_dir", a.Config.DataDir, "database", a.dbKind())
-	unlock, lerr := a.singleServer()
-	if lerr != nil {
-		return lerr
-	}
-	defer unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -603,10 +593,14 @@ func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	luCtx, luCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer luCancel()
 	wg.Go(func() { a.LastUsed.Run(luCtx, time.Minute) })
-	wg.Go(func() { a.Changes.Run(ctx) })
 	p := a.Prober()
 	wg.Go(func() { p.Run(ctx) })
-	wg.Go(func() { a.leader().Run(ctx, a.leaderJobs) })
+	wg.Go(func() { a.pruneAudit(ctx) })
+	wg.Go(func() { a.sweepBlobs(ctx) })
+	wg.Go(func() { a.migrateOrgs(ctx) })
+	if r := a.rotator(); r != nil {
+		wg.Go(func() { r.Run(ctx) })
+	}
 	err := a.Serve(ctx, ready)
 	luCancel()
 	return err
