@@ -26,7 +26,16 @@ import (
 type devConfig struct {
 	Addr, EmulatorAddr, DataDir string
 	ProbeInterval               time.Duration
+	// Cloud is the demo customer's cloud: "azure" (runDev) or one of
+	// devClouds; EmulatorAddrSet says --emulator-addr was given (each
+	// cloud's emulator has its own default address).
+	Cloud           string
+	EmulatorAddrSet bool
 }
+
+// devClouds are the demo flows of the other clouds, each in its own file
+// (dev_gcp.go), registered by name for --cloud.
+var devClouds = map[string]func(ctx context.Context, c devConfig, out io.Writer) error{}
 
 func devCmd() *cobra.Command {
 	var c devConfig
@@ -43,10 +52,17 @@ func devCmd() *cobra.Command {
 			// No environment variables on purpose: ones exported for a
 			// production server (EKM_ADDR, EKM_DATA_DIR) must never point the
 			// demo at production data.
+			c.EmulatorAddrSet = cmd.Flags().Changed("emulator-addr")
+			if run, ok := devClouds[c.Cloud]; ok {
+				return run(cmd.Context(), c, cmd.OutOrStdout())
+			} else if c.Cloud != "azure" {
+				return fmt.Errorf("--cloud %q: unknown cloud (see ekm dev --help)", c.Cloud)
+			}
 			return runDev(cmd.Context(), c, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&c.Addr, "addr", "127.0.0.1:8080", "ekm server address")
+	cmd.Flags().StringVar(&c.Cloud, "cloud", "azure", "the demo customer's cloud: azure, or gcp (the GCP emulator, default address 127.0.0.1:8445)")
 	cmd.Flags().StringVar(&c.EmulatorAddr, "emulator-addr", "127.0.0.1:8443", "Azure emulator address")
 	cmd.Flags().StringVar(&c.DataDir, "data-dir", "ekm-dev-data", "data directory of the server; the emulator keeps its state in <data-dir>/emulator")
 	cmd.Flags().DurationVar(&c.ProbeInterval, "probe-interval", 30*time.Second, "health probe interval: a revocation is enforced within about this long")

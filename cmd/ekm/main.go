@@ -42,5 +42,6 @@ func rootCmd() *cobra.Command {
 	org.AddCommand(orgSetKeyCmd(), orgSettingsCmd())
 	root.AddCommand(serveCmd(), org, emulateCmd(), devCmd())
 	root.AddCommand(projectCmd(), reencryptCmd())
+	root.AddCommand(issuerCmd())
 	return root
 }
