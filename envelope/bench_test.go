@@ -3,6 +3,8 @@ package envelope_test
 // Envelope vs raw AES-256-GCM on the same data in the same run. The raw-gcm
 // baseline uses one pre-built AEAD and a counter nonce: it is the cost of the
 // bulk cipher alone, with no per-object key derivation, header or framing.
+// "envelope" is the format version written by default (2); "envelope-v1"
+// writes version 1 in the same run.
 //
 //	go test -run '^$' -bench . -benchmem ./envelope
 
@@ -35,18 +37,29 @@ var sizes = []struct {
 	n    int
 }{{"1KiB", 1 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}}
 
+// withVersion runs f with envelope.SetWriteVersion(v) in force.
+func withVersion(b *testing.B, v int, f func()) {
+	defer envelope.SetWriteVersion(envelope.WriteVersion())
+	if err := envelope.SetWriteVersion(v); err != nil {
+		b.Fatal(err)
+	}
+	f()
+}
+
 func BenchmarkSeal(b *testing.B) {
 	key := fixedKey(b, 1)
 	for _, s := range sizes {
 		pt := pattern(s.n)
-		b.Run(s.name+"/envelope", func(b *testing.B) {
+		seal := func(b *testing.B) {
 			b.SetBytes(int64(s.n))
 			for b.Loop() {
 				if _, err := envelope.Seal(key, benchCtx(), pt); err != nil {
 					b.Fatal(err)
 				}
 			}
-		})
+		}
+		b.Run(s.name+"/envelope", seal)
+		b.Run(s.name+"/envelope-v1", func(b *testing.B) { withVersion(b, envelope.Version1, func() { seal(b) }) })
 		b.Run(s.name+"/raw-gcm", func(b *testing.B) {
 			aead := rawGCM(b)
 			var nonce [12]byte
@@ -76,7 +89,7 @@ func BenchmarkOpen(b *testing.B) {
 	keys := keySet{3: key}.get
 	for _, s := range sizes {
 		pt := pattern(s.n)
-		b.Run(s.name+"/envelope", func(b *testing.B) {
+		open := func(b *testing.B) {
 			ct, err := envelope.Seal(key, benchCtx(), pt)
 			if err != nil {
 				b.Fatal(err)
@@ -87,7 +100,9 @@ func BenchmarkOpen(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-		})
+		}
+		b.Run(s.name+"/envelope", open)
+		b.Run(s.name+"/envelope-v1", func(b *testing.B) { withVersion(b, envelope.Version1, func() { open(b) }) })
 		b.Run(s.name+"/raw-gcm", func(b *testing.B) {
 			aead := rawGCM(b)
 			var nonce [12]byte

@@ -3,26 +3,33 @@
 // [Seal]/[Open]) and Files API content (streaming, [NewWriter]/[NewReader]).
 //
 // Every ciphertext starts with a fixed-size, versioned header that records the
-// project key version, a random per-object salt and a key commitment. The
-// per-object data key and the commitment are derived together from the
-// project key with HKDF-SHA256 over the header (salt included) and the
-// [Context] (org, project, object and optional caller context, each
-// length-prefixed).
-// The body is AES-256-GCM with the whole header as associated data; streams
-// are cut into 64 KiB segments using the STREAM construction, so truncation,
-// reordering and segment swaps are detected.
+// project key version, a random per-object value and a key commitment. The
+// body is AES-256-GCM under a per-object data key; streams are cut into
+// 64 KiB segments using the STREAM construction, so truncation, reordering
+// and segment swaps are detected.
 //
-// Consequences callers can rely on:
+// Two format versions exist (docs/FORMAT.md); both are always readable, and
+// Seal and NewWriter write version 2 unless [SetWriteVersion] says otherwise:
+//   - version 2: the data key is the XAES-256-GCM subkey (c2sp.org/XAES-256-GCM,
+//     a NIST SP 800-108r1 CMAC-AES-256 KDF) of the project key and a random
+//     192-bit nonce, so every segment is an XAES-256-GCM ciphertext; the
+//     commitment is SHA-256 of a label and the data key, and the [Context] is
+//     authenticated as associated data after the header;
+//   - version 1: the data key and commitment come from HKDF-SHA256 over the
+//     header (salt included) and the Context.
+//
+// Consequences callers can rely on, in both versions:
 //   - a ciphertext opened with any other org, project, object, caller context
 //     or key fails with [ErrAuth] before any plaintext is produced;
 //   - a ciphertext cannot be made to open under two different project keys
-//     (the commitment is checked in constant time before decryption);
+//     (the commitment is checked in constant time before decryption), and
+//     decrypts to at most one plaintext whatever key and context are tried;
 //   - errors never contain key material or plaintext.
 //
 // The byte layout is specified in docs/FORMAT.md. Compatibility promise: a
 // ciphertext written by any released version of this package can be opened
 // by every later version. Layout changes get a new format version byte; the
-// version 1 layout never changes.
+// layout of a released version never changes.
 package envelope
 
 import (
@@ -35,6 +42,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/ekm-dev/ekm/secret"
 )
@@ -92,10 +100,20 @@ const (
 	SingleOverhead = HeaderSize + TagSize
 )
 
+// Format versions (docs/FORMAT.md).
+const (
+	// Version1 is the HKDF-SHA256 format. It is read forever; write it only
+	// while readers that do not know Version2 may still read the data.
+	Version1 = 1
+	// Version2 is the XAES-256-GCM format, written by default.
+	Version2 = 2
+)
+
 // Format constants (docs/FORMAT.md).
 const (
 	magic         = "ekme"
-	formatV1      = 0x01
+	formatV1      = Version1
+	formatV2      = Version2
 	modeSingle    = 0x01
 	modeStream    = 0x02
 	prefixSize    = 4 + 1 + 1 + 4 // magic, version, mode, key version
@@ -104,30 +122,64 @@ const (
 	offKeyVersion = 6
 	offSalt       = prefixSize
 	offCommit     = prefixSize + saltSize
-	nonceSize     = 12
-	finalFlag     = 0x01
-	nonFinalFlag  = 0x00
-	okmSize       = 32 + commitSize // data key || commitment
+	// Version 2 splits the salt field into the XAES-256-GCM nonce and
+	// reserved bytes that must be zero.
+	xnonceSize   = 24
+	offReserved  = offSalt + xnonceSize
+	reservedSize = saltSize - xnonceSize
+	nonceSize    = 12
+	finalFlag    = 0x01
+	nonFinalFlag = 0x00
+	okmSize      = 32 + commitSize // data key || commitment
 )
 
-// header is the fixed-size v1 header. raw is its exact encoding, used as
-// associated data.
+// writeVersion is the format version Seal and NewWriter write.
+var writeVersion atomic.Uint32
+
+func init() { writeVersion.Store(Version2) }
+
+// SetWriteVersion sets the format version that Seal and NewWriter write from
+// now on, process-wide: [Version2] (the default) or [Version1]. Readers open
+// both whatever this says. Writing Version1 is only for a rolling upgrade
+// from a release that cannot read Version2 (docs/FORMAT.md, "Compatibility
+// promise").
+func SetWriteVersion(v int) error {
+	if v != Version1 && v != Version2 {
+		return fmt.Errorf("envelope: cannot write format version %d", v)
+	}
+	writeVersion.Store(uint32(v))
+	return nil
+}
+
+// WriteVersion returns the format version Seal and NewWriter write.
+func WriteVersion() int { return int(writeVersion.Load()) }
+
+// header is the fixed-size header (the same size and field offsets in both
+// versions). raw is its exact encoding, used as associated data.
 type header struct {
 	raw [HeaderSize]byte
 }
 
+func (h *header) version() byte      { return h.raw[4] }
 func (h *header) keyVersion() uint32 { return binary.BigEndian.Uint32(h.raw[offKeyVersion:]) }
 func (h *header) commitment() []byte { return h.raw[offCommit : offCommit+commitSize] }
 
-// newHeader builds a header with the given salt and an unset commitment.
-func newHeader(mode byte, keyVersion uint32, salt []byte) header {
+// newHeader builds a header with an unset commitment. salt is the version 1
+// salt (32 bytes) or the version 2 XAES-256-GCM nonce (24 bytes; the
+// reserved bytes after it stay zero).
+func newHeader(version, mode byte, keyVersion uint32, salt []byte) header {
 	var h header
-	copy(h.raw[:], magic)
-	h.raw[4] = formatV1
-	h.raw[5] = mode
-	binary.BigEndian.PutUint32(h.raw[offKeyVersion:], keyVersion)
+	writePrefix(h.raw[:], version, mode, keyVersion)
 	copy(h.raw[offSalt:], salt)
 	return h
+}
+
+// writePrefix writes the 10-byte header prefix to b.
+func writePrefix(b []byte, version, mode byte, keyVersion uint32) {
+	copy(b, magic)
+	b[4] = version
+	b[5] = mode
+	binary.BigEndian.PutUint32(b[offKeyVersion:], keyVersion)
 }
 
 // parseHeader validates b's header. It never reads past len(b) and only
@@ -138,7 +190,7 @@ func parseHeader(b []byte, wantMode byte) (header, error) {
 	if string(b[:n]) != magic[:n] {
 		return h, fmt.Errorf("%w: not an ekm envelope", ErrFormat)
 	}
-	if len(b) > len(magic) && b[4] != formatV1 {
+	if len(b) > len(magic) && b[4] != formatV1 && b[4] != formatV2 {
 		return h, fmt.Errorf("%w: unsupported format version %d", ErrFormat, b[4])
 	}
 	if len(b) > 5 && b[5] != modeSingle && b[5] != modeStream {
@@ -146,6 +198,9 @@ func parseHeader(b []byte, wantMode byte) (header, error) {
 	}
 	if len(b) < HeaderSize {
 		return h, fmt.Errorf("%w: header is %d bytes, need %d", ErrTruncated, len(b), HeaderSize)
+	}
+	if b[4] == formatV2 && !allZero(b[offReserved:offCommit]) {
+		return h, fmt.Errorf("%w: reserved header bytes are not zero", ErrFormat)
 	}
 	if wantMode != 0 && b[5] != wantMode {
 		if b[5] == modeStream {
@@ -171,17 +226,34 @@ func (c *Context) validate() error {
 	return nil
 }
 
-// appendInfo appends the HKDF info: the header up to the commitment (magic,
-// version, mode, key version, salt) and the length-prefixed context fields,
-// so no two distinct headers or contexts encode alike.
-func appendInfo(dst []byte, h *header, c *Context) []byte {
-	dst = append(dst, h.raw[:offCommit]...)
+func allZero(b []byte) bool {
+	var acc byte
+	for _, x := range b {
+		acc |= x
+	}
+	return acc == 0
+}
+
+// appendEncoding appends the context's fields, each length-prefixed, so no
+// two distinct contexts encode alike.
+func (c *Context) appendEncoding(dst []byte) []byte {
 	for _, f := range [...]string{c.OrgID, c.ProjectID, c.ObjectID} {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(f)))
 		dst = append(dst, f...)
 	}
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(c.Caller)))
 	return append(dst, c.Caller...)
+}
+
+// encodingSize is len(c.appendEncoding(nil)).
+func (c *Context) encodingSize() int {
+	return 4*4 + len(c.OrgID) + len(c.ProjectID) + len(c.ObjectID) + len(c.Caller)
+}
+
+// appendInfo appends the version 1 HKDF info: the header up to the
+// commitment (magic, version, mode, key version, salt) and the context.
+func appendInfo(dst []byte, h *header, c *Context) []byte {
+	return c.appendEncoding(append(dst, h.raw[:offCommit]...))
 }
 
 // derive computes the data key and commitment for h and c into okm:
@@ -248,10 +320,10 @@ func hmacOuter(key []byte, inner [sha256.Size]byte) [sha256.Size]byte {
 	return sum
 }
 
-// dataAEAD returns the AES-256-GCM AEAD for okm's data key. The caller wipes
-// okm; the cipher's internal key schedule cannot be wiped from Go.
-func dataAEAD(okm *[okmSize]byte) cipher.AEAD {
-	block, err := aes.NewCipher(okm[:32])
+// dataAEAD returns the AES-256-GCM AEAD for a 32-byte data key. The caller
+// wipes the key; the cipher's internal key schedule cannot be wiped from Go.
+func dataAEAD(dataKey []byte) cipher.AEAD {
+	block, err := aes.NewCipher(dataKey)
 	if err != nil {
 		panic("envelope: aes.NewCipher: " + err.Error()) // 32-byte key: cannot fail
 	}
@@ -262,31 +334,162 @@ func dataAEAD(okm *[okmSize]byte) cipher.AEAD {
 	return aead
 }
 
-// sealKeys derives the data AEAD for a new header and fills in its commitment.
-func sealKeys(key secret.Key, h *header, c *Context) (cipher.AEAD, error) {
+// commitLabel is the version 2 commitment's domain separation label. With
+// the 32-byte data key after it, the commitment input fits in one SHA-256
+// block (at most 55 bytes).
+const commitLabel = "ekm envelope v2 commit"
+
+// xaesSubkey computes the XAES-256-GCM subkey Kx (c2sp.org/XAES-256-GCM,
+// "Detailed key derivation algorithm") of the key whose AES-256 block cipher
+// is b, for the nonce whose first 12 bytes are n12, into kx (32 bytes).
+// scratch is 16 bytes. It is the NIST SP 800-108r1 counter-mode KDF with
+// CMAC-AES-256, label "X", context n12 and no L field: every CMAC input is
+// one complete block, so CMAC is one AES call on the block XOR K1.
+//
+// It runs in constant time: no branch or index depends on key material.
+// kx and scratch reach cipher.Block, so they are heap memory (a stack
+// buffer would escape anyway); the caller wipes kx, scratch is wiped here.
+func xaesSubkey(b cipher.Block, n12, kx, scratch []byte) {
+	k1 := scratch[:16]
+	clear(k1)
+	b.Encrypt(k1, k1) // L = AES-256_K(0^128)
+	// K1 = L << 1, XOR 0x87 into the last byte if MSB(L) was set.
+	msb := k1[0] >> 7
+	for i := range 15 {
+		k1[i] = k1[i]<<1 | k1[i+1]>>7
+	}
+	k1[15] = k1[15]<<1 ^ 0x87&-msb
+	for i, m := range [...][]byte{kx[:16], kx[16:32]} {
+		// M_i = 0x00 || i (16 bits) || "X" || 0x00 || N[:12]
+		m[0], m[1], m[2], m[3] = 0, byte(i+1), 'X', 0
+		copy(m[4:16], n12)
+		subtle.XORBytes(m, m, k1)
+		b.Encrypt(m, m)
+	}
+	clear(k1)
+}
+
+// commitV2 is the version 2 key commitment: SHA-256(commitLabel || Kx).
+func commitV2(kx []byte) [commitSize]byte {
+	var buf [len(commitLabel) + 32]byte
+	copy(buf[:], commitLabel)
+	copy(buf[len(commitLabel):], kx)
+	sum := sha256.Sum256(buf[:])
+	secret.Wipe(buf[:])
+	return sum
+}
+
+// projectBlock returns AES-256 under the project key, for the version 2 key
+// derivation.
+func projectBlock(projectKey []byte) cipher.Block {
+	b, err := aes.NewCipher(projectKey)
+	if err != nil {
+		panic("envelope: aes.NewCipher: " + err.Error()) // 32-byte key: cannot fail
+	}
+	return b
+}
+
+// deriveV2 computes the version 2 data AEAD and commitment of header h
+// under the project key.
+func deriveV2(projectKey []byte, h *header) (cipher.AEAD, [commitSize]byte) {
+	s := make([]byte, 32+16) // Kx || scratch
+	defer secret.Wipe(s)
+	xaesSubkey(projectBlock(projectKey), h.raw[offSalt:offSalt+12], s[:32], s[32:])
+	return dataAEAD(s[:32]), commitV2(s[:32])
+}
+
+// body is what one ciphertext's body is sealed or opened with.
+type body struct {
+	aead cipher.AEAD
+	// aad is every segment's associated data: the header (version 1), or
+	// the header followed by the encoded context (version 2).
+	aad []byte
+	// base is XORed into every STREAM nonce: zero in version 1, the last
+	// 12 bytes of the XAES-256-GCM nonce in version 2.
+	base [nonceSize]byte
+}
+
+// nonce writes the nonce of segment counter to n.
+func (b *body) nonce(n *[nonceSize]byte, counter uint64, final bool) {
+	streamNonce(n[:], b.base[:], counter, final)
+}
+
+// v2Body builds the version 2 body parameters of h, whose commitment is set.
+func v2Body(aead cipher.AEAD, h *header, c *Context) *body {
+	b := &body{aead: aead, aad: make([]byte, 0, HeaderSize+c.encodingSize())}
+	b.aad = c.appendEncoding(append(b.aad, h.raw[:]...))
+	copy(b.base[:], h.raw[offSalt+12:offSalt+xnonceSize])
+	return b
+}
+
+// sealKeys derives the body parameters for a new header and fills in its
+// commitment. h must outlive the body (version 1 uses h.raw as the
+// associated data).
+func sealKeys(key secret.Key, h *header, c *Context) (*body, error) {
 	if key.IsZero() {
 		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
 	}
+	if h.version() == formatV2 {
+		aead, commit := deriveV2(key.Bytes(), h)
+		copy(h.raw[offCommit:], commit[:])
+		return v2Body(aead, h, c), nil
+	}
+	return &body{aead: sealKeysV1(key, h, c), aad: h.raw[:]}, nil
+}
+
+// sealKeysV1 derives the version 1 data AEAD for a new header and fills in
+// its commitment. key is not zero.
+func sealKeysV1(key secret.Key, h *header, c *Context) cipher.AEAD {
 	var okm [okmSize]byte
 	defer secret.Wipe(okm[:])
 	derive(&okm, key.Bytes(), h, c)
 	copy(h.raw[offCommit:], okm[32:])
-	return dataAEAD(&okm), nil
+	return dataAEAD(okm[:32])
 }
 
-// openKeys looks up the header's key version, derives the data key and
-// checks the commitment in constant time before any decryption happens.
-func openKeys(keys KeyFunc, h *header, c *Context) (cipher.AEAD, error) {
+// projectKey looks up the header's key version.
+func projectKey(keys KeyFunc, h *header) (secret.Key, error) {
 	if keys == nil {
-		return nil, errors.New("envelope: nil KeyFunc")
+		return secret.Key{}, errors.New("envelope: nil KeyFunc")
 	}
 	v := h.keyVersion()
 	key, err := keys(v)
 	if err != nil {
-		return nil, fmt.Errorf("envelope: project key version %d: %w", v, err)
+		return secret.Key{}, fmt.Errorf("envelope: project key version %d: %w", v, err)
 	}
 	if key.IsZero() {
-		return nil, fmt.Errorf("envelope: project key version %d: %w", v, secret.ErrEmpty)
+		return secret.Key{}, fmt.Errorf("envelope: project key version %d: %w", v, secret.ErrEmpty)
+	}
+	return key, nil
+}
+
+// openKeys looks up the header's key version, derives the data key and
+// checks the commitment in constant time before any decryption happens.
+// h must outlive the body.
+func openKeys(keys KeyFunc, h *header, c *Context) (*body, error) {
+	if h.version() == formatV1 {
+		aead, err := openKeysV1(keys, h, c)
+		if err != nil {
+			return nil, err
+		}
+		return &body{aead: aead, aad: h.raw[:]}, nil
+	}
+	key, err := projectKey(keys, h)
+	if err != nil {
+		return nil, err
+	}
+	aead, commit := deriveV2(key.Bytes(), h)
+	if subtle.ConstantTimeCompare(commit[:], h.commitment()) != 1 {
+		return nil, ErrAuth
+	}
+	return v2Body(aead, h, c), nil
+}
+
+// openKeysV1 is openKeys for version 1, returning the data AEAD.
+func openKeysV1(keys KeyFunc, h *header, c *Context) (cipher.AEAD, error) {
+	key, err := projectKey(keys, h)
+	if err != nil {
+		return nil, err
 	}
 	var okm [okmSize]byte
 	defer secret.Wipe(okm[:])
@@ -294,51 +497,115 @@ func openKeys(keys KeyFunc, h *header, c *Context) (cipher.AEAD, error) {
 	if subtle.ConstantTimeCompare(okm[32:], h.commitment()) != 1 {
 		return nil, ErrAuth
 	}
-	return dataAEAD(&okm), nil
+	return dataAEAD(okm[:32]), nil
 }
 
-// singleNonce is the nonce of a single-shot body: the STREAM nonce of a lone
-// final segment (counter 0, final flag). It is never written to.
+// singleNonce is the version 1 nonce of a single-shot body: the STREAM nonce
+// of a lone final segment (counter 0, final flag). It is never written to.
 var singleNonce = [nonceSize]byte{nonceSize - 1: finalFlag}
 
 // segmentNonce is the STREAM nonce: 11-byte big-endian counter || flag.
 func segmentNonce(n *[nonceSize]byte, counter uint64, final bool) {
-	*n = [nonceSize]byte{}
+	streamNonce(n[:], nil, counter, final)
+}
+
+// streamNonce writes (11-byte big-endian counter || flag) XOR base to
+// n[:12]; a nil base is zero.
+func streamNonce(n, base []byte, counter uint64, final bool) {
+	n = n[:nonceSize]
+	clear(n[:3])
 	binary.BigEndian.PutUint64(n[3:11], counter)
 	if final {
 		n[11] = finalFlag
 	} else {
 		n[11] = nonFinalFlag
 	}
+	if base != nil {
+		subtle.XORBytes(n, n, base[:nonceSize])
+	}
 }
 
-// Seal encrypts plaintext under a fresh data key derived from key, bound to c.
+// Seal encrypts plaintext under a fresh data key derived from key, bound to c,
+// in the format version [WriteVersion] returns.
 // The result is SingleOverhead bytes longer than plaintext.
 func Seal(key secret.Key, c Context, plaintext []byte) ([]byte, error) {
 	var salt [saltSize]byte
-	if _, err := rand.Read(salt[:]); err != nil {
+	n := saltSize
+	v := byte(writeVersion.Load())
+	if v == formatV2 {
+		n = xnonceSize
+	}
+	if _, err := rand.Read(salt[:n]); err != nil {
 		return nil, fmt.Errorf("envelope: reading randomness: %w", err)
 	}
-	return seal(key, &c, plaintext, salt[:])
+	return seal(v, key, &c, plaintext, salt[:n])
 }
 
-// seal is Seal with the salt supplied (the golden test vectors use it).
-func seal(key secret.Key, c *Context, plaintext, salt []byte) ([]byte, error) {
+// seal is Seal with the version and the salt (version 1) or XAES-256-GCM
+// nonce (version 2) supplied (the golden test vectors use it).
+func seal(version byte, key secret.Key, c *Context, plaintext, salt []byte) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	h := newHeader(modeSingle, c.KeyVersion, salt)
-	aead, err := sealKeys(key, &h, c)
-	if err != nil {
-		return nil, err
+	if version == formatV2 {
+		return sealV2(key, c, plaintext, salt)
 	}
+	if key.IsZero() {
+		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
+	}
+	h := newHeader(formatV1, modeSingle, c.KeyVersion, salt)
+	aead := sealKeysV1(key, &h, c)
 	out := make([]byte, HeaderSize, HeaderSize+len(plaintext)+TagSize)
 	copy(out, h.raw[:])
 	return aead.Seal(out, singleNonce[:], plaintext, out[:HeaderSize]), nil
 }
 
-// Open decrypts a ciphertext made by Seal. The key version comes from the
-// header (c.KeyVersion is ignored) and is itself authenticated.
+// singleV2 is the one allocation of a version 2 single-shot operation: the
+// output (ciphertext or plaintext) and, after it, the buffers that reach
+// cipher.Block and cipher.AEAD and so would each be a heap allocation of
+// their own (the data key, KDF scratch, nonce, associated data). Only
+// out[:len(out):len(out)] is returned to the caller; kx and scratch are
+// wiped before that, the rest is public.
+type singleV2 struct {
+	out, kx, scratch, nonce, aad []byte
+}
+
+func newSingleV2(outLen int, c *Context) singleV2 {
+	const fixed = 32 + 16 + nonceSize
+	b := make([]byte, outLen+fixed, outLen+fixed+HeaderSize+c.encodingSize())
+	return singleV2{
+		out:     b[:outLen],
+		kx:      b[outLen : outLen+32],
+		scratch: b[outLen+32 : outLen+48],
+		nonce:   b[outLen+48 : outLen+fixed],
+		aad:     b[outLen+fixed : outLen+fixed],
+	}
+}
+
+// sealV2 is seal for version 2, with xnonce the 24-byte XAES-256-GCM nonce.
+func sealV2(key secret.Key, c *Context, plaintext, xnonce []byte) ([]byte, error) {
+	if key.IsZero() {
+		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
+	}
+	n := HeaderSize + len(plaintext) + TagSize
+	op := newSingleV2(n, c)
+	ct := op.out
+	writePrefix(ct, formatV2, modeSingle, c.KeyVersion)
+	copy(ct[offSalt:offReserved], xnonce) // the reserved bytes stay zero
+	xaesSubkey(projectBlock(key.Bytes()), xnonce[:12], op.kx, op.scratch)
+	aead := dataAEAD(op.kx)
+	commit := commitV2(op.kx)
+	secret.Wipe(op.kx)
+	copy(ct[offCommit:], commit[:])
+	streamNonce(op.nonce, xnonce[12:], 0, true)
+	aad := c.appendEncoding(append(op.aad, ct[:HeaderSize]...))
+	aead.Seal(ct[:HeaderSize], op.nonce, plaintext, aad) // fills ct[HeaderSize:n]
+	return ct[:n:n], nil
+}
+
+// Open decrypts a ciphertext made by Seal (either format version). The key
+// version comes from the header (c.KeyVersion is ignored) and is itself
+// authenticated.
 func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -351,7 +618,10 @@ func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {
 	if len(body) < TagSize {
 		return nil, fmt.Errorf("%w: body is %d bytes, need at least %d", ErrTruncated, len(body), TagSize)
 	}
-	aead, err := openKeys(keys, &h, &c)
+	if h.version() == formatV2 {
+		return openV2(keys, &h, &c, ciphertext)
+	}
+	aead, err := openKeysV1(keys, &h, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -360,6 +630,32 @@ func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {
 		return nil, ErrAuth
 	}
 	return pt, nil
+}
+
+// openV2 is Open for version 2 once the header is parsed.
+func openV2(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, error) {
+	key, err := projectKey(keys, h)
+	if err != nil {
+		return nil, err
+	}
+	ptLen := len(ciphertext) - HeaderSize - TagSize
+	op := newSingleV2(ptLen, c)
+	xnonce := h.raw[offSalt:offReserved]
+	xaesSubkey(projectBlock(key.Bytes()), xnonce[:12], op.kx, op.scratch)
+	commit := commitV2(op.kx)
+	if subtle.ConstantTimeCompare(commit[:], h.commitment()) != 1 {
+		secret.Wipe(op.kx)
+		return nil, ErrAuth
+	}
+	aead := dataAEAD(op.kx)
+	secret.Wipe(op.kx)
+	streamNonce(op.nonce, xnonce[12:], 0, true)
+	aad := c.appendEncoding(append(op.aad, ciphertext[:HeaderSize]...))
+	pt, err := aead.Open(op.out[:0], op.nonce, ciphertext[HeaderSize:], aad)
+	if err != nil {
+		return nil, ErrAuth // GCM has wiped op.out
+	}
+	return pt[:ptLen:ptLen], nil
 }
 
 // KeyVersion returns the project key version recorded in a ciphertext's

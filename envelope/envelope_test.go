@@ -46,7 +46,21 @@ func pattern(n int) []byte {
 	return b
 }
 
-func TestSealOpenRoundTrip(t *testing.T) {
+// bothVersions runs a test once per format version written (Seal and
+// NewWriter follow envelope.SetWriteVersion; both versions are always read).
+func bothVersions(t *testing.T, test func(t *testing.T)) {
+	defer envelope.SetWriteVersion(envelope.WriteVersion())
+	for _, v := range []int{envelope.Version1, envelope.Version2} {
+		if err := envelope.SetWriteVersion(v); err != nil {
+			t.Fatal(err)
+		}
+		t.Run(fmt.Sprintf("v%d", v), test)
+	}
+}
+
+func TestSealOpenRoundTrip(t *testing.T) { bothVersions(t, testSealOpenRoundTrip) }
+
+func testSealOpenRoundTrip(t *testing.T) {
 	key := fixedKey(t, 1)
 	keys := keySet{3: key}.get
 	for _, n := range []int{0, 1, 15, 16, 17, 1000, envelope.SegmentSize, envelope.SegmentSize + 1, 3 << 20} {
@@ -71,7 +85,9 @@ func TestSealOpenRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSealIsRandomized(t *testing.T) {
+func TestSealIsRandomized(t *testing.T) { bothVersions(t, testSealIsRandomized) }
+
+func testSealIsRandomized(t *testing.T) {
 	key := fixedKey(t, 1)
 	a, _ := envelope.Seal(key, testCtx(), []byte("same"))
 	b, _ := envelope.Seal(key, testCtx(), []byte("same"))
@@ -103,7 +119,9 @@ func contextVariants() map[string]envelope.Context {
 	return v
 }
 
-func TestOpenWrongContextFails(t *testing.T) {
+func TestOpenWrongContextFails(t *testing.T) { bothVersions(t, testOpenWrongContextFails) }
+
+func testOpenWrongContextFails(t *testing.T) {
 	key := fixedKey(t, 1)
 	keys := keySet{3: key}.get
 	ct, err := envelope.Seal(key, testCtx(), []byte("secret data"))
@@ -123,7 +141,9 @@ func TestOpenWrongContextFails(t *testing.T) {
 	}
 }
 
-func TestEmptyAndNilCallerAreEqual(t *testing.T) {
+func TestEmptyAndNilCallerAreEqual(t *testing.T) { bothVersions(t, testEmptyAndNilCallerAreEqual) }
+
+func testEmptyAndNilCallerAreEqual(t *testing.T) {
 	key := fixedKey(t, 1)
 	c := testCtx()
 	c.Caller = nil
@@ -134,7 +154,9 @@ func TestEmptyAndNilCallerAreEqual(t *testing.T) {
 	}
 }
 
-func TestOpenWrongKey(t *testing.T) {
+func TestOpenWrongKey(t *testing.T) { bothVersions(t, testOpenWrongKey) }
+
+func testOpenWrongKey(t *testing.T) {
 	ct, _ := envelope.Seal(fixedKey(t, 1), testCtx(), []byte("secret data"))
 	_, err := envelope.Open(keySet{3: fixedKey(t, 2)}.get, testCtx(), ct)
 	if !errors.Is(err, envelope.ErrAuth) {
@@ -163,7 +185,9 @@ func TestOpenWrongKey(t *testing.T) {
 
 // The header's key version is authenticated: relabelling a ciphertext with
 // another version fails even if that version maps to the same key bytes.
-func TestKeyVersionIsBound(t *testing.T) {
+func TestKeyVersionIsBound(t *testing.T) { bothVersions(t, testKeyVersionIsBound) }
+
+func testKeyVersionIsBound(t *testing.T) {
 	key := fixedKey(t, 1)
 	ct, _ := envelope.Seal(key, testCtx(), []byte("data"))
 	ct[9] ^= 0x01 // key version 3 -> 2
@@ -176,7 +200,9 @@ func TestKeyVersionIsBound(t *testing.T) {
 	}
 }
 
-func TestKeyVersionLookup(t *testing.T) {
+func TestKeyVersionLookup(t *testing.T) { bothVersions(t, testKeyVersionLookup) }
+
+func testKeyVersionLookup(t *testing.T) {
 	var asked []uint32
 	keys := func(v uint32) (secret.Key, error) {
 		asked = append(asked, v)
@@ -200,7 +226,9 @@ func TestKeyVersionLookup(t *testing.T) {
 	}
 }
 
-func TestEveryBitFlipFails(t *testing.T) {
+func TestEveryBitFlipFails(t *testing.T) { bothVersions(t, testEveryBitFlipFails) }
+
+func testEveryBitFlipFails(t *testing.T) {
 	key := fixedKey(t, 1)
 	keys := keySet{3: key}.get
 	ct, _ := envelope.Seal(key, testCtx(), []byte("hello, world"))
@@ -231,7 +259,9 @@ func TestEveryBitFlipFails(t *testing.T) {
 	}
 }
 
-func TestTruncatedAndMalformedSingle(t *testing.T) {
+func TestTruncatedAndMalformedSingle(t *testing.T) { bothVersions(t, testTruncatedAndMalformedSingle) }
+
+func testTruncatedAndMalformedSingle(t *testing.T) {
 	key := fixedKey(t, 1)
 	keys := keySet{3: key}.get
 	ct, _ := envelope.Seal(key, testCtx(), []byte("hello"))
@@ -248,7 +278,7 @@ func TestTruncatedAndMalformedSingle(t *testing.T) {
 	}
 	for name, in := range map[string][]byte{
 		"not envelope": []byte("PK\x03\x04 zip file, not an envelope......"),
-		"version 2":    append([]byte("ekme\x02"), ct[5:]...),
+		"version 3":    append([]byte("ekme\x03"), ct[5:]...),
 		"version 0":    append([]byte("ekme\x00"), ct[5:]...),
 		"mode 9":       append([]byte("ekme\x01\x09"), ct[6:]...),
 	} {
@@ -267,7 +297,9 @@ func TestTruncatedAndMalformedSingle(t *testing.T) {
 	}
 }
 
-func TestModesAreNotInterchangeable(t *testing.T) {
+func TestModesAreNotInterchangeable(t *testing.T) { bothVersions(t, testModesAreNotInterchangeable) }
+
+func testModesAreNotInterchangeable(t *testing.T) {
 	key := fixedKey(t, 1)
 	keys := keySet{3: key}.get
 	single, _ := envelope.Seal(key, testCtx(), []byte("x"))
@@ -289,7 +321,9 @@ func TestModesAreNotInterchangeable(t *testing.T) {
 	}
 }
 
-func TestContextValidation(t *testing.T) {
+func TestContextValidation(t *testing.T) { bothVersions(t, testContextValidation) }
+
+func testContextValidation(t *testing.T) {
 	key := fixedKey(t, 1)
 	long := strings.Repeat("a", envelope.MaxIDLen+1)
 	for name, c := range map[string]envelope.Context{
@@ -323,7 +357,9 @@ func TestContextValidation(t *testing.T) {
 	}
 }
 
-func TestErrorsDoNotLeak(t *testing.T) {
+func TestErrorsDoNotLeak(t *testing.T) { bothVersions(t, testErrorsDoNotLeak) }
+
+func testErrorsDoNotLeak(t *testing.T) {
 	key := fixedKey(t, 0xAB)
 	ct, _ := envelope.Seal(key, testCtx(), []byte("TOPSECRET"))
 	var errs []error

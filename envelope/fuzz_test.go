@@ -95,53 +95,30 @@ func FuzzNewReader(f *testing.F) {
 	})
 }
 
-// seedCorpus returns deterministic seeds: valid ciphertexts under the fuzz
-// key and context, and the edge cases around them.
+// seedCorpus returns deterministic seeds: valid ciphertexts of both format
+// versions under the fuzz key and context, and the edge cases around them.
 func seedCorpus(t testing.TB) map[string]map[string][]byte {
-	single, emptyStream, stream := goldenVectors(t)
-	short, err := seal(goldenKey(t), goldenCtx(), nil, goldenSalt())
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherCtx := goldenCtx()
-	otherCtx.ObjectID = "file-other"
-	moved, err := seal(goldenKey(t), otherCtx, []byte("hello, ekm"), goldenSalt())
-	if err != nil {
-		t.Fatal(err)
-	}
+	v1 := versionSeeds(t, formatV1, goldenSalt(), "")
+	v2 := versionSeeds(t, formatV2, goldenNonce(), "v2-")
+	single, _, _ := goldenVectors(t)
+	single2, emptyStream2, _ := goldenVectorsV2(t)
 	edit := func(b []byte, i int, v byte) []byte {
 		b = bytes.Clone(b)
 		b[i] = v
 		return b
 	}
-	headerOnly := single[:HeaderSize]
 	common := map[string][]byte{
-		"empty":             {},
-		"magic":             []byte(magic),
-		"header-short":      single[:HeaderSize-1],
-		"header-only":       headerOnly,
-		"version-2":         edit(single, 4, 2),
-		"mode-3":            edit(single, 5, 3),
-		"key-version-other": edit(single, offKeyVersion+3, 8),
-		"commitment-flip":   edit(single, offCommit, single[offCommit]^1),
-	}
-	singles := map[string][]byte{
-		"single":           single,
-		"single-empty":     short,
-		"single-moved":     moved,
-		"single-truncated": single[:len(single)-1],
-		"single-trailing":  append(bytes.Clone(single), 0),
-		"single-tag-short": single[:HeaderSize+TagSize-1],
-		"stream-as-single": emptyStream,
-	}
-	streams := map[string][]byte{
-		"stream-empty":          emptyStream,
-		"stream-2seg":           stream,
-		"stream-cut-boundary":   stream[:HeaderSize+encSegmentSize],
-		"stream-cut-mid":        stream[:HeaderSize+encSegmentSize/2],
-		"stream-final-only":     append(bytes.Clone(stream[:HeaderSize]), stream[HeaderSize+encSegmentSize:]...),
-		"stream-empty-trailing": append(bytes.Clone(emptyStream), 0),
-		"single-as-stream":      single,
+		"empty":        {},
+		"magic":        []byte(magic),
+		"header-short": single[:HeaderSize-1],
+		// A version 1 ciphertext relabelled 2 (its salt fills the reserved
+		// bytes) and 3 (unknown); a version 2 one relabelled 1.
+		"version-2":       edit(single, 4, 2),
+		"version-3":       edit(single, 4, 3),
+		"v2-as-v1":        edit(single2, 4, 1),
+		"mode-3":          edit(single, 5, 3),
+		"v2-reserved-set": edit(single2, offReserved, 1),
+		"v2-reserved-end": edit(emptyStream2, offCommit-1, 0x80),
 	}
 	merge := func(ms ...map[string][]byte) map[string][]byte {
 		out := map[string][]byte{}
@@ -153,9 +130,64 @@ func seedCorpus(t testing.TB) map[string]map[string][]byte {
 		return out
 	}
 	return map[string]map[string][]byte{
-		"FuzzOpen":       merge(common, singles),
-		"FuzzKeyVersion": merge(common, singles, map[string][]byte{"stream-empty": emptyStream}),
-		"FuzzNewReader":  merge(common, streams),
+		"FuzzOpen":       merge(common, v1["common"], v1["singles"], v2["common"], v2["singles"]),
+		"FuzzKeyVersion": merge(common, v1["common"], v1["singles"], v2["common"], v2["singles"], v1["stream-empty"], v2["stream-empty"]),
+		"FuzzNewReader":  merge(common, v1["common"], v1["streams"], v2["common"], v2["streams"]),
+	}
+}
+
+// versionSeeds returns one version's seeds, named with prefix, in groups:
+// "common", "singles", "streams" and "stream-empty".
+func versionSeeds(t testing.TB, version byte, salt []byte, prefix string) map[string]map[string][]byte {
+	single, emptyStream, stream := goldenVectorsOf(t, version, salt)
+	short, err := seal(version, goldenKey(t), goldenCtx(), nil, salt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCtx := goldenCtx()
+	otherCtx.ObjectID = "file-other"
+	moved, err := seal(version, goldenKey(t), otherCtx, []byte("hello, ekm"), salt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(b []byte, i int, v byte) []byte {
+		b = bytes.Clone(b)
+		b[i] = v
+		return b
+	}
+	named := func(m map[string][]byte) map[string][]byte {
+		out := map[string][]byte{}
+		for k, v := range m {
+			out[prefix+k] = v
+		}
+		return out
+	}
+	return map[string]map[string][]byte{
+		"common": named(map[string][]byte{
+			"header-only":       single[:HeaderSize],
+			"key-version-other": edit(single, offKeyVersion+3, 8),
+			"commitment-flip":   edit(single, offCommit, single[offCommit]^1),
+		}),
+		"singles": named(map[string][]byte{
+			"single":           single,
+			"single-empty":     short,
+			"single-moved":     moved,
+			"single-truncated": single[:len(single)-1],
+			"single-trailing":  append(bytes.Clone(single), 0),
+			"single-tag-short": single[:HeaderSize+TagSize-1],
+			"stream-as-single": emptyStream,
+		}),
+		"streams": named(map[string][]byte{
+			"stream-empty":          emptyStream,
+			"stream-2seg":           stream,
+			"stream-cut-boundary":   stream[:HeaderSize+encSegmentSize],
+			"stream-cut-mid":        stream[:HeaderSize+encSegmentSize/2],
+			"stream-final-only":     append(bytes.Clone(stream[:HeaderSize]), stream[HeaderSize+encSegmentSize:]...),
+			"stream-empty-trailing": append(bytes.Clone(emptyStream), 0),
+			"stream-last-bit-flip":  edit(stream, len(stream)-1, stream[len(stream)-1]^1),
+			"single-as-stream":      single,
+		}),
+		"stream-empty": named(map[string][]byte{"stream-empty": emptyStream}),
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"crypto/sha3"
 	"encoding/hex"
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -36,6 +38,9 @@ func goldenSalt() []byte {
 	return b
 }
 
+// goldenNonce is the version 2 vectors' XAES-256-GCM nonce: 80 81 .. 97.
+func goldenNonce() []byte { return goldenSalt()[:xnonceSize] }
+
 func goldenCtx() *Context {
 	return &Context{OrgID: "org_golden", ProjectID: "proj_golden", ObjectID: "file-golden", KeyVersion: 7, Caller: []byte("golden caller")}
 }
@@ -49,6 +54,7 @@ func goldenStreamPlaintext() []byte {
 	return b
 }
 
+// Version 1 vectors.
 const (
 	goldenSingleHex = "656b6d65010100000007808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f1dc69275ccf0efc2a5b850c9805ea10a95c6166515ac9b9ad2c4ec0c64631a390e49bc978e79e0c44fdf08334fe14ca87f6edfc2d910c57f28f1"
 	// goldenEmptyStreamHex: streaming ciphertext of the empty plaintext.
@@ -58,15 +64,36 @@ const (
 	goldenStreamSHA256 = "d802f7453030746543d8c52de2eca58984938cd656c12f2626138d82129068db"
 )
 
+// Version 2 vectors (same key, key version and context; nonce goldenNonce).
+const (
+	goldenV2SingleHex = "656b6d65020100000007808182838485868788898a8b8c8d8e8f90919293949596970000000000000000470ae09d6bfe979abb2414fa2d596ed2e1d81cb875ff430d1215112b69bf781c53c3b4d3409d22131f775a2ef25b0cf1520d3378d5619ceb6e79"
+	// goldenV2DataKey is the XAES-256-GCM subkey of the golden key and nonce.
+	goldenV2DataKey = "460c2aa643370400bf3ffae7094a178603fca1b4e7190c1791bfe77bfa5e6121"
+	// goldenV2Commitment is SHA-256("ekm envelope v2 commit" || data key).
+	goldenV2Commitment   = "470ae09d6bfe979abb2414fa2d596ed2e1d81cb875ff430d1215112b69bf781c"
+	goldenV2EmptyStream  = "656b6d65020200000007808182838485868788898a8b8c8d8e8f90919293949596970000000000000000470ae09d6bfe979abb2414fa2d596ed2e1d81cb875ff430d1215112b69bf781cef1cda563160366f67d8b3ceec9c598c"
+	goldenV2StreamSHA256 = "b78d3f1889b0e34e57ada1e775ba3e224fccdcb67e75dbe5714d490367ed2feb"
+)
+
+// goldenVectors returns the version 1 vectors.
 func goldenVectors(t testing.TB) (single, emptyStream, stream []byte) {
+	return goldenVectorsOf(t, formatV1, goldenSalt())
+}
+
+// goldenVectorsV2 returns the version 2 vectors.
+func goldenVectorsV2(t testing.TB) (single, emptyStream, stream []byte) {
+	return goldenVectorsOf(t, formatV2, goldenNonce())
+}
+
+func goldenVectorsOf(t testing.TB, version byte, salt []byte) (single, emptyStream, stream []byte) {
 	key := goldenKey(t)
-	single, err := seal(key, goldenCtx(), []byte("hello, ekm"), goldenSalt())
+	single, err := seal(version, key, goldenCtx(), []byte("hello, ekm"), salt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mk := func(pt []byte) []byte {
 		var buf bytes.Buffer
-		w, err := newWriter(&buf, key, goldenCtx(), goldenSalt())
+		w, err := newWriter(version, &buf, key, goldenCtx(), salt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,15 +109,32 @@ func goldenVectors(t testing.TB) (single, emptyStream, stream []byte) {
 func TestGoldenVectors(t *testing.T) {
 	single, empty, stream := goldenVectors(t)
 	sum := sha256.Sum256(stream)
+	single2, empty2, stream2 := goldenVectorsV2(t)
+	sum2 := sha256.Sum256(stream2)
+	h2, err := parseHeader(single2, modeSingle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk2 := v2DataKey(t, goldenKey(t), &h2)
 	got := map[string]string{
-		"single":       hex.EncodeToString(single),
-		"empty stream": hex.EncodeToString(empty),
-		"stream":       hex.EncodeToString(sum[:]),
+		"single":          hex.EncodeToString(single),
+		"empty stream":    hex.EncodeToString(empty),
+		"stream":          hex.EncodeToString(sum[:]),
+		"v2 single":       hex.EncodeToString(single2),
+		"v2 data key":     hex.EncodeToString(dk2),
+		"v2 commitment":   hex.EncodeToString(h2.commitment()),
+		"v2 empty stream": hex.EncodeToString(empty2),
+		"v2 stream":       hex.EncodeToString(sum2[:]),
 	}
 	want := map[string]string{
-		"single":       goldenSingleHex,
-		"empty stream": goldenEmptyStreamHex,
-		"stream":       goldenStreamSHA256,
+		"single":          goldenSingleHex,
+		"empty stream":    goldenEmptyStreamHex,
+		"stream":          goldenStreamSHA256,
+		"v2 single":       goldenV2SingleHex,
+		"v2 data key":     goldenV2DataKey,
+		"v2 commitment":   goldenV2Commitment,
+		"v2 empty stream": goldenV2EmptyStream,
+		"v2 stream":       goldenV2StreamSHA256,
 	}
 	spec, err := os.ReadFile("../docs/FORMAT.md")
 	if err != nil {
@@ -112,22 +156,127 @@ func TestGoldenVectors(t *testing.T) {
 		}
 		return goldenKey(t), nil
 	}
-	if pt, err := Open(keys, *goldenCtx(), single); err != nil || string(pt) != "hello, ekm" {
-		t.Fatalf("Open(golden) = %q, %v", pt, err)
+	for _, v := range []struct{ single, stream []byte }{{single, stream}, {single2, stream2}} {
+		if pt, err := Open(keys, *goldenCtx(), v.single); err != nil || string(pt) != "hello, ekm" {
+			t.Fatalf("Open(golden) = %q, %v", pt, err)
+		}
+		r, err := NewReader(bytes.NewReader(v.stream), keys, *goldenCtx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pt, err := io.ReadAll(r); err != nil || !bytes.Equal(pt, goldenStreamPlaintext()) {
+			t.Fatalf("reading golden stream: %v", err)
+		}
 	}
-	r, err := NewReader(bytes.NewReader(stream), keys, *goldenCtx())
+}
+
+// TestPythonReference runs the independent Python implementations of the
+// format (testdata/ref_v1.py, ref_v2.py, written from docs/FORMAT.md) and
+// checks they reproduce the golden vectors. It skips when python3 or its
+// "cryptography" package is missing.
+func TestPythonReference(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	if err := exec.Command("python3", "-c", "import cryptography").Run(); err != nil {
+		t.Skipf("python3 with the cryptography package is not available: %v", err)
+	}
+	out, err := exec.Command("python3", "testdata/ref_v1.py").CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("ref_v1.py: %v\n%s", err, out)
 	}
-	if pt, err := io.ReadAll(r); err != nil || !bytes.Equal(pt, goldenStreamPlaintext()) {
-		t.Fatalf("reading golden stream: %v", err)
+	for _, want := range []string{"single " + goldenSingleHex, "empty " + goldenEmptyStreamHex, "stream sha " + goldenStreamSHA256 + " 65643"} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("ref_v1.py output lacks %q:\n%s", want, out)
+		}
+	}
+	// ref_v2.py checks its own output against the vectors (and XAES-256-GCM
+	// against the C2SP vectors) and exits non-zero on a difference.
+	out, err = exec.Command("python3", "testdata/ref_v2.py").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ref_v2.py: %v\n%s", err, out)
+	}
+	for _, want := range []string{goldenV2SingleHex, goldenV2DataKey, goldenV2Commitment, goldenV2EmptyStream, goldenV2StreamSHA256} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("ref_v2.py output lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// v2DataKey is the version 2 data key of h under projectKey.
+func v2DataKey(t testing.TB, projectKey secret.Key, h *header) []byte {
+	kx, scratch := make([]byte, 32), make([]byte, 16)
+	xaesSubkey(projectBlock(projectKey.Bytes()), h.raw[offSalt:offSalt+12], kx, scratch)
+	if !bytes.Equal(scratch, make([]byte, 16)) {
+		t.Fatal("xaesSubkey left its scratch unwiped")
+	}
+	return kx
+}
+
+// xaesSeal is XAES-256-GCM (c2sp.org/XAES-256-GCM) built from the
+// envelope's subkey derivation: the derived key and the nonce's last 12
+// bytes with AES-256-GCM.
+func xaesSeal(key, nonce, plaintext, aad []byte) []byte {
+	kx, scratch := make([]byte, 32), make([]byte, 16)
+	xaesSubkey(projectBlock(key), nonce[:12], kx, scratch)
+	return dataAEAD(kx).Seal(nil, nonce[12:], plaintext, aad)
+}
+
+// The published XAES-256-GCM vectors (c2sp.org/XAES-256-GCM, "Test
+// vectors"): one with MSB(L) = 0 and one with MSB(L) = 1.
+func TestXAESVectors(t *testing.T) {
+	nonce := []byte("ABCDEFGHIJKLMNOPQRSTUVWX")
+	for _, v := range []struct {
+		key     byte
+		aad     string
+		kx, out string
+	}{
+		{0x01, "", "c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b", "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271"},
+		{0x03, "c2sp.org/XAES-256-GCM", "e9c621d4cdd9b11b00a6427ad7e559aeedd66b3857646677748f8ca796cb3fd8", "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d"},
+	} {
+		key := bytes.Repeat([]byte{v.key}, 32)
+		kx, scratch := make([]byte, 32), make([]byte, 16)
+		xaesSubkey(projectBlock(key), nonce[:12], kx, scratch)
+		if got := hex.EncodeToString(kx); got != v.kx {
+			t.Errorf("key %02x: Kx = %s, want %s", v.key, got, v.kx)
+		}
+		if got := hex.EncodeToString(xaesSeal(key, nonce, []byte("XAES-256-GCM"), []byte(v.aad))); got != v.out {
+			t.Errorf("key %02x: ciphertext = %s, want %s", v.key, got, v.out)
+		}
+	}
+}
+
+// The spec's accumulated randomized test: inputs from one SHAKE-128 stream,
+// ciphertexts hashed into another. 10,000 iterations by default; set
+// EKM_XAES_MILLION=1 for the spec's 1,000,000-iteration hash.
+func TestXAESAccumulated(t *testing.T) {
+	iterations, want := 10_000, "e6b9edf2df6cec60c8cbd864e2211b597fb69a529160cd040d56c0c210081939"
+	if os.Getenv("EKM_XAES_MILLION") != "" {
+		iterations, want = 1_000_000, "2163ae1445985a30b60585ee67daa55674df06901b890593e824b8a7c885ab15"
+	}
+	s, d := sha3.NewSHAKE128(), sha3.NewSHAKE128()
+	read := func(n int) []byte {
+		b := make([]byte, n)
+		s.Read(b)
+		return b
+	}
+	for range iterations {
+		key, nonce := read(32), read(24)
+		pt := read(int(read(1)[0]))
+		aad := read(int(read(1)[0]))
+		d.Write(xaesSeal(key, nonce, pt, aad))
+	}
+	sum := make([]byte, 32)
+	d.Read(sum)
+	if got := hex.EncodeToString(sum); got != want {
+		t.Fatalf("accumulated hash over %d iterations = %s, want %s", iterations, got, want)
 	}
 }
 
 func TestHKDFMatchesStdlib(t *testing.T) {
 	key := goldenKey(t)
 	for _, c := range []*Context{goldenCtx(), {OrgID: "o", ProjectID: "p"}, {OrgID: "o", ProjectID: "p", Caller: make([]byte, 5000)}} {
-		h := newHeader(modeStream, 1, goldenSalt())
+		h := newHeader(formatV1, modeStream, 1, goldenSalt())
 		var okm [okmSize]byte
 		derive(&okm, key.Bytes(), &h, c)
 		want, err := hkdf.Expand(sha256.New, key.Bytes(), string(appendInfo(nil, &h, c)), okmSize)
@@ -146,31 +295,144 @@ func TestHKDFMatchesStdlib(t *testing.T) {
 func TestCommitmentIsChecked(t *testing.T) {
 	key := goldenKey(t)
 	c := goldenCtx()
-	ct, err := seal(key, c, []byte("attack at dawn"), goldenSalt())
+	for _, v := range []struct {
+		version byte
+		salt    []byte
+	}{{formatV1, goldenSalt()}, {formatV2, goldenNonce()}} {
+		ct, err := seal(v.version, key, c, []byte("attack at dawn"), v.salt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := parseHeader(ct, modeSingle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dk, nonce, aad := bodyParams(t, key, &h, c)
+		h.raw[offCommit] ^= 0xff // a different commitment ...
+		// ... with a body that is valid GCM under the data key and the new header.
+		forged := dataAEAD(dk).Seal(bytes.Clone(h.raw[:]), nonce, []byte("attack at dusk"), aad(&h))
+		keys := func(uint32) (secret.Key, error) { return key, nil }
+		if pt, err := Open(keys, *c, forged); !errors.Is(err, ErrAuth) {
+			t.Fatalf("v%d: Open(forged commitment) = %q, %v; want ErrAuth", v.version, pt, err)
+		}
+		// Control: the same construction with the right commitment opens.
+		h.raw[offCommit] ^= 0xff
+		ok := dataAEAD(dk).Seal(bytes.Clone(h.raw[:]), nonce, []byte("attack at dusk"), aad(&h))
+		if pt, err := Open(keys, *c, ok); err != nil || string(pt) != "attack at dusk" {
+			t.Fatalf("v%d: Open(control) = %q, %v", v.version, pt, err)
+		}
+	}
+}
+
+// bodyParams returns, for the single-shot header h under projectKey and c,
+// the data key, the body nonce and a function giving the associated data
+// for a header (the test edits headers).
+func bodyParams(t testing.TB, projectKey secret.Key, h *header, c *Context) (dataKey, nonce []byte, aad func(*header) []byte) {
+	nonce = make([]byte, nonceSize)
+	if h.version() == formatV1 {
+		var okm [okmSize]byte
+		derive(&okm, projectKey.Bytes(), h, c)
+		streamNonce(nonce, nil, 0, true)
+		return okm[:32], nonce, func(h *header) []byte { return bytes.Clone(h.raw[:]) }
+	}
+	streamNonce(nonce, h.raw[offSalt+12:offReserved], 0, true)
+	return v2DataKey(t, projectKey, h), nonce, func(h *header) []byte { return c.appendEncoding(bytes.Clone(h.raw[:])) }
+}
+
+// In version 2 the context is not in the commitment: it is authenticated
+// as associated data. A ciphertext opened with another context fails GCM,
+// and Open returns no plaintext (GCM wipes what it decrypted).
+func TestV2ContextIsAssociatedData(t *testing.T) {
+	key := goldenKey(t)
+	ct, err := seal(formatV2, key, goldenCtx(), []byte("attack at dawn"), goldenNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := parseHeader(ct, modeSingle)
-	if err != nil {
-		t.Fatal(err)
+	h, _ := parseHeader(ct, modeSingle)
+	dk, nonce, _ := bodyParams(t, key, &h, goldenCtx())
+	other := goldenCtx()
+	other.Caller = []byte("other caller")
+	// The commitment does not depend on the context, ...
+	if got := commitV2(dk); !bytes.Equal(got[:], h.commitment()) {
+		t.Fatal("commitment is not SHA-256(label || data key)")
 	}
-	var okm [okmSize]byte
-	derive(&okm, key.Bytes(), &h, c)
-	aead := dataAEAD(&okm)
-	h.raw[offCommit] ^= 0xff // a different commitment ...
-	var nonce [nonceSize]byte
-	segmentNonce(&nonce, 0, true)
-	// ... with a body that is valid GCM under the data key and the new header.
-	forged := aead.Seal(bytes.Clone(h.raw[:]), nonce[:], []byte("attack at dusk"), h.raw[:])
+	// ... the tag does.
+	if _, err := dataAEAD(dk).Open(nil, nonce, ct[HeaderSize:], other.appendEncoding(bytes.Clone(ct[:HeaderSize]))); err == nil {
+		t.Fatal("GCM accepted another context's associated data")
+	}
+	if pt, err := Open(func(uint32) (secret.Key, error) { return key, nil }, *other, ct); !errors.Is(err, ErrAuth) || pt != nil {
+		t.Fatalf("Open(other context) = %q, %v; want ErrAuth", pt, err)
+	}
+}
+
+// The version 2 header's reserved bytes must be zero, and are checked
+// before any key is looked up.
+func TestV2ReservedBytes(t *testing.T) {
+	single, _, stream := goldenVectorsV2(t)
+	looked := false
+	keys := func(uint32) (secret.Key, error) { looked = true; return goldenKey(t), nil }
+	for i := offReserved; i < offCommit; i++ {
+		for _, ct := range [][]byte{single, stream} {
+			mod := bytes.Clone(ct)
+			mod[i] = 1
+			if _, err := KeyVersion(mod); !errors.Is(err, ErrFormat) {
+				t.Fatalf("KeyVersion with reserved byte %d set: %v, want ErrFormat", i, err)
+			}
+		}
+		mod := bytes.Clone(single)
+		mod[i] = 1
+		if _, err := Open(keys, *goldenCtx(), mod); !errors.Is(err, ErrFormat) {
+			t.Fatalf("Open with reserved byte %d set: %v, want ErrFormat", i, err)
+		}
+		mod = bytes.Clone(stream)
+		mod[i] = 1
+		if _, err := NewReader(bytes.NewReader(mod), keys, *goldenCtx()); !errors.Is(err, ErrFormat) {
+			t.Fatalf("NewReader with reserved byte %d set: %v, want ErrFormat", i, err)
+		}
+	}
+	if looked {
+		t.Fatal("a key was looked up for a malformed header")
+	}
+	// Version 1 has no reserved bytes: the same offsets are salt.
+	v1, _, _ := goldenVectors(t)
+	if _, err := KeyVersion(v1); err != nil || !bytes.Equal(v1[offReserved:offCommit], goldenSalt()[xnonceSize:]) {
+		t.Fatalf("v1 salt bytes: %v", err)
+	}
+}
+
+func TestWriteVersion(t *testing.T) {
+	defer SetWriteVersion(WriteVersion())
+	key := goldenKey(t)
 	keys := func(uint32) (secret.Key, error) { return key, nil }
-	if pt, err := Open(keys, *c, forged); !errors.Is(err, ErrAuth) {
-		t.Fatalf("Open(forged commitment) = %q, %v; want ErrAuth", pt, err)
+	if WriteVersion() != Version2 {
+		t.Fatalf("default WriteVersion = %d, want 2", WriteVersion())
 	}
-	// Control: the same construction with the right commitment opens.
-	h.raw[offCommit] ^= 0xff
-	ok := aead.Seal(bytes.Clone(h.raw[:]), nonce[:], []byte("attack at dusk"), h.raw[:])
-	if pt, err := Open(keys, *c, ok); err != nil || string(pt) != "attack at dusk" {
-		t.Fatalf("Open(control) = %q, %v", pt, err)
+	for _, v := range []int{Version1, Version2} {
+		if err := SetWriteVersion(v); err != nil {
+			t.Fatal(err)
+		}
+		ct, err := Seal(key, *goldenCtx(), []byte("x"))
+		if err != nil || ct[4] != byte(v) {
+			t.Fatalf("Seal with write version %d: version byte %d, %v", v, ct[4], err)
+		}
+		if pt, err := Open(keys, *goldenCtx(), ct); err != nil || string(pt) != "x" {
+			t.Fatalf("Open(v%d) = %q, %v", v, pt, err)
+		}
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, key, *goldenCtx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("y"))
+		w.Close()
+		if buf.Bytes()[4] != byte(v) {
+			t.Fatalf("NewWriter with write version %d wrote version %d", v, buf.Bytes()[4])
+		}
+	}
+	for _, bad := range []int{0, 3, 255} {
+		if err := SetWriteVersion(bad); err == nil {
+			t.Fatalf("SetWriteVersion(%d) succeeded", bad)
+		}
 	}
 }
 
@@ -250,7 +512,7 @@ func TestStreamBuffersWiped(t *testing.T) {
 	key := goldenKey(t)
 	pt := bytes.Repeat([]byte{0xAA}, SegmentSize+10)
 	var buf bytes.Buffer
-	w, err := newWriter(&buf, key, goldenCtx(), goldenSalt())
+	w, err := newWriter(formatV2, &buf, key, goldenCtx(), goldenNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +547,14 @@ func BenchmarkDerive(b *testing.B) {
 	key := secret.New()
 	defer key.Zero()
 	c := &Context{OrgID: "org-06h3p8z7t0a2rycqr909qr54ar", ProjectID: "proj_06h3p8z7t7by8d3khhhz65fen8", ObjectID: "file-06h3p8z7tbwc9rzm5mqp0eta3w", KeyVersion: 1, Caller: []byte("file-content")}
-	h := newHeader(modeSingle, 1, goldenSalt())
+	h := newHeader(formatV1, modeSingle, 1, goldenSalt())
+	b.Run("xaes-v2", func(b *testing.B) {
+		b.ReportAllocs()
+		h2 := newHeader(formatV2, modeSingle, 1, goldenNonce())
+		for b.Loop() {
+			deriveV2(key.Bytes(), &h2)
+		}
+	})
 	b.Run("handwritten", func(b *testing.B) {
 		b.ReportAllocs()
 		var okm [okmSize]byte

@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/ekm-dev/ekm/secret"
@@ -95,15 +96,37 @@ func ghash(h gf, ad []byte, ct []gf) gf {
 }
 
 func TestKeyCommitmentStopsMultiKeyCiphertext(t *testing.T) {
+	for _, v := range []struct {
+		version byte
+		salt    []byte
+	}{{formatV1, goldenSalt()}, {formatV2, goldenNonce()}} {
+		t.Run(fmt.Sprintf("v%d", v.version), func(t *testing.T) {
+			testMultiKeyCiphertext(t, v.version, v.salt)
+		})
+	}
+}
+
+func testMultiKeyCiphertext(t *testing.T, version byte, salt []byte) {
 	k1 := goldenKey(t)
 	k2, _ := secret.FromBytes(bytes.Repeat([]byte{0x42}, secret.Size))
 	c := goldenCtx()
-	h := newHeader(modeSingle, c.KeyVersion, goldenSalt())
+	h := newHeader(version, modeSingle, c.KeyVersion, salt)
 
-	var okm1, okm2 [okmSize]byte
-	derive(&okm1, k1.Bytes(), &h, c)
-	derive(&okm2, k2.Bytes(), &h, c)
-	copy(h.raw[offCommit:], okm1[32:]) // the header names k1
+	// The data key and commitment each project key gives this header.
+	keyAndCommit := func(k secret.Key) ([]byte, []byte) {
+		if version == formatV1 {
+			var okm [okmSize]byte
+			derive(&okm, k.Bytes(), &h, c)
+			return okm[:32], okm[32:]
+		}
+		dk := v2DataKey(t, k, &h)
+		cm := commitV2(dk)
+		return dk, cm[:]
+	}
+	dk1, cm1 := keyAndCommit(k1)
+	dk2, cm2 := keyAndCommit(k2)
+	copy(h.raw[offCommit:], cm1) // the header names k1
+	_, nonce, aadOf := bodyParams(t, k1, &h, c)
 
 	type gcmKey struct{ h, ej0 gf }
 	keyOf := func(dk []byte) gcmKey {
@@ -113,18 +136,18 @@ func TestKeyCommitmentStopsMultiKeyCiphertext(t *testing.T) {
 		}
 		var hb, j0 [16]byte
 		b.Encrypt(hb[:], hb[:])
-		copy(j0[:], singleNonce[:])
+		copy(j0[:], nonce)
 		j0[15] = 1
 		b.Encrypt(j0[:], j0[:])
 		return gcmKey{gfLoad(hb[:]), gfLoad(j0[:])}
 	}
-	g1, g2 := keyOf(okm1[:32]), keyOf(okm2[:32])
+	g1, g2 := keyOf(dk1), keyOf(dk2)
 
 	// Three ciphertext blocks; the middle one is solved for so that both
 	// keys give the same tag.
 	ct := []gf{gfLoad([]byte("attacker-chosen.")), {}, gfLoad([]byte("more chosen data"))}
 	const free = 1
-	ad := h.raw[:]
+	ad := aadOf(&h)
 	s1, s2 := ghash(g1.h, ad, ct), ghash(g2.h, ad, ct)
 	// The free block is multiplied by H^p, p = blocks after it incl. length.
 	p := len(ct) - free + 1
@@ -139,8 +162,8 @@ func TestKeyCommitmentStopsMultiKeyCiphertext(t *testing.T) {
 	forged := append(bytes.Clone(h.raw[:]), body...)
 
 	// Plain AES-GCM (no commitment) accepts it under both data keys...
-	for i, okm := range []*[okmSize]byte{&okm1, &okm2} {
-		if _, err := dataAEAD(okm).Open(nil, singleNonce[:], body, ad); err != nil {
+	for i, dk := range [][]byte{dk1, dk2} {
+		if _, err := dataAEAD(dk).Open(nil, nonce, body, ad); err != nil {
 			t.Fatalf("GCM with data key %d rejected the two-key ciphertext: %v", i+1, err)
 		}
 	}
@@ -153,7 +176,7 @@ func TestKeyCommitmentStopsMultiKeyCiphertext(t *testing.T) {
 	}
 	// Putting k2's commitment in the header instead changes the associated
 	// data, so the tag no longer verifies under either key.
-	copy(forged[offCommit:], okm2[32:])
+	copy(forged[offCommit:], cm2)
 	for _, k := range []secret.Key{k1, k2} {
 		if _, err := Open(func(uint32) (secret.Key, error) { return k, nil }, *c, forged); !errors.Is(err, ErrAuth) {
 			t.Fatalf("Open with swapped commitment err = %v, want ErrAuth", err)

@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -48,8 +47,7 @@ func StreamSize(plaintextSize int64) int64 {
 // the writer knows whether more data follows (the final flag is in the nonce).
 type writer struct {
 	dst     io.Writer
-	aead    cipher.AEAD
-	aad     []byte
+	body    *body
 	buf     []byte // len = buffered plaintext, cap = encSegmentSize (sealed in place)
 	counter uint64
 	nonce   [nonceSize]byte
@@ -59,25 +57,31 @@ type writer struct {
 var errClosed = errors.New("envelope: write to closed writer")
 
 // NewWriter returns a WriteCloser that encrypts to dst in streaming mode,
-// bound to c and sealed with key (version c.KeyVersion). The header is
-// written to dst immediately. Close must be called to write the final
-// segment; it does not close dst. Memory use is one segment, whatever the
-// stream length.
+// bound to c and sealed with key (version c.KeyVersion), in the format
+// version [WriteVersion] returns. The header is written to dst immediately.
+// Close must be called to write the final segment; it does not close dst.
+// Memory use is one segment, whatever the stream length.
 func NewWriter(dst io.Writer, key secret.Key, c Context) (io.WriteCloser, error) {
 	var salt [saltSize]byte
-	if _, err := rand.Read(salt[:]); err != nil {
+	n := saltSize
+	v := byte(writeVersion.Load())
+	if v == formatV2 {
+		n = xnonceSize
+	}
+	if _, err := rand.Read(salt[:n]); err != nil {
 		return nil, fmt.Errorf("envelope: reading randomness: %w", err)
 	}
-	return newWriter(dst, key, &c, salt[:])
+	return newWriter(v, dst, key, &c, salt[:n])
 }
 
-// newWriter is NewWriter with the salt supplied (the golden test vectors use it).
-func newWriter(dst io.Writer, key secret.Key, c *Context, salt []byte) (*writer, error) {
+// newWriter is NewWriter with the version and the salt or XAES-256-GCM
+// nonce supplied (the golden test vectors use it).
+func newWriter(version byte, dst io.Writer, key secret.Key, c *Context, salt []byte) (*writer, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	h := newHeader(modeStream, c.KeyVersion, salt)
-	aead, err := sealKeys(key, &h, c)
+	h := newHeader(version, modeStream, c.KeyVersion, salt)
+	b, err := sealKeys(key, &h, c)
 	if err != nil {
 		return nil, err
 	}
@@ -86,8 +90,7 @@ func newWriter(dst io.Writer, key secret.Key, c *Context, salt []byte) (*writer,
 	}
 	return &writer{
 		dst:  dst,
-		aead: aead,
-		aad:  h.raw[:],
+		body: b,
 		buf:  make([]byte, 0, encSegmentSize),
 	}, nil
 }
@@ -129,8 +132,8 @@ func (w *writer) Close() error {
 }
 
 func (w *writer) flush(final bool) error {
-	segmentNonce(&w.nonce, w.counter, final)
-	sealed := w.aead.Seal(w.buf[:0], w.nonce[:], w.buf, w.aad)
+	w.body.nonce(&w.nonce, w.counter, final)
+	sealed := w.body.aead.Seal(w.buf[:0], w.nonce[:], w.buf, w.body.aad)
 	if _, err := w.dst.Write(sealed); err != nil {
 		w.err = fmt.Errorf("envelope: writing segment %d: %w", w.counter, err)
 		return w.err
@@ -146,8 +149,7 @@ func (w *writer) flush(final bool) error {
 // intact for classifying the error.
 type reader struct {
 	src     io.Reader
-	aead    cipher.AEAD
-	aad     []byte
+	body    *body
 	in      []byte // encSegmentSize+1 bytes
 	carry   bool   // in[0] holds the look-ahead byte of the previous read
 	out     []byte // plaintext buffer, cap SegmentSize
@@ -157,13 +159,16 @@ type reader struct {
 	err     error // sticky; io.EOF after the final segment
 }
 
-// NewReader returns a Reader of the plaintext of a streaming ciphertext read
-// from src. It reads and checks the header (format, key version lookup, key
-// commitment) before returning. Read never returns plaintext of a segment
-// before that segment authenticates in its position; a missing final segment,
-// reordered or swapped segments and trailing data are reported by Read (as
-// ErrAuth, ErrTruncated for a stream that stops early) after the plaintext of
-// every authentic segment before them. c.KeyVersion is ignored.
+// NewReader returns a Reader of the plaintext of a streaming ciphertext (either
+// format version) read from src. Before returning it reads and checks the
+// header (format, key version lookup, key commitment) and reads and
+// authenticates the first segment, so a wrong key or context and a stream
+// damaged in its first segment fail here, with no plaintext released. Read
+// never returns plaintext of a segment before that segment authenticates in
+// its position; a missing final segment, reordered or swapped segments and
+// trailing data after the first segment are reported by Read (as ErrAuth,
+// ErrTruncated for a stream that stops early) after the plaintext of every
+// authentic segment before them. c.KeyVersion is ignored.
 func NewReader(src io.Reader, keys KeyFunc, c Context) (io.Reader, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -177,17 +182,25 @@ func NewReader(src io.Reader, keys KeyFunc, c Context) (io.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	aead, err := openKeys(keys, &h, &c)
+	b, err := openKeys(keys, &h, &c)
 	if err != nil {
 		return nil, err
 	}
-	return &reader{
+	r := &reader{
 		src:  src,
-		aead: aead,
-		aad:  h.raw[:],
+		body: b,
 		in:   make([]byte, encSegmentSize+1),
 		out:  make([]byte, 0, SegmentSize),
-	}, nil
+	}
+	// The first segment: in version 2 the context is authenticated by GCM
+	// (as associated data), not by the commitment, so this is where a wrong
+	// context shows; in both versions it keeps NewReader's errors the same.
+	if r.err = r.next(); r.err != nil && r.err != io.EOF {
+		err := r.err
+		r.release()
+		return nil, err
+	}
+	return r, nil
 }
 
 func (r *reader) Read(p []byte) (int, error) {
@@ -274,6 +287,6 @@ func (r *reader) next() error {
 }
 
 func (r *reader) open(seg []byte, final bool) ([]byte, error) {
-	segmentNonce(&r.nonce, r.counter, final)
-	return r.aead.Open(r.out[:0], r.nonce[:], seg, r.aad)
+	r.body.nonce(&r.nonce, r.counter, final)
+	return r.body.aead.Open(r.out[:0], r.nonce[:], seg, r.body.aad)
 }

@@ -44,7 +44,9 @@ func readStream(ct []byte, keys envelope.KeyFunc, c envelope.Context) ([]byte, e
 	return io.ReadAll(r)
 }
 
-func TestStreamRoundTrip(t *testing.T) {
+func TestStreamRoundTrip(t *testing.T) { bothVersions(t, testStreamRoundTrip) }
+
+func testStreamRoundTrip(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
 	for _, n := range []int{0, 1, seg - 1, seg, seg + 1, 2*seg - 1, 2 * seg, 2*seg + 1, 5<<20 + 3} {
 		pt := pattern(n)
@@ -98,7 +100,9 @@ func TestStreamOverhead(t *testing.T) {
 	}
 }
 
-func TestStreamWrongContextOrKey(t *testing.T) {
+func TestStreamWrongContextOrKey(t *testing.T) { bothVersions(t, testStreamWrongContextOrKey) }
+
+func testStreamWrongContextOrKey(t *testing.T) {
 	ct := sealStream(t, testCtx(), pattern(2*seg+5))
 	for name, c := range contextVariants() {
 		if _, err := envelope.NewReader(bytes.NewReader(ct), keySet{3: fixedKey(t, 1)}.get, c); !errors.Is(err, envelope.ErrAuth) {
@@ -113,7 +117,9 @@ func TestStreamWrongContextOrKey(t *testing.T) {
 // Truncation at every segment boundary and inside segments is an error, and
 // the reader releases exactly the plaintext of the complete segments before
 // the cut that it could authenticate as non-final.
-func TestStreamTruncation(t *testing.T) {
+func TestStreamTruncation(t *testing.T) { bothVersions(t, testStreamTruncation) }
+
+func testStreamTruncation(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
 	pt := pattern(3*seg + 100)
 	ct := sealStream(t, testCtx(), pt)
@@ -150,7 +156,9 @@ func TestStreamTruncation(t *testing.T) {
 	}
 }
 
-func TestStreamReorderAndSwap(t *testing.T) {
+func TestStreamReorderAndSwap(t *testing.T) { bothVersions(t, testStreamReorderAndSwap) }
+
+func testStreamReorderAndSwap(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
 	h := envelope.HeaderSize
 	a := sealStream(t, testCtx(), pattern(3*seg+10))
@@ -190,6 +198,10 @@ func TestStreamReorderAndSwap(t *testing.T) {
 // A full-size final segment followed by extra data is reported as trailing
 // data (ErrAuth), not truncation.
 func TestStreamTrailingAfterFullFinal(t *testing.T) {
+	bothVersions(t, testStreamTrailingAfterFullFinal)
+}
+
+func testStreamTrailingAfterFullFinal(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
 	ct := sealStream(t, testCtx(), pattern(2*seg))
 	got, err := readStream(append(bytes.Clone(ct), 'x'), keys, testCtx())
@@ -204,6 +216,10 @@ func TestStreamTrailingAfterFullFinal(t *testing.T) {
 // The reader never hands out plaintext of a segment that fails: tamper with
 // the last byte of each segment in turn.
 func TestStreamNoPlaintextFromFailedSegment(t *testing.T) {
+	bothVersions(t, testStreamNoPlaintextFromFailedSegment)
+}
+
+func testStreamNoPlaintextFromFailedSegment(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
 	pt := pattern(3*seg + 10)
 	ct := sealStream(t, testCtx(), pt)
@@ -211,6 +227,13 @@ func TestStreamNoPlaintextFromFailedSegment(t *testing.T) {
 		mod := bytes.Clone(ct)
 		mod[min(len(mod)-1, envelope.HeaderSize+(i+1)*encSeg-1)] ^= 0x80
 		r, err := envelope.NewReader(bytes.NewReader(mod), keys, testCtx())
+		if i == 0 {
+			// NewReader authenticates the first segment itself.
+			if r != nil || !errors.Is(err, envelope.ErrAuth) {
+				t.Fatalf("segment 0 tampered: NewReader = %v, %v; want ErrAuth", r, err)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,17 +259,24 @@ func TestStreamNoPlaintextFromFailedSegment(t *testing.T) {
 	}
 }
 
-func TestStreamIOErrors(t *testing.T) {
+func TestStreamIOErrors(t *testing.T) { bothVersions(t, testStreamIOErrors) }
+
+func testStreamIOErrors(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
 	ct := sealStream(t, testCtx(), pattern(2*seg))
 	boom := errors.New("boom")
-	// Source error mid-stream is passed through, not reported as ErrAuth.
-	r, err := envelope.NewReader(io.MultiReader(bytes.NewReader(ct[:envelope.HeaderSize+100]), iotest.ErrReader(boom)), keys, testCtx())
+	// A source error is passed through, not reported as ErrAuth: by
+	// NewReader inside the first segment (which it reads), by Read later.
+	_, err := envelope.NewReader(io.MultiReader(bytes.NewReader(ct[:envelope.HeaderSize+100]), iotest.ErrReader(boom)), keys, testCtx())
+	if !errors.Is(err, boom) || errors.Is(err, envelope.ErrAuth) {
+		t.Fatalf("NewReader err = %v, want boom", err)
+	}
+	r, err := envelope.NewReader(io.MultiReader(bytes.NewReader(ct[:envelope.HeaderSize+encSeg+100]), iotest.ErrReader(boom)), keys, testCtx())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.ReadAll(r); !errors.Is(err, boom) || errors.Is(err, envelope.ErrAuth) {
-		t.Fatalf("read err = %v, want boom", err)
+	if got, err := io.ReadAll(r); !errors.Is(err, boom) || errors.Is(err, envelope.ErrAuth) || len(got) != seg {
+		t.Fatalf("read %d bytes, err = %v; want %d, boom", len(got), err, seg)
 	}
 	if _, err := envelope.NewReader(iotest.ErrReader(boom), keys, testCtx()); !errors.Is(err, boom) {
 		t.Fatalf("NewReader err = %v, want boom", err)
@@ -267,7 +297,9 @@ func TestStreamIOErrors(t *testing.T) {
 	}
 }
 
-func TestWriterClose(t *testing.T) {
+func TestWriterClose(t *testing.T) { bothVersions(t, testWriterClose) }
+
+func testWriterClose(t *testing.T) {
 	var buf bytes.Buffer
 	w, _ := envelope.NewWriter(&buf, fixedKey(t, 1), testCtx())
 	w.Write([]byte("abc"))
