@@ -1,6 +1,7 @@
 // Package blob stores opaque objects (ekm writes only ciphertext) under
 // server-generated keys. [Store] is the contract; [Dir] keeps objects on a
-// local disk. Object storage backends can implement the same interface.
+// local disk; package blob/cloudblob adapts S3, Azure Blob and Google Cloud
+// Storage buckets (through gocloud.dev/blob) to the same interface.
 //
 // Writes are all-or-nothing: [Store.Create] returns a [Writer] whose bytes
 // become visible under the key only on [Writer.Commit]; [Writer.Abort] (or a
@@ -23,7 +24,26 @@ var (
 	ErrExists = errors.New("blob: object already exists")
 	// ErrInvalidKey: the key is not of the accepted form (see ValidKey).
 	ErrInvalidKey = errors.New("blob: invalid key")
+	// ErrUnavailable: the store cannot serve now — it refused or dropped
+	// the connection, moved no byte within its idle timeout, answered 5xx
+	// or throttled us — and a later retry may succeed. Such errors wrap it
+	// (see Unavailable); the HTTP APIs answer 503 with Retry-After.
+	ErrUnavailable = errors.New("blob: store unavailable")
 )
+
+// Unavailable marks err as ErrUnavailable, keeping err in its chain
+// (errors.Is and errors.As see both). nil stays nil.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &unavailableError{err: err}
+}
+
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string   { return "blob: store unavailable: " + e.err.Error() }
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
 
 // Writer receives one object's bytes. Exactly one of Commit or Abort must
 // be called; calling either again afterwards is a no-op returning nil.
