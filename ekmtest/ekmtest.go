@@ -1,6 +1,9 @@
 // Package ekmtest starts a whole ekm — the Azure emulator and an ekm server
 // wired to it exactly as `ekm serve --azure-dial-override … --azure-ca-file …`
-// would be — for end-to-end tests. Test-only: it imports testing.
+// would be, and with Options.AWS the AWS emulator too, wired as
+// `ekm serve --aws --aws-dial-override … --aws-ca-file …` with the vendor's
+// credentials in the AWS_* environment — for end-to-end tests. Test-only: it
+// imports testing.
 package ekmtest
 
 import (
@@ -16,12 +19,22 @@ import (
 
 	"github.com/ekm-dev/ekm/adminapi"
 	"github.com/ekm-dev/ekm/app"
+	"github.com/ekm-dev/ekm/emulator/awscloud"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
+	"github.com/ekm-dev/ekm/emulator/gcpcloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
 // Options tune the server; zero values keep app defaults except where noted.
 type Options struct {
+	// GCP also enables the gcp key type against the GCP emulator
+	// (GCPEmulator, or a new one from StartGCPEmulator) with ekm's identity
+	// GCPGoogle or GCPIssuer; GCPTrustRecheck is --gcp-trust-recheck
+	// (default: the probe interval). See gcp.go.
+	GCP             string
+	GCPEmulator     *gcpcloud.Emulator
+	GCPTrustRecheck time.Duration
+
 	ProbeInterval time.Duration // default 200ms in tests
 	CacheTTL      time.Duration
 	KMSTimeout    time.Duration
@@ -34,16 +47,29 @@ type Options struct {
 	// Emulator, if set, is used instead of starting a new one.
 	Emulator *azurecloud.Emulator
 	Logger   *slog.Logger
+	// AWS also enables the aws key type against the AWS emulator
+	// (AWSEmulator, or a new one), ekm's identity being the emulator's
+	// vendor user in the environment (SetAWSEnv). AWSSessionRefresh is
+	// --aws-session-refresh (default: the probe interval).
+	AWS               bool
+	AWSEmulator       *awscloud.Emulator
+	AWSSessionRefresh time.Duration
 }
 
 // Env is a running emulator + server.
 type Env struct {
 	Emu *azurecloud.Emulator
+	// AWS is the AWS emulator (with Options.AWS).
+	AWS *awscloud.Emulator
 	App *app.App
 	// URL is the server's base URL, e.g. http://127.0.0.1:1234 ("" with NoRun).
 	URL string
 	// OrgID and AdminKey of an org created at start.
 	OrgID, AdminKey string
+	// GCP is the GCP emulator (with Options.GCP); GCPIssuerURL is ekm's
+	// issuer (GCPIssuer), which the emulator reaches at URL.
+	GCP          *gcpcloud.Emulator
+	GCPIssuerURL string
 }
 
 // Start starts an emulator (unless given) and a server, and creates an org.
@@ -80,6 +106,14 @@ func Start(t testing.TB, o Options) *Env {
 	cfg := app.Config{Addr: "127.0.0.1:0", DataDir: o.DataDir, Database: o.Database, ProbeInterval: o.ProbeInterval,
 		CacheTTL: o.CacheTTL, KMSTimeout: o.KMSTimeout, Logger: logger,
 		Azure: app.AzureConfig{ClientID: creds.ClientID, ClientSecret: creds.ClientSecret, DialOverride: e.Emu.Addr(), CAFile: e.Emu.CAFile()}}
+	if o.GCP != "" {
+		cfg.GCP = startGCP(t, o, e)
+	}
+	if o.AWS {
+		e.AWS = startAWS(t, o)
+		SetAWSEnv(t, e.AWS)
+		cfg.AWS = app.AWSConfig{Enabled: true, DialOverride: e.AWS.Addr(), CAFile: e.AWS.CAFile(), SessionRefresh: o.AWSSessionRefresh}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.Open(ctx, cfg)
 	if err != nil {
@@ -104,6 +138,7 @@ func Start(t testing.TB, o Options) *Env {
 	select {
 	case addr := <-ready:
 		e.URL = "http://" + addr
+		e.relayIssuer(t)
 	case err := <-done:
 		cancel()
 		a.Close()

@@ -181,7 +181,7 @@ func (g diag) sts(err error) *kms.Error {
 			return &kms.Error{Class: kms.Operator, Code: CodeVendorIdentityUnsafe, Message: "the server's own AWS identity is an account root user, which cannot assume roles; the operator must run ekm as an IAM role or user"}
 		}
 		return &kms.Error{Class: kms.Revoked, Code: CodeAssumeRoleDenied, Step: StepRole,
-			Message: fmt.Sprintf("AWS STS refused to let %s assume role %s with external id %q: the role does not exist, or its trust policy does not allow %s with the condition sts:ExternalId = %q (onboarding step 3). AWS gives the same answer for each of these causes; also check the role ARN for typos", who, g.role, g.externalID, who, g.externalID)}
+			Message: fmt.Sprintf("AWS STS refused to let %s assume role %s: the role does not exist, or its trust policy does not allow that principal sts:AssumeRole with the condition sts:ExternalId = %q (onboarding step 3). AWS gives the same answer for each of these causes; also check the role ARN for typos", who, g.role, g.externalID)}
 	case "RegionDisabledException":
 		return &kms.Error{Class: kms.Operator, Code: CodeSTSRegionDisabled, Message: fmt.Sprintf("AWS STS is not activated in region %s for the account that owns the role or for the server's account; activate the region (IAM account settings) or ask the operator", g.key.Region)}
 	case "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken", "UnrecognizedClientException", "InvalidSignatureException":

@@ -66,11 +66,11 @@ func FuzzCheck(f *testing.F) {
 				}
 				continue
 			}
-			if len(out) != 3 || out[ParamRoleARN] != role || out[ParamKMSARN] != key || out[ParamExternalID] != ext {
+			if len(out) != 4 || out[ParamRoleARN] != role || out[ParamKMSARN] != key || out[ParamExternalID] != ext || out[ParamRegion] != ps.key.Region {
 				t.Fatalf("accepted params changed: %q -> %q", p, out)
 			}
 			m := fuzzKeyARN.FindStringSubmatch(key)
-			if m == nil || len(key) > 2048 {
+			if m == nil || len(key) > 2048 || m[2] != out[ParamRegion] {
 				t.Fatalf("accepted kms_arn %q", key)
 			}
 			if !enabled[m[1]] || !strings.HasPrefix(role, "arn:"+m[1]+":") || !fuzzRoleARN.MatchString(role) || len(role) > 2048 {

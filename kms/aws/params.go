@@ -220,6 +220,11 @@ func checkParams(orgID string, p kms.Params, enabled map[string]bool) (kms.Param
 	}
 	for k, v := range p {
 		max, ok := limits[k]
+		if k == ParamRegion {
+			// Derived from kms_arn by Check and stored with the key; when
+			// given back (a stored key reopened) it must agree.
+			ok, max = true, 32
+		}
 		if !ok {
 			return nil, params{}, invalid(CodeUnknownParameter, k, fmt.Sprintf("unknown parameter %q for an aws key", k))
 		}
@@ -250,6 +255,9 @@ func checkParams(orgID string, p kms.Params, enabled map[string]bool) (kms.Param
 	if len(ext) > 1224 || !externalIDRE.MatchString(ext) {
 		return nil, params{}, invalid(CodeInvalidExternalID, ParamExternalID, "external_id must be 2-1224 of letters, digits and _ + = , . @ : / - (your organization id or one of its project ids)")
 	}
-	out := kms.Params{ParamRoleARN: role.String(), ParamKMSARN: key.String(), ParamExternalID: ext}
+	if r, ok := p[ParamRegion]; ok && r != key.Region {
+		return nil, params{}, invalid(CodeRegionNotSupported, ParamRegion, fmt.Sprintf("region must be omitted: it is the region of kms_arn (%s), which is where ekm calls KMS", key.Region))
+	}
+	out := kms.Params{ParamRoleARN: role.String(), ParamKMSARN: key.String(), ParamExternalID: ext, ParamRegion: key.Region}
 	return out, params{key: key, role: role, externalID: ext}, nil
 }

@@ -69,6 +69,14 @@ func TestCheckAccepts(t *testing.T) {
 					t.Fatalf("%s normalised %q to %q", k, v, out[k])
 				}
 			}
+			// The region is derived, and a stored key reopens.
+			k, _ := parseKMSARN(p[ParamKMSARN])
+			if out[ParamRegion] != k.Region {
+				t.Fatalf("region %q for %s", out[ParamRegion], p[ParamKMSARN])
+			}
+			if again, err := checkOnly(testOrg, out, tc.parts...); err != nil || len(again) != len(out) {
+				t.Fatalf("stored params refused: %v", err)
+			}
 		})
 	}
 }
@@ -105,7 +113,8 @@ func TestCheckRefuses(t *testing.T) {
 		{"external id: space", ParamExternalID, "org x", CodeInvalidExternalID, ParamExternalID, nil},
 		{"external id: too long", ParamExternalID, strings.Repeat("o", 257), CodeParameterTooLong, ParamExternalID, nil},
 		{"missing role", ParamRoleARN, "", CodeMissingParameter, ParamRoleARN, nil},
-		{"unknown parameter", "region", "eu-west-1", CodeUnknownParameter, "region", nil},
+		{"unknown parameter", "regions", "eu-west-1", CodeUnknownParameter, "regions", nil},
+		{"region not the key's", "region", "us-east-1", CodeRegionNotSupported, "region", nil},
 		{"too long", ParamKMSARN, "arn:aws:kms:eu-west-1:111122223333:alias/" + strings.Repeat("a", 2048), CodeParameterTooLong, ParamKMSARN, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

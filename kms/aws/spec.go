@@ -10,6 +10,10 @@ const (
 	ParamRoleARN    = "role_arn"
 	ParamKMSARN     = "kms_arn"
 	ParamExternalID = "external_id"
+	// ParamRegion is not registered: Check derives it from kms_arn (the
+	// region ekm calls), and the external key object shows it, as
+	// OpenAI's does.
+	ParamRegion = "region"
 )
 
 // Onboarding steps (kms.Error.Step), numbered as in docs/aws.md.
