@@ -24,6 +24,7 @@ import (
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/blob/cloudblob"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
@@ -54,6 +55,9 @@ type Config struct {
 	DataDir string
 	// Database is a postgres:// URL; "" means SQLite in DataDir/ekm.db.
 	Database string
+	// BlobURL is where file contents go: "" or file:// for DataDir/blobs,
+	// file:///path, s3://, azblob:// or gs:// (blob/cloudblob.Open).
+	BlobURL string
 	// LocalRootKeyFile holds the 32-byte root of every local key (default
 	// DataDir/local-root.key, created 0600 if absent). Replicas sharing a
 	// database must share this file.
@@ -441,7 +445,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	})
 	a.Keyring = a.Service.Keyring()
 	a.LastUsed = auth.NewLastUsed(st, auth.DefaultLastUsedResolution, c.Now, c.Logger)
-	a.Blobs, err = blob.NewDir(filepath.Join(c.DataDir, "blobs"))
+	a.Blobs, err = cloudblob.Open(ctx, c.BlobURL, c.DataDir, cloudblob.Options{Logger: c.Logger})
 	if err != nil {
 		return fail(err)
 	}

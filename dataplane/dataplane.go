@@ -149,7 +149,13 @@ const (
 	CodeKeyTemporarilyUnavailable = "customer_key_temporarily_unavailable"
 	CodeKeyInvalid                = "customer_key_invalid"
 	CodeProjectArchived           = "project_archived"
+	// CodeStorageUnavailable: the blob store cannot serve now (503).
+	CodeStorageUnavailable = "storage_unavailable"
 )
+
+// storageRetryAfter is the Retry-After hint when the blob store is
+// unavailable.
+const storageRetryAfter = 5
 
 // keyRetryAfter is the Retry-After hint for outage-class key failures.
 const keyRetryAfter = 30
@@ -226,6 +232,15 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if r.Context().Err() != nil {
 		// The client is gone; nobody reads the answer.
+		return
+	}
+	if errors.Is(err, blob.ErrUnavailable) {
+		// The blob store is down, stalled or throttling: retryable, not
+		// an internal error.
+		s.Logger.Warn("blob store unavailable", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
+		e := apierr.New(http.StatusServiceUnavailable, "server_error", CodeStorageUnavailable, "", "The file store is temporarily unavailable. Retry later.")
+		e.RetryAfter = storageRetryAfter
+		apierr.Write(w, e)
 		return
 	}
 	s.Logger.Error("data plane request failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)

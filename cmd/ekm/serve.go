@@ -16,6 +16,7 @@ import (
 func storeFlags(fs *pflag.FlagSet, c *app.Config) {
 	fs.StringVar(&c.DataDir, "data-dir", "ekm-data", "directory for the embedded SQLite database, blobs and the local root key")
 	fs.StringVar(&c.Database, "database", "", "PostgreSQL URL (postgres://…) for multi-replica deployments; empty = SQLite in the data dir")
+	fs.StringVar(&c.BlobURL, "blob-url", "", "where file contents go: file:///path, s3://bucket?region=…, azblob://container or gs://bucket; credentials come from each SDK's default chain (default: <data-dir>/blobs)")
 	fs.StringVar(&c.LocalRootKeyFile, "local-root-key-file", "", "file holding the root of local keys (default <data-dir>/local-root.key; replicas must share it)")
 }
 
