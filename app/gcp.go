@@ -40,8 +40,9 @@ type GCPConfig struct {
 	// share it, like the local root key).
 	IssuerKeyFile string
 	// TrustRecheck is the longest a federated token is used without a new
-	// token exchange (default: ProbeInterval), which is how a provider the
-	// customer disabled is noticed within one probe interval.
+	// token exchange (default: 4/5 of ProbeInterval, so that every health
+	// probe exchanges anew despite the probe's ±10% jitter), which is how a
+	// provider the customer disabled is noticed within one probe interval.
 	TrustRecheck time.Duration
 	// DialOverride sends every Google connection to host:port (the
 	// emulator); CAFile is a PEM CA to trust (the emulator's).
@@ -111,7 +112,7 @@ func gcpDriver(c Config) (kms.Driver, error) {
 	}
 	recheck := g.TrustRecheck
 	if recheck <= 0 {
-		recheck = c.ProbeInterval
+		recheck = c.ProbeInterval * 4 / 5
 	}
 	return gcp.NewDriver(gcp.Config{Identity: id, HTTPClient: hc, TrustRecheck: recheck,
 		// One provider call, retries included, fits in the keyring's KMS timeout.

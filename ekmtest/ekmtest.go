@@ -21,11 +21,20 @@ import (
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/emulator/awscloud"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
+	"github.com/ekm-dev/ekm/emulator/gcpcloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
 // Options tune the server; zero values keep app defaults except where noted.
 type Options struct {
+	// GCP also enables the gcp key type against the GCP emulator
+	// (GCPEmulator, or a new one from StartGCPEmulator) with ekm's identity
+	// GCPGoogle or GCPIssuer; GCPTrustRecheck is --gcp-trust-recheck
+	// (default: 4/5 of the probe interval). See gcp.go.
+	GCP             string
+	GCPEmulator     *gcpcloud.Emulator
+	GCPTrustRecheck time.Duration
+
 	ProbeInterval time.Duration // default 200ms in tests
 	CacheTTL      time.Duration
 	KMSTimeout    time.Duration
@@ -57,6 +66,10 @@ type Env struct {
 	URL string
 	// OrgID and AdminKey of an org created at start.
 	OrgID, AdminKey string
+	// GCP is the GCP emulator (with Options.GCP); GCPIssuerURL is ekm's
+	// issuer (GCPIssuer), which the emulator reaches at URL.
+	GCP          *gcpcloud.Emulator
+	GCPIssuerURL string
 }
 
 // Start starts an emulator (unless given) and a server, and creates an org.
@@ -93,6 +106,9 @@ func Start(t testing.TB, o Options) *Env {
 	cfg := app.Config{Addr: "127.0.0.1:0", DataDir: o.DataDir, Database: o.Database, ProbeInterval: o.ProbeInterval,
 		CacheTTL: o.CacheTTL, KMSTimeout: o.KMSTimeout, Logger: logger,
 		Azure: app.AzureConfig{ClientID: creds.ClientID, ClientSecret: creds.ClientSecret, DialOverride: e.Emu.Addr(), CAFile: e.Emu.CAFile()}}
+	if o.GCP != "" {
+		cfg.GCP = startGCP(t, o, e)
+	}
 	if o.AWS {
 		e.AWS = startAWS(t, o)
 		SetAWSEnv(t, e.AWS)
@@ -122,6 +138,7 @@ func Start(t testing.TB, o Options) *Env {
 	select {
 	case addr := <-ready:
 		e.URL = "http://" + addr
+		e.relayIssuer(t)
 	case err := <-done:
 		cancel()
 		a.Close()
