@@ -313,17 +313,25 @@ func (s *Server) NewBucket(t testing.TB) string {
 }
 
 // TestOptions are the options of the tests' buckets: small parts, so that
-// multipart paths run on small data, and short timeouts and few retries,
-// so that fault cases end quickly.
+// multipart paths run on small data, and few retries, so that fault cases
+// end quickly. StallOptions is TestOptions with a short idle timeout, for
+// stores that the tests stall on purpose.
 func TestOptions() cloudblob.Options {
 	return cloudblob.Options{
 		PartSize:     5 << 20,
 		Concurrency:  2,
-		IdleTimeout:  time.Second,
+		IdleTimeout:  15 * time.Second,
 		MaxAttempts:  2,
 		MaxBackoff:   100 * time.Millisecond,
 		RestampAfter: time.Second,
 	}
+}
+
+// StallOptions: see TestOptions.
+func StallOptions() cloudblob.Options {
+	o := TestOptions()
+	o.IdleTimeout = 2 * time.Second
+	return o
 }
 
 // Open opens bucket on this server (through addr, "" = directly) with o
@@ -379,8 +387,8 @@ func (s *Server) Suite() blobtest.Suite {
 		PartSize: o.PartSize,
 		Faults: func(t *testing.T) (blob.Store, *blobtest.Proxy) {
 			p := blobtest.NewProxy(t, "http://"+s.Addr, s.IsCommit)
-			return s.Open(t, s.NewBucket(t), p.Addr, o), p
+			return s.Open(t, s.NewBucket(t), p.Addr, StallOptions()), p
 		},
-		FaultBound: 20 * time.Second,
+		FaultBound: 30 * time.Second,
 	}
 }
