@@ -3,6 +3,7 @@ package replicas_test
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/blob/cloudblob"
+	"github.com/ekm-dev/ekm/blob/cloudblob/cloudblobtest"
 	"github.com/ekm-dev/ekm/client"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/store"
@@ -65,8 +68,18 @@ func (c *cluster) kill(i int) {
 	p.kill()
 }
 
+// serverArgs are a replica's flags: the shared ones and a data directory
+// of its own.
+func (c *cluster) serverArgs() []string {
+	dir := c.t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	return append([]string{"--data-dir", dir}, c.args...)
+}
+
 func (c *cluster) restart(i int) {
-	p := startServer(c.t, c.env, c.args...)
+	p := startServer(c.t, c.env, c.serverArgs()...)
 	c.mu.Lock()
 	c.procs[i], c.down[i] = p, false
 	c.mu.Unlock()
@@ -85,16 +98,13 @@ type attempt struct {
 }
 
 // TestThreeReplicas is the scale-out proof (issue 12): three replicas on
-// one PostgreSQL database and one blob store, a client spreading uploads,
-// downloads and crypto calls across them, one replica killed with SIGKILL
-// mid-upload and restarted; then the Key Vault calls of all three over a
-// window, against one replica's probe budget; then a revocation in the
-// Azure emulator refused by all three within the probe interval + 5 s, and
-// restored on all three. Run with -v for the figures.
-//
-// TODO(issue 12 part 1): the replicas share a data directory for blobs;
-// switch them to one object store (Azurite or the S3 server, `ekm serve
-// --blob-url`) once blob backends land.
+// one PostgreSQL database and one S3 bucket (the Versity S3 Gateway), each
+// with its own data directory and the same root secrets, a client
+// spreading uploads, downloads and crypto calls across them, one replica
+// killed with SIGKILL mid-upload and restarted; then the Key Vault calls of
+// all three over a window, against one replica's probe budget; then a
+// revocation in the Azure emulator refused by all three within the probe
+// interval + 5 s, and restored on all three. Run with -v for the figures.
 func TestThreeReplicas(t *testing.T) {
 	const probe = 500 * time.Millisecond
 	window := time.Minute
@@ -107,17 +117,23 @@ func TestThreeReplicas(t *testing.T) {
 	}
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
+	s3 := servers.Require(t, cloudblobtest.S3)
+	bucket := s3.NewBucket(t)
+	blobURL, _ := s3.URL(bucket, s3.Addr)
+	// The root secrets every replica shares: the local root key (and, in
+	// the Azure flags, ekm's Entra app). Nothing else is shared but the
+	// database and the bucket: each replica has a data directory of its own.
+	rootKey := filepath.Join(t.TempDir(), "local-root.key")
+	if err := os.WriteFile(rootKey, randomBytes(32), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	z := startAzure(t, "EKM_DATABASE="+dsn) // the URL stays out of argv
-	out := tool(t, z.env, "org", "create", "--name", "Replicas Co", "--data-dir", dir)
+	z := startAzure(t, "EKM_DATABASE="+dsn, "EKM_BLOB_URL="+blobURL) // the URLs stay out of argv
+	out := tool(t, z.env, "org", "create", "--name", "Replicas Co", "--data-dir", t.TempDir())
 	org, adminKey := jsonField(t, out, "org_id"), jsonField(t, out, "admin_key")
-	c := &cluster{t: t, env: z.env, args: append([]string{"--data-dir", dir, "--probe-interval", probe.String()}, z.args...),
+	c := &cluster{t: t, env: z.env, args: append([]string{"--local-root-key-file", rootKey, "--probe-interval", probe.String()}, z.args...),
 		gen: make([]int, 3), down: make([]bool, 3)}
 	for range 3 {
-		c.procs = append(c.procs, startServer(t, c.env, c.args...))
+		c.procs = append(c.procs, startServer(t, c.env, c.serverArgs()...))
 	}
 
 	// Set up through different replicas: each sees what the others wrote.
@@ -141,7 +157,7 @@ func TestThreeReplicas(t *testing.T) {
 		ackedIDs []string
 		calls    atomic.Int64
 	)
-	randomData := func(rng *rand.Rand, n int) []byte {
+	randomData := func(rng *rand.Rand, n int) []byte { // cheap, for bulk
 		b := make([]byte, n)
 		for i := range b {
 			b[i] = byte(rng.Uint32())
@@ -226,7 +242,8 @@ func TestThreeReplicas(t *testing.T) {
 	stop := load(4, true)
 	time.Sleep(2 * time.Second) // the load runs; this is its duration, not a wait for a state
 
-	// A large upload to replica 1, killed once 1 MiB of it has been sent.
+	// A large upload to replica 1, killed once 16 MiB of it have been sent
+	// (the bucket has parts of it by then: S3 multipart, 5 MiB parts).
 	big := attempt{name: "big.bin", data: randomData(rand.New(rand.NewPCG(1, 2)), 32<<20)}
 	amu.Lock()
 	attempts[big.name] = big
@@ -235,7 +252,7 @@ func TestThreeReplicas(t *testing.T) {
 	upErr := make(chan error, 1)
 	cl1, _ := c.client(1)
 	go func() {
-		_, err := cl1.UploadFile(ctx, big.name, &slowReader{r: bytes.NewReader(big.data), signalAt: 1 << 20, signal: sent}, "user_data")
+		_, err := cl1.UploadFile(ctx, big.name, &slowReader{r: bytes.NewReader(big.data), signalAt: 16 << 20, signal: sent}, "user_data")
 		upErr <- err
 	}()
 	select {
@@ -247,7 +264,7 @@ func TestThreeReplicas(t *testing.T) {
 	if err := <-upErr; err == nil {
 		t.Fatal("the upload to the killed replica was acknowledged")
 	}
-	t.Log("replica 1 killed with SIGKILL mid-upload (1 MiB of 32 MiB sent)")
+	t.Log("replica 1 killed with SIGKILL mid-upload (16 MiB of 32 MiB sent)")
 	c.restart(1)
 	time.Sleep(2 * time.Second)
 	stop()
@@ -300,15 +317,12 @@ func TestThreeReplicas(t *testing.T) {
 	}
 	amu.Unlock()
 	t.Logf("%d files listed (%d acknowledged), each read back identical through every replica", len(listed), len(acked))
-	// Orphans: what the killed replica left (the temporary of the cut-off
-	// upload, and any blob whose record never committed) is swept; then
-	// the blob store holds exactly the blobs the records point to. The
+	// Orphans: what the killed replica left (the multipart upload of the
+	// cut-off file, and any object whose record never committed) is swept;
+	// then the bucket holds exactly the objects the records point to. The
 	// servers' own sweep spares the last hour; with no upload in flight
 	// the test sweeps everything older than now.
-	blobs, err := blob.NewDir(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	blobs := s3.Open(t, bucket, "", cloudblob.Options{})
 	res, err := files.Sweep(ctx, st, blobs, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -333,8 +347,8 @@ func TestThreeReplicas(t *testing.T) {
 	if !slices.Equal(want, got) {
 		t.Fatalf("after the sweep the blob store holds %d blobs, the records point to %d", len(got), len(want))
 	}
-	if tmps, _ := os.ReadDir(blobs.TempDir()); len(tmps) != 0 {
-		t.Fatalf("%d temporaries left after the sweep", len(tmps))
+	if again, err := files.Sweep(ctx, st, blobs, time.Now().Add(time.Minute)); err != nil || again != (files.SweepResult{}) {
+		t.Fatalf("a second sweep still found %+v (%v)", again, err)
 	}
 
 	// --- 2. Key Vault calls over the window, all three replicas busy. ---
@@ -468,4 +482,12 @@ func (s *slowReader) Read(p []byte) (int, error) {
 		close(s.signal)
 	}
 	return n, err
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := crand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -17,12 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/blob/cloudblob/cloudblobtest"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
 // ekmBin is the ekm binary built for this package's process tests.
 var ekmBin string
+
+// servers are the object storage servers started for this package.
+var servers cloudblobtest.Servers
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ekm-replicas-")
@@ -38,7 +42,11 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// The object store of the three-replica test (and the credentials its
+	// SDK reads from the environment, which the children inherit).
+	servers = cloudblobtest.Start()
 	code := m.Run()
+	servers.Stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
