@@ -42,7 +42,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
+	"weak"
 
 	"github.com/ekm-dev/ekm/secret"
 )
@@ -339,34 +342,73 @@ func dataAEAD(dataKey []byte) cipher.AEAD {
 // block (at most 55 bytes).
 const commitLabel = "ekm envelope v2 commit"
 
-// xaesSubkey computes the XAES-256-GCM subkey Kx (c2sp.org/XAES-256-GCM,
-// "Detailed key derivation algorithm") of the key whose AES-256 block cipher
-// is b, for the nonce whose first 12 bytes are n12, into kx (32 bytes).
-// scratch is 16 bytes. It is the NIST SP 800-108r1 counter-mode KDF with
-// CMAC-AES-256, label "X", context n12 and no L field: every CMAC input is
-// one complete block, so CMAC is one AES call on the block XOR K1.
-//
-// It runs in constant time: no branch or index depends on key material.
-// kx and scratch reach cipher.Block, so they are heap memory (a stack
-// buffer would escape anyway); the caller wipes kx, scratch is wiped here.
-func xaesSubkey(b cipher.Block, n12, kx, scratch []byte) {
-	k1 := scratch[:16]
-	clear(k1)
-	b.Encrypt(k1, k1) // L = AES-256_K(0^128)
-	// K1 = L << 1, XOR 0x87 into the last byte if MSB(L) was set.
+// projectCipher is what the version 2 key derivation needs of a project
+// key: AES-256 under it and the CMAC subkey K1 (c2sp.org/XAES-256-GCM,
+// steps 1–2, "precomputed and reused across every operation that uses the
+// same input key"). It is read-only once built.
+type projectCipher struct {
+	block cipher.Block
+	k1    [16]byte
+}
+
+// newProjectCipher expands key (32 bytes) and computes K1 in constant time:
+// L = AES-256_K(0^128); K1 = L << 1, XOR 0x87 into the last byte if MSB(L)
+// was set (a mask, not a branch).
+func newProjectCipher(key []byte) *projectCipher {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		panic("envelope: aes.NewCipher: " + err.Error()) // 32-byte key: cannot fail
+	}
+	pc := &projectCipher{block: b}
+	k1 := pc.k1[:]
+	b.Encrypt(k1, k1)
 	msb := k1[0] >> 7
 	for i := range 15 {
 		k1[i] = k1[i]<<1 | k1[i+1]>>7
 	}
 	k1[15] = k1[15]<<1 ^ 0x87&-msb
+	return pc
+}
+
+// projectCiphers caches the projectCipher of each project key in use, keyed
+// by the key's storage (a secret.Key is a pointer to its bytes, which only
+// ever change by being zeroed, and zeroed keys are refused before the
+// cache is asked). An entry lives as long as its key's storage: it holds
+// only a weak pointer to it, and a cleanup removes the entry once the key
+// is garbage. The AES key schedule cannot be wiped from Go; caching means
+// one such copy per project key instead of one per ciphertext.
+var projectCiphers sync.Map // weak.Pointer[[secret.Size]byte] -> *projectCipher
+
+// projectCipherOf returns the (cached) projectCipher of a non-zero key.
+func projectCipherOf(key secret.Key) *projectCipher {
+	p := (*[secret.Size]byte)(key.Bytes())
+	wp := weak.Make(p)
+	if v, ok := projectCiphers.Load(wp); ok {
+		return v.(*projectCipher)
+	}
+	v, loaded := projectCiphers.LoadOrStore(wp, newProjectCipher(p[:]))
+	if !loaded {
+		runtime.AddCleanup(p, func(wp weak.Pointer[[secret.Size]byte]) { projectCiphers.Delete(wp) }, wp)
+	}
+	return v.(*projectCipher)
+}
+
+// xaesSubkey computes the XAES-256-GCM subkey Kx (c2sp.org/XAES-256-GCM,
+// "Detailed key derivation algorithm", steps 3–5) under pc for the nonce
+// whose first 12 bytes are n12, into kx (32 bytes). With steps 1–2 in pc it
+// is the NIST SP 800-108r1 counter-mode KDF with CMAC-AES-256, label "X",
+// context n12 and no L field: every CMAC input is one complete block, so
+// CMAC is one AES call on the block XOR K1. No branch or index depends on
+// key material. kx reaches cipher.Block, so it is heap memory (a stack
+// buffer would escape anyway); the caller wipes it.
+func xaesSubkey(pc *projectCipher, n12, kx []byte) {
 	for i, m := range [...][]byte{kx[:16], kx[16:32]} {
 		// M_i = 0x00 || i (16 bits) || "X" || 0x00 || N[:12]
 		m[0], m[1], m[2], m[3] = 0, byte(i+1), 'X', 0
 		copy(m[4:16], n12)
-		subtle.XORBytes(m, m, k1)
-		b.Encrypt(m, m)
+		subtle.XORBytes(m, m, pc.k1[:])
+		pc.block.Encrypt(m, m)
 	}
-	clear(k1)
 }
 
 // commitV2 is the version 2 key commitment: SHA-256(commitLabel || Kx).
@@ -379,23 +421,13 @@ func commitV2(kx []byte) [commitSize]byte {
 	return sum
 }
 
-// projectBlock returns AES-256 under the project key, for the version 2 key
-// derivation.
-func projectBlock(projectKey []byte) cipher.Block {
-	b, err := aes.NewCipher(projectKey)
-	if err != nil {
-		panic("envelope: aes.NewCipher: " + err.Error()) // 32-byte key: cannot fail
-	}
-	return b
-}
-
 // deriveV2 computes the version 2 data AEAD and commitment of header h
-// under the project key.
-func deriveV2(projectKey []byte, h *header) (cipher.AEAD, [commitSize]byte) {
-	s := make([]byte, 32+16) // Kx || scratch
-	defer secret.Wipe(s)
-	xaesSubkey(projectBlock(projectKey), h.raw[offSalt:offSalt+12], s[:32], s[32:])
-	return dataAEAD(s[:32]), commitV2(s[:32])
+// under a non-zero project key.
+func deriveV2(projectKey secret.Key, h *header) (cipher.AEAD, [commitSize]byte) {
+	kx := make([]byte, 32)
+	defer secret.Wipe(kx)
+	xaesSubkey(projectCipherOf(projectKey), h.raw[offSalt:offSalt+12], kx)
+	return dataAEAD(kx), commitV2(kx)
 }
 
 // body is what one ciphertext's body is sealed or opened with.
@@ -430,7 +462,7 @@ func sealKeys(key secret.Key, h *header, c *Context) (*body, error) {
 		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
 	}
 	if h.version() == formatV2 {
-		aead, commit := deriveV2(key.Bytes(), h)
+		aead, commit := deriveV2(key, h)
 		copy(h.raw[offCommit:], commit[:])
 		return v2Body(aead, h, c), nil
 	}
@@ -478,7 +510,7 @@ func openKeys(keys KeyFunc, h *header, c *Context) (*body, error) {
 	if err != nil {
 		return nil, err
 	}
-	aead, commit := deriveV2(key.Bytes(), h)
+	aead, commit := deriveV2(key, h)
 	if subtle.ConstantTimeCompare(commit[:], h.commitment()) != 1 {
 		return nil, ErrAuth
 	}
@@ -563,22 +595,21 @@ func seal(version byte, key secret.Key, c *Context, plaintext, salt []byte) ([]b
 // singleV2 is the one allocation of a version 2 single-shot operation: the
 // output (ciphertext or plaintext) and, after it, the buffers that reach
 // cipher.Block and cipher.AEAD and so would each be a heap allocation of
-// their own (the data key, KDF scratch, nonce, associated data). Only
-// out[:len(out):len(out)] is returned to the caller; kx and scratch are
-// wiped before that, the rest is public.
+// their own (the data key, nonce, associated data). Only
+// out[:len(out):len(out)] is returned to the caller; kx is wiped before
+// that, the rest is public.
 type singleV2 struct {
-	out, kx, scratch, nonce, aad []byte
+	out, kx, nonce, aad []byte
 }
 
 func newSingleV2(outLen int, c *Context) singleV2 {
-	const fixed = 32 + 16 + nonceSize
+	const fixed = 32 + nonceSize
 	b := make([]byte, outLen+fixed, outLen+fixed+HeaderSize+c.encodingSize())
 	return singleV2{
-		out:     b[:outLen],
-		kx:      b[outLen : outLen+32],
-		scratch: b[outLen+32 : outLen+48],
-		nonce:   b[outLen+48 : outLen+fixed],
-		aad:     b[outLen+fixed : outLen+fixed],
+		out:   b[:outLen],
+		kx:    b[outLen : outLen+32],
+		nonce: b[outLen+32 : outLen+fixed],
+		aad:   b[outLen+fixed : outLen+fixed],
 	}
 }
 
@@ -592,7 +623,7 @@ func sealV2(key secret.Key, c *Context, plaintext, xnonce []byte) ([]byte, error
 	ct := op.out
 	writePrefix(ct, formatV2, modeSingle, c.KeyVersion)
 	copy(ct[offSalt:offReserved], xnonce) // the reserved bytes stay zero
-	xaesSubkey(projectBlock(key.Bytes()), xnonce[:12], op.kx, op.scratch)
+	xaesSubkey(projectCipherOf(key), xnonce[:12], op.kx)
 	aead := dataAEAD(op.kx)
 	commit := commitV2(op.kx)
 	secret.Wipe(op.kx)
@@ -641,7 +672,7 @@ func openV2(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, err
 	ptLen := len(ciphertext) - HeaderSize - TagSize
 	op := newSingleV2(ptLen, c)
 	xnonce := h.raw[offSalt:offReserved]
-	xaesSubkey(projectBlock(key.Bytes()), xnonce[:12], op.kx, op.scratch)
+	xaesSubkey(projectCipherOf(key), xnonce[:12], op.kx)
 	commit := commitV2(op.kx)
 	if subtle.ConstantTimeCompare(commit[:], h.commitment()) != 1 {
 		secret.Wipe(op.kx)

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ekm-dev/ekm/secret"
 )
@@ -205,11 +206,8 @@ func TestPythonReference(t *testing.T) {
 
 // v2DataKey is the version 2 data key of h under projectKey.
 func v2DataKey(t testing.TB, projectKey secret.Key, h *header) []byte {
-	kx, scratch := make([]byte, 32), make([]byte, 16)
-	xaesSubkey(projectBlock(projectKey.Bytes()), h.raw[offSalt:offSalt+12], kx, scratch)
-	if !bytes.Equal(scratch, make([]byte, 16)) {
-		t.Fatal("xaesSubkey left its scratch unwiped")
-	}
+	kx := make([]byte, 32)
+	xaesSubkey(newProjectCipher(projectKey.Bytes()), h.raw[offSalt:offSalt+12], kx)
 	return kx
 }
 
@@ -217,8 +215,8 @@ func v2DataKey(t testing.TB, projectKey secret.Key, h *header) []byte {
 // envelope's subkey derivation: the derived key and the nonce's last 12
 // bytes with AES-256-GCM.
 func xaesSeal(key, nonce, plaintext, aad []byte) []byte {
-	kx, scratch := make([]byte, 32), make([]byte, 16)
-	xaesSubkey(projectBlock(key), nonce[:12], kx, scratch)
+	kx := make([]byte, 32)
+	xaesSubkey(newProjectCipher(key), nonce[:12], kx)
 	return dataAEAD(kx).Seal(nil, nonce[12:], plaintext, aad)
 }
 
@@ -227,16 +225,20 @@ func xaesSeal(key, nonce, plaintext, aad []byte) []byte {
 func TestXAESVectors(t *testing.T) {
 	nonce := []byte("ABCDEFGHIJKLMNOPQRSTUVWX")
 	for _, v := range []struct {
-		key     byte
-		aad     string
-		kx, out string
+		key         byte
+		aad         string
+		k1, kx, out string
 	}{
-		{0x01, "", "c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b", "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271"},
-		{0x03, "c2sp.org/XAES-256-GCM", "e9c621d4cdd9b11b00a6427ad7e559aeedd66b3857646677748f8ca796cb3fd8", "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d"},
+		{0x01, "", "e531954aca063d5b8d9c47a47d4cc6f0", "c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b", "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271"},
+		{0x03, "c2sp.org/XAES-256-GCM", "23810ec50edb99f374409466ed1f4b7b", "e9c621d4cdd9b11b00a6427ad7e559aeedd66b3857646677748f8ca796cb3fd8", "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d"},
 	} {
 		key := bytes.Repeat([]byte{v.key}, 32)
-		kx, scratch := make([]byte, 32), make([]byte, 16)
-		xaesSubkey(projectBlock(key), nonce[:12], kx, scratch)
+		kx := make([]byte, 32)
+		pc := newProjectCipher(key)
+		if got := hex.EncodeToString(pc.k1[:]); got != v.k1 {
+			t.Errorf("key %02x: K1 = %s, want %s", v.key, got, v.k1)
+		}
+		xaesSubkey(pc, nonce[:12], kx)
 		if got := hex.EncodeToString(kx); got != v.kx {
 			t.Errorf("key %02x: Kx = %s, want %s", v.key, got, v.kx)
 		}
@@ -400,6 +402,43 @@ func TestV2ReservedBytes(t *testing.T) {
 	}
 }
 
+// The project cipher cache returns one entry per key storage, never serves
+// another key, and drops an entry once its key is garbage.
+func TestProjectCipherCache(t *testing.T) {
+	k1, k2 := goldenKey(t), goldenKey(t) // same bytes, different storage
+	k3, _ := secret.FromBytes(bytes.Repeat([]byte{0x42}, secret.Size))
+	a, b, c := projectCipherOf(k1), projectCipherOf(k2), projectCipherOf(k3)
+	if a != projectCipherOf(k1) {
+		t.Fatal("a key's cipher is not cached")
+	}
+	if a == b || a == c {
+		t.Fatal("two key storages share a cache entry")
+	}
+	if a.k1 != b.k1 || a.k1 == c.k1 || a.k1 != newProjectCipher(k1.Bytes()).k1 {
+		t.Fatal("cached K1 does not match its key")
+	}
+	size := func() int {
+		n := 0
+		projectCiphers.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	before := size()
+	for range 100 {
+		projectCipherOf(secret.New())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for size() > before && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := size(); n > before {
+		t.Fatalf("%d cache entries of garbage keys remain", n-before)
+	}
+	runtime.KeepAlive(k1)
+	runtime.KeepAlive(k2)
+	runtime.KeepAlive(k3)
+}
+
 func TestWriteVersion(t *testing.T) {
 	defer SetWriteVersion(WriteVersion())
 	key := goldenKey(t)
@@ -552,7 +591,7 @@ func BenchmarkDerive(b *testing.B) {
 		b.ReportAllocs()
 		h2 := newHeader(formatV2, modeSingle, 1, goldenNonce())
 		for b.Loop() {
-			deriveV2(key.Bytes(), &h2)
+			deriveV2(key, &h2)
 		}
 	})
 	b.Run("handwritten", func(b *testing.B) {
