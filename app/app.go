@@ -25,6 +25,7 @@ import (
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/blob/cloudblob"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
@@ -129,6 +130,10 @@ type App struct {
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	Handler http.Handler
+	// Changes is the change log replicas cooperate through (package
+	// cluster); Replica names this process in leases.
+	Changes *cluster.Log
+	Replica string
 	// LastUsed records API key use; Run flushes it every minute and at
 	// the end.
 	LastUsed *auth.LastUsed
@@ -437,8 +442,9 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	if err != nil {
 		return fail(err)
 	}
+	a.Replica, a.Changes = cluster.ReplicaID(), newChanges(st, c)
 	a.Service = lifecycle.New(lifecycle.Config{
-		Store: st, Registry: Registry(drivers),
+		Store: st, Registry: Registry(drivers), Changes: a.Changes,
 		Default:  kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default", local.ParamKeyVersion: "1"}},
 		CacheTTL: c.CacheTTL, CacheSize: c.CacheSize, KMSTimeout: c.KMSTimeout,
 		Now: c.Now, Metrics: c.Metrics, Logger: c.Logger,
@@ -577,7 +583,7 @@ func (a *App) Close() error {
 // Prober returns the health prober of this app's keys.
 func (a *App) Prober() *probe.Prober {
 	return probe.New(probe.Config{Store: a.Store, Service: a.Service, Interval: a.Config.ProbeInterval,
-		Logger: a.Logger, Metrics: a.Metrics})
+		Holder: a.Replica, Logger: a.Logger, Metrics: a.Metrics})
 }
 
 // Run serves HTTP and runs the background workers (health probe, audit
@@ -585,6 +591,11 @@ func (a *App) Prober() *probe.Prober {
 func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	a.Logger.Info("ekm starting", "version", Version(), "key_types", enabledTypes(a.Service.Registry()),
 		"data_dir", a.Config.DataDir, "database", a.dbKind())
+	unlock, lerr := a.singleServer()
+	if lerr != nil {
+		return lerr
+	}
+	defer unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -597,14 +608,10 @@ func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	luCtx, luCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer luCancel()
 	wg.Go(func() { a.LastUsed.Run(luCtx, time.Minute) })
+	wg.Go(func() { a.Changes.Run(ctx) })
 	p := a.Prober()
 	wg.Go(func() { p.Run(ctx) })
-	wg.Go(func() { a.pruneAudit(ctx) })
-	wg.Go(func() { a.sweepBlobs(ctx) })
-	wg.Go(func() { a.migrateOrgs(ctx) })
-	if r := a.rotator(); r != nil {
-		wg.Go(func() { r.Run(ctx) })
-	}
+	wg.Go(func() { a.leader().Run(ctx, a.leaderJobs) })
 	err := a.Serve(ctx, ready)
 	luCancel()
 	return err
