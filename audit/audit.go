@@ -73,6 +73,8 @@ const (
 	TypeProjectReencrypted     = "project.reencrypted"
 	TypeKMSCall                = "kms.call"
 	TypeOrganizationUpdated    = "organization.updated"
+	TypeProjectKeyDenied       = "external_key.project_unavailable"
+	TypeProjectKeyRestored     = "external_key.project_restored"
 )
 
 // --- OpenAI Admin API events ---
@@ -221,6 +223,19 @@ type KeyHealth struct {
 }
 
 func (h KeyHealth) Type() string { return h.Event }
+
+// ProjectAccess: the customer's policy refused one project on its key
+// (TypeProjectKeyDenied: the key works for the org's other projects), or
+// admits it again (TypeProjectKeyRestored).
+type ProjectAccess struct {
+	Event         string `json:"-"`
+	Code          string `json:"code,omitempty"`
+	ExternalKeyID string `json:"external_key_id"`
+	Message       string `json:"message,omitempty"`
+	ProjectID     string `json:"project_id"`
+}
+
+func (a ProjectAccess) Type() string { return a.Event }
 
 // ExternalKeyRotated: the customer's KMS reports a new current KEK version.
 type ExternalKeyRotated struct {

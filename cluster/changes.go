@@ -64,6 +64,11 @@ const (
 	APIKeyDeleted = "api_key.deleted"
 	// ServiceAccountDeleted: a project service account was deleted.
 	ServiceAccountDeleted = "service_account.deleted"
+	// ProjectAccessDenied / ProjectAccessRestored: a customer's policy
+	// refuses (or admits again) one project on its key, the key working for
+	// the org's other projects: the project's gate follows the stored record.
+	ProjectAccessDenied   = "project.access_denied"
+	ProjectAccessRestored = "project.access_restored"
 )
 
 // Change is one entry of the log.

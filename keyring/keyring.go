@@ -46,9 +46,11 @@ type Config struct {
 }
 
 // RevocationHandler learns that an unwrap found access to ek withdrawn. The
-// gate is already closed; first reports whether it was open. It records the
-// key's new health (package lifecycle installs it).
-type RevocationHandler func(ctx context.Context, ek store.ExternalKey, u *UnavailableError, first bool)
+// gate is already closed; first reports whether it was open. projectID is
+// "" when the whole key is refused, or the one project the customer's
+// policy refuses (u.Scope is kms.ScopeProject). It records the new health
+// (package lifecycle installs it).
+type RevocationHandler func(ctx context.Context, ek store.ExternalKey, projectID string, u *UnavailableError, first bool)
 
 // Keyring is safe for concurrent use.
 type Keyring struct {
@@ -56,10 +58,19 @@ type Keyring struct {
 	cache *cache
 
 	mu        sync.Mutex
-	gates     map[string]*gate     // by external key id
+	gates     map[string]*gate // by external key id
+	projects  map[projectGate]*UnavailableError
 	inflight  map[cacheKey]*flight // coalesced unwraps
 	onRevoked RevocationHandler    // may be nil
 }
+
+// projectGate names one project's use of one external key: closed when the
+// customer's policy refuses that project only (kms.ScopeProject).
+type projectGate struct{ extKeyID, projectID string }
+
+// maxProjectGates bounds the closed project gates kept (each is a project
+// the customer refuses; far more than any org has).
+const maxProjectGates = 100000
 
 // gate is this replica's view of an external key's health.
 type gate struct {
@@ -79,7 +90,8 @@ func New(cfg Config) *Keyring {
 		cfg.Now = time.Now
 	}
 	cfg.Default.ID, cfg.Default.OrgID = "", ""
-	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now), gates: map[string]*gate{}, inflight: map[cacheKey]*flight{}}
+	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now), gates: map[string]*gate{},
+		projects: map[projectGate]*UnavailableError{}, inflight: map[cacheKey]*flight{}}
 }
 
 // SetRevocationHandler installs h (package lifecycle does, once).
@@ -93,6 +105,8 @@ func (k *Keyring) SetRevocationHandler(h RevocationHandler) {
 // (kms.Diagnose) is safe to show to the customer.
 type UnavailableError struct {
 	ExternalKeyID string
+	// ProjectID is set when only this project is refused (kms.ScopeProject).
+	ProjectID string
 	// Class is kms.Revoked (customer withdrew access: do not retry until it
 	// is restored), kms.Outage (retry later) or kms.Operator.
 	Class   kms.Class
@@ -113,6 +127,9 @@ func (e *UnavailableError) Retryable() bool { return e.Class == kms.Outage }
 // and the step and parameter of the KMS failure behind it.
 func (e *UnavailableError) Diagnosis() kms.Diagnosis {
 	d := kms.Diagnosis{Class: e.Class, Code: e.Code, Message: e.Message}
+	if e.ProjectID != "" {
+		d.Scope = kms.ScopeProject
+	}
 	var ke *kms.Error
 	if errors.As(e.Err, &ke) {
 		d.Step, d.Param = ke.Step, ke.Param
@@ -150,6 +167,11 @@ func (k *Keyring) Forget(extKeyID string) {
 	k.cfg.Keys.Forget(extKeyID)
 	k.mu.Lock()
 	delete(k.gates, extKeyID)
+	for g := range k.projects {
+		if g.extKeyID == extKeyID {
+			delete(k.projects, g)
+		}
+	}
 	k.mu.Unlock()
 }
 
@@ -188,7 +210,7 @@ func (k *Keyring) key(ctx context.Context, orgID, projectID string, version int,
 		key.Zero()
 		k.cache.evictProject(projectID)
 	} else if ok {
-		if err := k.CheckGate(extID); err != nil {
+		if err := k.checkGates(extID, projectID); err != nil {
 			key.Zero()
 			return secret.Key{}, err
 		}
@@ -218,7 +240,7 @@ func (k *Keyring) key(ctx context.Context, orgID, projectID string, version int,
 	}
 	// The gate is checked again after the unwrap: a revocation observed while
 	// it was in flight refuses every waiter, including ones that joined late.
-	if err := k.CheckGate(c.extKeyID); err != nil {
+	if err := k.checkGates(c.extKeyID, projectID); err != nil {
 		return secret.Key{}, err
 	}
 	return secret.FromBytes(c.key.Bytes())
@@ -273,7 +295,7 @@ func (k *Keyring) fill(ctx context.Context, orgID, projectID string, version int
 		}
 		ek = &e
 	}
-	if err := k.CheckGate(rec.ExternalKeyID); err != nil {
+	if err := k.checkGates(rec.ExternalKeyID, projectID); err != nil {
 		return secret.Key{}, "", err
 	}
 	epoch := k.GateEpoch(rec.ExternalKeyID)
@@ -313,14 +335,16 @@ func (k *Keyring) unwrap(ctx context.Context, ek *store.ExternalKey, rec store.P
 			return pt, nil
 		}
 	}
-	return nil, k.Fail(ctx, ek, err)
+	return nil, k.Fail(ctx, ek, rec.ProjectID, err)
 }
 
-// Fail turns a failed use of ek's KEK into the error callers see: an
-// Invalid failure (e.g. a corrupt wrapped key) as it is, anything else as an
-// UnavailableError. A revocation-class failure closes ek's gate at once and
-// is reported to the revocation handler.
-func (k *Keyring) Fail(ctx context.Context, ek *store.ExternalKey, err error) error {
+// Fail turns a failed use of ek's KEK for projectID ("" = no project) into
+// the error callers see: an Invalid failure (e.g. a corrupt wrapped key) as
+// it is, anything else as an UnavailableError. A revocation-class failure
+// closes ek's gate at once — or only the project's, when the KMS refused
+// that project alone (kms.ScopeProject) — and is reported to the
+// revocation handler.
+func (k *Keyring) Fail(ctx context.Context, ek *store.ExternalKey, projectID string, err error) error {
 	if kms.ClassOf(err) == kms.Invalid {
 		return err
 	}
@@ -330,15 +354,80 @@ func (k *Keyring) Fail(ctx context.Context, ek *store.ExternalKey, err error) er
 	}
 	u := NewUnavailable(id, err)
 	if u.Class == kms.Revoked && ek != nil {
-		first := k.MarkUnavailable(ek.ID, u)
+		var first bool
+		scoped := ""
+		if d, _ := kms.Diagnose(err); d.Scope == kms.ScopeProject && projectID != "" {
+			u.ProjectID, scoped = projectID, projectID
+			first = k.MarkProjectUnavailable(ek.ID, projectID, u)
+		} else {
+			first = k.MarkUnavailable(ek.ID, u)
+		}
 		k.mu.Lock()
 		h := k.onRevoked
 		k.mu.Unlock()
 		if h != nil {
-			h(ctx, *ek, u, first)
+			h(ctx, *ek, scoped, u, first)
 		}
 	}
 	return u
+}
+
+// checkGates returns the error of ek's gate, or of the project's gate.
+func (k *Keyring) checkGates(extKeyID, projectID string) error {
+	if err := k.CheckGate(extKeyID); err != nil {
+		return err
+	}
+	if extKeyID == "" {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if u := k.projects[projectGate{extKeyID, projectID}]; u != nil {
+		return u
+	}
+	return nil
+}
+
+// MarkProjectUnavailable refuses every use of ek for one project (the
+// customer's policy refuses it; other projects keep working) and evicts
+// the project's cached keys. It reports whether the project's gate was open.
+func (k *Keyring) MarkProjectUnavailable(extKeyID, projectID string, u *UnavailableError) bool {
+	k.mu.Lock()
+	g := projectGate{extKeyID, projectID}
+	_, was := k.projects[g]
+	if !was && len(k.projects) >= maxProjectGates {
+		clear(k.projects) // the probe closes what is still refused within a round
+	}
+	k.projects[g] = u
+	k.mu.Unlock()
+	k.cache.evictProject(projectID)
+	return !was
+}
+
+// MarkProjectAvailable opens a project's gate again; it reports whether it
+// was closed.
+func (k *Keyring) MarkProjectAvailable(extKeyID, projectID string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	g := projectGate{extKeyID, projectID}
+	_, was := k.projects[g]
+	delete(k.projects, g)
+	return was
+}
+
+// ClearProjectGates opens every project's gate (before they are closed
+// again from the store).
+func (k *Keyring) ClearProjectGates() {
+	k.mu.Lock()
+	clear(k.projects)
+	k.mu.Unlock()
+}
+
+// ProjectUnavailable returns a project's gate error for ek, or nil.
+func (k *Keyring) ProjectUnavailable(extKeyID, projectID string) *UnavailableError {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.projects[projectGate{extKeyID, projectID}]
 }
 
 // CheckGate returns the gate's error if the external key is marked

@@ -15,6 +15,8 @@ type Diagnosis struct {
 	Message string
 	Step    string
 	Param   string
+	// Scope: "" the whole key, ScopeProject one project (see Error.Scope).
+	Scope string
 }
 
 // Retryable reports whether trying again later may succeed.
@@ -37,7 +39,7 @@ func Diagnose(err error) (d Diagnosis, ok bool) {
 	case errors.As(err, &dg):
 		d = dg.Diagnosis()
 	case errors.As(err, &e):
-		d = Diagnosis{Class: e.Class, Code: e.Code, Message: e.Message, Step: e.Step, Param: e.Param}
+		d = Diagnosis{Class: e.Class, Code: e.Code, Message: e.Message, Step: e.Step, Param: e.Param, Scope: e.Scope}
 	case errors.Is(err, context.DeadlineExceeded):
 		d = Diagnosis{Class: Outage, Code: CodeTimeout, Message: "The customer's key management service did not answer in time."}
 	default:

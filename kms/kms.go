@@ -150,6 +150,10 @@ type Error struct {
 	// Param is the registration parameter at fault ("" if none), e.g.
 	// "tenant_id".
 	Param string
+	// Scope is what a revocation applies to: "" the whole key, ScopeProject
+	// only the project whose associated data the call carried (the
+	// customer's policy refuses that project, the key works for others).
+	Scope string
 	// Message explains the failure and the fix in plain words.
 	Message string
 	// RequestID is the id the KMS can correlate (e.g. x-ms-client-request-id).
@@ -171,6 +175,9 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// ScopeProject is the Scope of a failure that concerns one project only.
+const ScopeProject = "project"
 
 // ClassOf returns the class of err, Outage for context deadlines and
 // unclassified errors (the safe default: never mistake an unknown failure

@@ -26,6 +26,11 @@ type Spec struct {
 	// that one org cannot register another org's role or provider through
 	// ekm (the confused deputy). The lifecycle service enforces it.
 	OrgBound []string
+	// ProjectScoped: the customer's policy can refuse single projects (it
+	// conditions on the associated data, e.g. AWS's encryption context), and
+	// the driver reports such refusals with Error.Scope = ScopeProject. The
+	// health probe then checks every project of a key, not one sample.
+	ProjectScoped bool
 	// Algorithm is the algorithm label new wraps carry (kms.Wrapped). A
 	// stored wrap with another label (made before the driver changed how it
 	// binds associated data) is rewrapped in the background, like one made

@@ -29,7 +29,57 @@ func (s *Service) follow(l *cluster.Log) {
 	evict := func(_ context.Context, c cluster.Change) { s.kr.EvictProject(c.ObjectID) }
 	l.Subscribe(cluster.ProjectArchived, evict)
 	l.Subscribe(cluster.ProjectRekeyed, evict)
-	l.OnReset(func(context.Context) { s.kr.EvictAll() })
+	access := func(ctx context.Context, c cluster.Change) { s.followProject(ctx, c.OrgID, c.ObjectID) }
+	l.Subscribe(cluster.ProjectAccessDenied, access)
+	l.Subscribe(cluster.ProjectAccessRestored, access)
+	l.OnReset(func(ctx context.Context) {
+		s.kr.EvictAll()
+		s.reloadDeniedProjects(ctx)
+	})
+}
+
+// followProject brings this replica's gate of one project (on its external
+// key) in line with the stored record of a project-scoped refusal.
+func (s *Service) followProject(ctx context.Context, orgID, projectID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	a, err := s.st.GetProjectAccess(ctx, orgID, projectID)
+	if err == nil {
+		s.kr.MarkProjectUnavailable(a.ExternalKeyID, projectID, deniedError(a))
+		return
+	}
+	if !isNotFound(err) {
+		s.log.Warn("reading a project's key access failed; the next probe round retries", "project_id", projectID, "err", err)
+		return
+	}
+	p, err := s.st.GetProject(ctx, orgID, projectID)
+	if err == nil && p.ExternalKeyID != "" {
+		s.kr.MarkProjectAvailable(p.ExternalKeyID, projectID)
+	}
+}
+
+// reloadDeniedProjects closes again the gates of every denied project (after
+// a reset, when changes may have been missed).
+func (s *Service) reloadDeniedProjects(ctx context.Context) {
+	s.kr.ClearProjectGates()
+	for after := ""; ; {
+		page, err := s.st.DeniedProjects(ctx, after, 1000)
+		if err != nil {
+			s.log.Warn("reading denied projects failed; the next probe round closes their gates again", "err", err)
+			return
+		}
+		for _, a := range page {
+			s.kr.MarkProjectUnavailable(a.ExternalKeyID, a.ProjectID, deniedError(a))
+		}
+		if len(page) < 1000 {
+			return
+		}
+		after = page[len(page)-1].ProjectID
+	}
+}
+
+func deniedError(a store.ProjectAccess) *keyring.UnavailableError {
+	return &keyring.UnavailableError{ExternalKeyID: a.ExternalKeyID, ProjectID: a.ProjectID, Class: kms.Revoked, Code: a.Code, Message: a.Message}
 }
 
 // Follow brings this replica's gate of an external key in line with its

@@ -53,8 +53,11 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 	ek := t.Key
 	epoch := s.kr.GateEpoch(ek.ID)
 	key, err := s.kr.KMS(&ek)
-	if err == nil {
-		err = s.decryptSample(ctx, key, t.Sample)
+	if spec, _, _ := s.cfg.Registry.Spec(ek.Type); err == nil && spec.ProjectScoped {
+		// The customer's policy can refuse single projects: check each.
+		err = s.probeProjects(ctx, key, ek)
+	} else if err == nil {
+		err = s.decryptSample(ctx, key, "probe_decrypt", t.Sample)
 		if kms.ClassOf(err) == kms.Revoked {
 			// The sample was read at the start of the round: another
 			// replica may have rewrapped it since (and the customer then
@@ -64,7 +67,7 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 				if cur.ExternalKeyID != ek.ID {
 					return ProbeResult{Status: ek.Status} // re-keyed away: the next round picks another sample
 				}
-				err = s.decryptSample(ctx, key, cur)
+				err = s.decryptSample(ctx, key, "probe_decrypt", cur)
 			}
 		}
 	}
@@ -91,8 +94,43 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 	}
 }
 
-func (s *Service) decryptSample(ctx context.Context, key *kms.Key, rec store.ProjectKey) error {
-	return key.Do(ctx, "probe_decrypt", func(ctx context.Context, p kms.Provider) error {
+// maxProjectSamples bounds the projects of one key a check decrypts for.
+const maxProjectSamples = 10000
+
+// probeProjects decrypts the newest key version of every active project of
+// ek (for a type whose customer can refuse single projects), opening or
+// closing each project's gate on what it finds. It returns the first
+// failure that concerns the whole key (nil if none): that one decides the
+// key's health as a single decrypt would.
+func (s *Service) probeProjects(ctx context.Context, key *kms.Key, ek store.ExternalKey) error {
+	samples, err := s.st.ProjectSamples(ctx, ek.OrgID, ek.ID, maxProjectSamples)
+	if err != nil {
+		return err
+	}
+	for _, rec := range samples {
+		err := s.decryptSample(ctx, key, "probe_decrypt", rec)
+		d, _ := kms.Diagnose(err)
+		switch {
+		case err == nil:
+			// Every replica's gates follow the stored record (the change
+			// log), so this replica's gate says whether it was refused.
+			if s.kr.ProjectUnavailable(ek.ID, rec.ProjectID) != nil {
+				s.projectAllowed(ctx, ek, rec.ProjectID)
+			}
+		case d.Class == kms.Revoked && d.Scope == kms.ScopeProject:
+			u := keyring.NewUnavailable(ek.ID, err)
+			u.ProjectID = rec.ProjectID
+			s.kr.MarkProjectUnavailable(ek.ID, rec.ProjectID, u)
+			s.projectDenied(context.WithoutCancel(ctx), ek, rec.ProjectID, u)
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) decryptSample(ctx context.Context, key *kms.Key, op string, rec store.ProjectKey) error {
+	return key.Do(ctx, op, func(ctx context.Context, p kms.Provider) error {
 		pt, err := p.Unwrap(ctx, keyring.Wrapped(rec), keyring.AAD(rec))
 		secret.Wipe(pt)
 		return err
@@ -138,10 +176,15 @@ func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.Ke
 }
 
 // requestRevoked is the keyring's revocation handler: an unwrap on a
-// request path found access withdrawn (the gate is already closed).
-func (s *Service) requestRevoked(ctx context.Context, ek store.ExternalKey, u *keyring.UnavailableError, first bool) {
+// request path found access withdrawn (the gate is already closed), for the
+// whole key or (projectID != "") for one project.
+func (s *Service) requestRevoked(ctx context.Context, ek store.ExternalKey, projectID string, u *keyring.UnavailableError, first bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if projectID != "" {
+		s.projectDenied(ctx, ek, projectID, u)
+		return
+	}
 	if first {
 		s.cfg.Metrics.KeyEvent("unavailable")
 		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
@@ -157,6 +200,67 @@ func (s *Service) revoked(ctx context.Context, ek store.ExternalKey, u *keyring.
 		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
 		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message}, audit.TypeExternalKeyUnavailable)
 		s.cfg.Metrics.KeyEvent("unavailable")
+	}
+}
+
+// projectDenied records that the customer's policy refuses one project on
+// ek (the gate of that project is closed by the caller): once across
+// replicas, with an audit event and a change the other replicas follow.
+func (s *Service) projectDenied(ctx context.Context, ek store.ExternalKey, projectID string, u *keyring.UnavailableError) {
+	a := store.ProjectAccess{OrgID: ek.OrgID, ProjectID: projectID, ExternalKeyID: ek.ID, Code: u.Code, Message: u.Message, At: s.cfg.Now()}
+	changed := false
+	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
+		changed = false
+		cur, err := q.GetProjectAccess(ctx, ek.OrgID, projectID)
+		if err == nil && cur.ExternalKeyID == ek.ID && cur.Code == u.Code {
+			return nil
+		}
+		if err != nil && !isNotFound(err) {
+			return err
+		}
+		if err := q.DenyProject(ctx, a); err != nil {
+			return err
+		}
+		changed = true
+		ev := audit.ProjectAccess{Event: audit.TypeProjectKeyDenied, ExternalKeyID: ek.ID, ProjectID: projectID, Code: u.Code, Message: u.Message}
+		if err := q.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: ek.OrgID, ProjectID: projectID, At: a.At}, ev)); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ProjectAccessDenied, ek.OrgID, projectID)
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("recording a project's refused key access failed", "external_key_id", ek.ID, "project_id", projectID, "err", err)
+	}
+	if changed {
+		s.log.Warn("customer's key refuses one project", "org_id", ek.OrgID, "external_key_id", ek.ID, "project_id", projectID, "code", u.Code)
+		s.cfg.Metrics.KeyEvent("project_unavailable")
+	}
+}
+
+// projectAllowed opens one project's gate on ek and, if it was recorded as
+// refused, records that access is back (once across replicas).
+func (s *Service) projectAllowed(ctx context.Context, ek store.ExternalKey, projectID string) {
+	s.kr.MarkProjectAvailable(ek.ID, projectID)
+	changed := false
+	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
+		was, err := q.AllowProject(ctx, ek.OrgID, projectID)
+		if err != nil || !was {
+			changed = false
+			return err
+		}
+		changed = true
+		ev := audit.ProjectAccess{Event: audit.TypeProjectKeyRestored, ExternalKeyID: ek.ID, ProjectID: projectID}
+		if err := q.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: ek.OrgID, ProjectID: projectID, At: s.cfg.Now()}, ev)); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ProjectAccessRestored, ek.OrgID, projectID)
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("recording a project's restored key access failed", "external_key_id", ek.ID, "project_id", projectID, "err", err)
+	}
+	if changed {
+		s.log.Info("customer's key admits the project again", "org_id", ek.OrgID, "external_key_id", ek.ID, "project_id", projectID)
+		s.cfg.Metrics.KeyEvent("project_restored")
 	}
 }
 

@@ -102,6 +102,27 @@ func (s *Service) validate(ctx context.Context, ek *store.ExternalKey) (kms.KeyI
 	return key.Validate(ctx, kms.AAD{OrgID: ek.OrgID})
 }
 
+// validateStored decrypts one stored project key of ek, as the health probe
+// does: a key that works for new data but not for what it already protects
+// (an AWS alias re-pointed to another key, a KEK version disabled) is not
+// valid. A refusal of that one project alone (kms.ScopeProject) is the
+// project's matter, not the key's.
+func (s *Service) validateStored(ctx context.Context, ek *store.ExternalKey) error {
+	samples, err := s.st.ProjectSamples(ctx, ek.OrgID, ek.ID, 1)
+	if err != nil || len(samples) == 0 {
+		return err
+	}
+	key, err := s.kr.KMS(ek)
+	if err != nil {
+		return err
+	}
+	err = s.decryptSample(ctx, key, "validate_decrypt", samples[0])
+	if d, _ := kms.Diagnose(err); d.Scope == kms.ScopeProject {
+		return nil
+	}
+	return err
+}
+
 // Validation is the outcome of a live validation.
 type Validation struct {
 	// Valid is true when the key works end to end.
@@ -124,6 +145,9 @@ func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Val
 	}
 	kctx, cancel := s.kmsContext(ctx)
 	info, verr := s.validate(kctx, &k)
+	if verr == nil {
+		verr = s.validateStored(kctx, &k)
+	}
 	cancel()
 	h := store.KeyHealth{Status: store.StatusValid, At: s.cfg.Now(), CurrentKEKVersion: info.CurrentVersion}
 	v := Validation{Valid: true, Status: store.StatusValid}

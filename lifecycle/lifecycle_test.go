@@ -222,3 +222,38 @@ func TestRewrapMovesOldAlgorithmLabels(t *testing.T) {
 		t.Fatal("rewrap not audited")
 	}
 }
+
+// Validation proves the key still opens what it protects, not only that it
+// works for new data: a stored project key it cannot unwrap (here
+// corrupted; in AWS, an alias re-pointed to another key) makes it invalid.
+func TestValidateReadsStoredKeys(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pid, _ := e.Project(t, &e.ek)
+	if v, err := e.Service.ValidateKey(ctx, "", e.Org, e.ek.ID); err != nil || !v.Valid {
+		t.Fatalf("validate: %+v %v", v, err)
+	}
+	rec, err := e.Store.GetProjectKey(ctx, e.Org, pid, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Wrapped[len(rec.Wrapped)-1] ^= 1
+	if err := e.Store.PutProjectKey(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.Service.ValidateKey(ctx, "", e.Org, e.ek.ID)
+	if err != nil || v.Valid || v.Diagnosis.Code != "invalid_ciphertext" {
+		t.Fatalf("validate with an unreadable stored key: %+v %v", v, err)
+	}
+	var n int
+	for _, ev := range e.Events(t, audit.TypeKMSCall) {
+		var c audit.KMSCall
+		_ = json.Unmarshal(ev.Data, &c)
+		if c.Operation == "validate_decrypt" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d validate_decrypt calls recorded, want 2", n)
+	}
+}

@@ -66,7 +66,7 @@ func (s *Service) wrap(ctx context.Context, orgID, projectID string, version int
 			return rec, nil
 		}
 	}
-	return store.ProjectKey{}, s.kr.Fail(ctx, ek, err)
+	return store.ProjectKey{}, s.kr.Fail(ctx, ek, projectID, err)
 }
 
 // rewrapVersion rewraps one stored version under the current version of ek
@@ -260,6 +260,10 @@ func (s *Service) updateProject(ctx context.Context, actor string, p store.Proje
 				if err := q.PutProjectKey(ctx, rec); err != nil {
 					return err
 				}
+			}
+			// A refusal recorded for the old key does not carry over.
+			if _, err := q.AllowProject(ctx, orgID, id); err != nil {
+				return err
 			}
 			cur.ExternalKeyID = *u.ExternalKeyID
 		}

@@ -352,3 +352,53 @@ func TestSlowCustomerDoesNotStallOthers(t *testing.T) {
 		}
 	}
 }
+
+// A customer policy that refuses one project (kms.ScopeProject) closes that
+// project's gate only: on a request path at once, and from the probe; the
+// org's other projects on the key keep working; allowing the project again
+// opens its gate at the next round. Each transition is one audit event.
+func TestProjectScopedRefusal(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.drv.SetProjectScoped(true)
+	ek := e.extKey(t, kmsfake.Type)
+	denied, other := e.project(t, ek), e.project(t, ek)
+	for _, pid := range []string{denied, other} {
+		if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.drv.DenyProject(denied)
+	e.p.Round(ctx)
+	var u *keyring.UnavailableError
+	if _, err := e.kr.Key(ctx, e.org, denied, 1); !errors.As(err, &u) || u.ProjectID != denied || u.Class != kms.Revoked {
+		t.Fatalf("denied project after a round: %v", err)
+	}
+	if _, err := e.kr.Key(ctx, e.org, other, 1); err != nil {
+		t.Fatalf("another project of the key refused: %v", err)
+	}
+	if s := e.status(t, ek.ID).Status; s != store.StatusValid {
+		t.Fatalf("key status %q: one project's refusal is not the key's", s)
+	}
+	e.p.Round(ctx)
+	if n := e.events(t, "external_key.project_unavailable"); n != 1 {
+		t.Fatalf("%d project_unavailable events over two rounds", n)
+	}
+	e.drv.AllowProject(denied)
+	e.p.Round(ctx)
+	if _, err := e.kr.Key(ctx, e.org, denied, 1); err != nil {
+		t.Fatalf("denied project after access came back: %v", err)
+	}
+	if n := e.events(t, "external_key.project_restored"); n != 1 {
+		t.Fatalf("%d project_restored events", n)
+	}
+	// A request finds the refusal first (its cache dropped): refused at once.
+	e.kr.EvictProject(denied)
+	e.drv.DenyProject(denied)
+	if _, err := e.kr.Key(ctx, e.org, denied, 1); !errors.As(err, &u) || u.ProjectID != denied {
+		t.Fatalf("request-path refusal: %v", err)
+	}
+	if _, err := e.kr.Key(ctx, e.org, other, 1); err != nil {
+		t.Fatalf("another project after a request-path refusal: %v", err)
+	}
+}

@@ -135,6 +135,18 @@ type ProjectKey struct {
 	CreatedAt     time.Time
 }
 
+// ProjectAccess records that a project's customer key refuses that project
+// alone (the customer's policy conditions on the project; the key works for
+// the org's other projects).
+type ProjectAccess struct {
+	OrgID         string
+	ProjectID     string
+	ExternalKeyID string
+	Code          string
+	Message       string
+	At            time.Time
+}
+
 // ProbeTarget is an external key in use and one project key it wraps.
 type ProbeTarget struct {
 	Key    ExternalKey
@@ -276,6 +288,22 @@ type Queries interface {
 	PutProjectKey(ctx context.Context, k ProjectKey) error
 	GetProjectKey(ctx context.Context, orgID, projectID string, version int) (ProjectKey, error)
 	ListProjectKeys(ctx context.Context, orgID, projectID string) ([]ProjectKey, error)
+	// ProjectSamples lists, in project id order, the newest version wrapped
+	// by extKeyID of each non-archived project of an org (up to limit): what
+	// the health probe decrypts when the key's type can refuse single
+	// projects. One query.
+	ProjectSamples(ctx context.Context, orgID, extKeyID string, limit int) ([]ProjectKey, error)
+	// DenyProject records that a project's key refuses it (replacing any
+	// earlier record); AllowProject removes the record and reports whether
+	// there was one. GetProjectAccess returns the record (ErrNotFound if
+	// the project is not denied).
+	DenyProject(ctx context.Context, a ProjectAccess) error
+	AllowProject(ctx context.Context, orgID, projectID string) (bool, error)
+	GetProjectAccess(ctx context.Context, orgID, projectID string) (ProjectAccess, error)
+	// DeniedProjects lists, across orgs in project id order after after, up
+	// to limit denied projects (a replica that may have missed changes
+	// closes their gates again from it).
+	DeniedProjects(ctx context.Context, after string, limit int) ([]ProjectAccess, error)
 	// ProjectKeysToRewrap lists up to limit project key versions of an org
 	// wrapped by extKeyID under a KEK version other than current (left to
 	// rewrap after the customer rotated its key), or with an algorithm label

@@ -18,19 +18,12 @@ import (
 // reads are refused within the probe interval + 5 s; the org's other
 // projects on the same key keep working; removing the statement restores
 // the project with the same bytes.
-//
-// Skipped: KMS refuses the project at once (kms/aws TestDiagnosisPerStep
-// checks it), but ekm cannot enforce it per project yet. Health is kept per
-// external key: the probe decrypts one sample project key per external key
-// (the newest), and the keyring's gate closes for the whole external key on
-// the first revocation-class refusal. So the denied project is served from
-// cache until its key expires (--cache-ttl), and its next unwrap then closes
-// the gate of every project on the key, until a probe of another project's
-// key opens it again (flapping). Enforcing this needs per-(external key,
-// project) gates in keyring and a probe that samples each project, or a
-// revocation scope in kms.Error; see docs/aws.md, "Per-project revocation".
+
+// The provider tells a refusal of one project from a refusal of the key
+// (kms.ScopeProject); the keyring keeps a gate per (external key, project)
+// and the probe checks every project of a key whose type can refuse single
+// projects (kms.Spec.ProjectScoped).
 func TestPerProjectDeny(t *testing.T) {
-	t.Skip("needs per-project gates in keyring/probe (shared layers); see the comment above and docs/aws.md")
 	env := ekmtest.Start(t, ekmtest.Options{AWS: true, ProbeInterval: revocationProbeInterval})
 	ctx := context.Background()
 	cust := env.OnboardAWS(t, nil)
@@ -67,5 +60,9 @@ func TestPerProjectDeny(t *testing.T) {
 		time.Sleep(poll)
 	}
 	putKeyPolicy(t, cust, awssdk.ToString(cur.Policy))
-	f.mustReadEventually(denied, "after the statement is removed")
+	// The project's gate opens at the next probe round.
+	t1 := time.Now()
+	waitFor(t, revocationBound+5*time.Second, "the denied project's restoration", func() bool { return f.read(denied).ok })
+	t.Logf("per-project deny lifted: first read %v after the statement was removed", time.Since(t1).Round(time.Millisecond))
+	f.mustRead(other, "after the restoration")
 }

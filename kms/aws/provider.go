@@ -3,6 +3,7 @@ package aws
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 
@@ -63,7 +64,7 @@ func (p *Provider) Wrap(ctx context.Context, plaintext []byte, aad kms.AAD) (kms
 		out = kms.Wrapped{KeyVersion: used, Algorithm: Algorithm, Ciphertext: resp.CiphertextBlob}
 		return nil
 	})
-	return out, err
+	return out, p.scope(ctx, err, aad)
 }
 
 // Unwrap decrypts w, naming the registered key explicitly (so KMS refuses a
@@ -105,9 +106,43 @@ func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]by
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, p.scope(ctx, err, aad)
 	}
 	return pt, nil
+}
+
+// scope tells a refusal of one project from a refusal of the key: the
+// customer's key policy may deny a single project through
+// kms:EncryptionContext:ekm:project. When a call with a project's context
+// is denied, an encrypt and decrypt with the org's context alone are tried:
+// if they work, the key is fine and only that project is refused
+// (kms.ScopeProject). Only denials that a policy can cause are checked.
+func (p *Provider) scope(ctx context.Context, err error, aad kms.AAD) error {
+	var e *kms.Error
+	if aad.ProjectID == "" || !errors.As(err, &e) || e.Class != kms.Revoked {
+		return err
+	}
+	switch e.Code {
+	case CodePermissionMissing, CodeAccessDenied, CodeKeyPolicyDenied:
+	default:
+		return err
+	}
+	org := kms.AAD{OrgID: aad.OrgID}
+	probe := make([]byte, 32)
+	_, _ = rand.Read(probe)
+	w, werr := p.Wrap(ctx, probe, org)
+	if werr == nil {
+		var pt []byte
+		if pt, werr = p.Unwrap(ctx, w, org); werr == nil {
+			clear(pt)
+		}
+	}
+	if werr != nil {
+		return err // the key itself refuses ekm: not one project's matter
+	}
+	e.Scope = kms.ScopeProject
+	e.Message += fmt.Sprintf(" This concerns project %s only: the key works for the organization's other projects (a key policy statement on kms:EncryptionContext:ekm:project?).", aad.ProjectID)
+	return err
 }
 
 // Describe reports the key the registered ARN names now: its ARN (the KEK

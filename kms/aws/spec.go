@@ -57,6 +57,8 @@ func Spec() kms.Spec {
 		Title:     "AWS KMS",
 		Algorithm: Algorithm,
 		OrgBound:  []string{ParamExternalID},
+		// A key policy can condition on kms:EncryptionContext:ekm:project.
+		ProjectScoped: true,
 		Fields: []kms.Field{
 			{Name: ParamExternalID, Required: true, MaxLen: 256, Description: "the sts:ExternalId your role's trust policy requires: your organization id (or one of its project ids)"},
 			{Name: ParamKMSARN, Required: true, MaxLen: 2048, Description: "ARN of the symmetric KMS key: a key ARN, a multi-Region (mrk-) key ARN or an alias ARN, in the region ekm is to call"},

@@ -131,9 +131,12 @@ func TestRequestIDs(t *testing.T) {
 	for _, r := range requests() {
 		ids = append(ids, r.RequestID)
 	}
-	// kms.Encrypt (denied), then sts.AssumeRole (ekm checks the role).
-	if !slices.Equal(ci.RequestIDs, ids) || len(ids) != 2 || ke.RequestID != ids[len(ids)-1] {
-		t.Fatalf("recorded %v (error names %q), emulator saw %v", ci.RequestIDs, ke.RequestID, ids)
+	// kms.Encrypt (denied), then sts.AssumeRole (ekm checks the role); the
+	// error names the last of those. Then the same two again with the org's
+	// context alone: ekm checks whether only this project is refused
+	// (kms.ScopeProject); here the whole key is, so the scope stays the key.
+	if !slices.Equal(ci.RequestIDs, ids) || len(ids) != 4 || ke.RequestID != ids[1] || ke.Scope != "" {
+		t.Fatalf("recorded %v (error names %q, scope %q), emulator saw %v", ci.RequestIDs, ke.RequestID, ke.Scope, ids)
 	}
 }
 

@@ -22,14 +22,53 @@ type Driver struct {
 	Unwraps  atomic.Int64
 	Wraps    atomic.Int64
 	Describs atomic.Int64
+	// projectScoped: the type declares that its policies can refuse single
+	// projects (kms.Spec.ProjectScoped); see SetProjectScoped.
+	projectScoped atomic.Bool
 	// MaxInFlight is the most Unwrap calls seen running at once.
 	MaxInFlight atomic.Int64
 	inFlight    atomic.Int64
 
-	mu    sync.Mutex
-	fail  error
-	hold  chan struct{}
-	label string
+	mu     sync.Mutex
+	fail   error
+	hold   chan struct{}
+	label  string
+	denied map[string]bool // project ids refused alone
+}
+
+// SetProjectScoped makes the type declare that its customers' policies can
+// refuse single projects, so that the probe checks every project.
+func (d *Driver) SetProjectScoped(on bool) { d.projectScoped.Store(on) }
+
+// DenyProject makes every call with projectID's associated data fail as a
+// customer policy refusing that project alone would (kms.ScopeProject);
+// AllowProject undoes it.
+func (d *Driver) DenyProject(projectID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.denied == nil {
+		d.denied = map[string]bool{}
+	}
+	d.denied[projectID] = true
+}
+
+// AllowProject undoes DenyProject.
+func (d *Driver) AllowProject(projectID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.denied, projectID)
+}
+
+// ErrProjectDenied is what a denied project's calls return.
+var ErrProjectDenied = &kms.Error{Class: kms.Revoked, Code: "project_denied", Scope: kms.ScopeProject, Message: "the key's policy refuses this project"}
+
+func (d *Driver) deniedFor(aad kms.AAD) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if aad.ProjectID != "" && d.denied[aad.ProjectID] {
+		return ErrProjectDenied
+	}
+	return nil
 }
 
 // Relabel makes new wraps carry algorithm label (as an older version of a
@@ -45,6 +84,10 @@ func (d *Driver) Type() string { return Type }
 func (d *Driver) Spec() kms.Spec {
 	s := d.inner.Spec()
 	s.Type, s.Title = Type, "Test KMS"
+	s.ProjectScoped = d.projectScoped.Load()
+	s.Codes = append(s.Codes, kms.Code{Code: ErrProjectDenied.Code, Class: kms.Revoked, Description: "a policy refuses one project"},
+		kms.Code{Code: ErrRevoked.Code, Class: kms.Revoked, Description: "access withdrawn"},
+		kms.Code{Code: ErrOutage.Code, Class: kms.Outage, Description: "the KMS answered 503"})
 	return s
 }
 func (d *Driver) Check(org string, p kms.Params) (kms.Params, error) {
@@ -91,6 +134,9 @@ func (p *provider) Wrap(ctx context.Context, pt []byte, aad kms.AAD) (kms.Wrappe
 	if _, err := p.d.state(); err != nil {
 		return kms.Wrapped{}, err
 	}
+	if err := p.d.deniedFor(aad); err != nil {
+		return kms.Wrapped{}, err
+	}
 	w, err := p.inner.Wrap(ctx, pt, aad)
 	if l := p.d.relabel(); err == nil && l != "" {
 		w.Algorithm = l
@@ -118,6 +164,9 @@ func (p *provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]by
 		_, err = p.d.state()
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := p.d.deniedFor(aad); err != nil {
 		return nil, err
 	}
 	if w.Algorithm != local.Algorithm && w.Algorithm != local.LegacyAlgorithm {

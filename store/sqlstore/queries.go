@@ -680,6 +680,68 @@ func (q *queries) ListProjectKeys(ctx context.Context, orgID, projectID string) 
 	return out, nil
 }
 
+func (q *queries) ProjectSamples(ctx context.Context, orgID, extKeyID string, limit int) ([]store.ProjectKey, error) {
+	cols := "pk." + strings.ReplaceAll(projectKeyCols, ", ", ", pk.")
+	out, err := queryAll(ctx, q, scanProjectKey, `SELECT `+cols+` FROM project_keys pk
+		JOIN projects p ON p.org_id = pk.org_id AND p.id = pk.project_id
+		WHERE pk.org_id = ? AND pk.external_key_id = ? AND p.archived_at IS NULL
+		AND pk.version = (SELECT MAX(pk2.version) FROM project_keys pk2
+			WHERE pk2.org_id = pk.org_id AND pk2.project_id = pk.project_id AND pk2.external_key_id = pk.external_key_id)
+		ORDER BY pk.project_id LIMIT ?`, orgID, extKeyID, limit)
+	if err != nil {
+		return nil, listErr("project samples", err)
+	}
+	return out, nil
+}
+
+const projectAccessCols = `org_id, project_id, external_key_id, code, message, at`
+
+func scanProjectAccess(r scanner) (store.ProjectAccess, error) {
+	var a store.ProjectAccess
+	var at int64
+	if err := r.Scan(&a.OrgID, &a.ProjectID, &a.ExternalKeyID, &a.Code, &a.Message, &at); err != nil {
+		return store.ProjectAccess{}, err
+	}
+	a.At = fromMS(at)
+	return a, nil
+}
+
+func (q *queries) DenyProject(ctx context.Context, a store.ProjectAccess) error {
+	_, err := q.exec(ctx, `INSERT INTO project_access (`+projectAccessCols+`) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (org_id, project_id) DO UPDATE SET
+			external_key_id = excluded.external_key_id, code = excluded.code, message = excluded.message, at = excluded.at`,
+		a.OrgID, a.ProjectID, a.ExternalKeyID, a.Code, a.Message, ms(a.At))
+	if err != nil {
+		return createErr("project access", err)
+	}
+	return nil
+}
+
+func (q *queries) AllowProject(ctx context.Context, orgID, projectID string) (bool, error) {
+	n, err := q.exec(ctx, `DELETE FROM project_access WHERE org_id = ? AND project_id = ?`, orgID, projectID)
+	if err != nil {
+		return false, fmt.Errorf("sqlstore: allow project: %w", err)
+	}
+	return n > 0, nil
+}
+
+func (q *queries) GetProjectAccess(ctx context.Context, orgID, projectID string) (store.ProjectAccess, error) {
+	a, err := scanProjectAccess(q.queryRow(ctx, `SELECT `+projectAccessCols+` FROM project_access WHERE org_id = ? AND project_id = ?`, orgID, projectID))
+	if err != nil {
+		return store.ProjectAccess{}, getErr("project access", err)
+	}
+	return a, nil
+}
+
+func (q *queries) DeniedProjects(ctx context.Context, after string, limit int) ([]store.ProjectAccess, error) {
+	out, err := queryAll(ctx, q, scanProjectAccess, `SELECT `+projectAccessCols+` FROM project_access
+		WHERE project_id > ? ORDER BY project_id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, listErr("denied projects", err)
+	}
+	return out, nil
+}
+
 func (q *queries) ProjectKeysToRewrap(ctx context.Context, orgID, extKeyID, current, algorithm string, limit int) ([]store.ProjectKey, error) {
 	out, err := queryAll(ctx, q, scanProjectKey, `SELECT `+projectKeyCols+` FROM project_keys
 		WHERE org_id = ? AND external_key_id = ? AND (kek_version <> ? OR (? <> '' AND algorithm <> ?))

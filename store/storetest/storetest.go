@@ -34,6 +34,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ProjectKeys", testProjectKeys},
 		{"OrgSettings", testOrgSettings},
 		{"ProbeTargets", testProbeTargets},
+		{"ProjectSamples", testProjectSamples},
+		{"ProjectAccess", testProjectAccess},
 		{"ProjectKeysToRewrap", testProjectKeysToRewrap},
 		{"ProjectsDueForRotation", testProjectsDueForRotation},
 		{"Files", testFiles},
@@ -559,6 +561,61 @@ func testOrgSettings(t *testing.T, s store.Store) {
 	p.ExternalKeyID = k.ID
 	must(t, s.UpdateProject(ctx, p))
 	equal(t, "migrated", len(get[[]store.OrgSettings](t, "migrate")(s.OrgsToMigrate(ctx, "", 10))), 0)
+}
+
+func testProjectSamples(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o, other := newOrg(t, s), newOrg(t, s)
+	k, k2 := newExternalKey(t, s, o.ID), newExternalKey(t, s, o.ID)
+	p1, p2, p3 := newProject(t, s, o.ID, k.ID), newProject(t, s, o.ID, k.ID), newProject(t, s, o.ID, k.ID)
+	newProjectKey(t, s, p1, 1, "v1")
+	newProjectKey(t, s, p1, 2, "v1")
+	newProjectKey(t, s, p2, 1, "v1")
+	newProjectKey(t, s, p3, 1, "v1")
+	at := now()
+	p3.ArchivedAt = &at
+	must(t, s.UpdateProject(ctx, p3))
+	newProjectKey(t, s, newProject(t, s, o.ID, k2.ID), 1, "v1")
+	got := get[[]store.ProjectKey](t, "samples")(s.ProjectSamples(ctx, o.ID, k.ID, 10))
+	want := map[string]int{p1.ID: 2, p2.ID: 1}
+	if len(got) != 2 {
+		t.Fatalf("samples %+v", got)
+	}
+	for i, pk := range got {
+		if want[pk.ProjectID] != pk.Version || (i > 0 && got[i-1].ProjectID >= pk.ProjectID) {
+			t.Fatalf("samples %+v, want the newest version of each active project in order", got)
+		}
+	}
+	equal(t, "limit", len(get[[]store.ProjectKey](t, "samples")(s.ProjectSamples(ctx, o.ID, k.ID, 1))), 1)
+	equal(t, "other org", len(get[[]store.ProjectKey](t, "samples")(s.ProjectSamples(ctx, other.ID, k.ID, 10))), 0)
+}
+
+func testProjectAccess(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o, other := newOrg(t, s), newOrg(t, s)
+	k := newExternalKey(t, s, o.ID)
+	p, p2 := newProject(t, s, o.ID, k.ID), newProject(t, s, o.ID, k.ID)
+	wantErr(t, "not denied", func() error { _, err := s.GetProjectAccess(ctx, o.ID, p.ID); return err }(), store.ErrNotFound)
+	a := store.ProjectAccess{OrgID: o.ID, ProjectID: p.ID, ExternalKeyID: k.ID, Code: "c", Message: "m", At: now()}
+	must(t, s.DenyProject(ctx, a))
+	equal(t, "denied", get[store.ProjectAccess](t, "access")(s.GetProjectAccess(ctx, o.ID, p.ID)), a)
+	a.Code = "c2"
+	must(t, s.DenyProject(ctx, a))
+	equal(t, "replaced", get[store.ProjectAccess](t, "access")(s.GetProjectAccess(ctx, o.ID, p.ID)).Code, "c2")
+	wantErr(t, "other org's view", func() error { _, err := s.GetProjectAccess(ctx, other.ID, p.ID); return err }(), store.ErrNotFound)
+	wantErr(t, "key of another org", s.DenyProject(ctx, store.ProjectAccess{OrgID: other.ID, ProjectID: p2.ID, ExternalKeyID: k.ID, At: now()}), store.ErrNotFound)
+	must(t, s.DenyProject(ctx, store.ProjectAccess{OrgID: o.ID, ProjectID: p2.ID, ExternalKeyID: k.ID, At: now()}))
+	all := get[[]store.ProjectAccess](t, "denied")(s.DeniedProjects(ctx, "", 10))
+	mine := 0
+	for _, d := range all {
+		if d.OrgID == o.ID {
+			mine++
+		}
+	}
+	equal(t, "denied listed", mine, 2)
+	equal(t, "allowed", get[bool](t, "allow")(s.AllowProject(ctx, o.ID, p.ID)), true)
+	equal(t, "allowed twice", get[bool](t, "allow")(s.AllowProject(ctx, o.ID, p.ID)), false)
+	wantErr(t, "no longer denied", func() error { _, err := s.GetProjectAccess(ctx, o.ID, p.ID); return err }(), store.ErrNotFound)
 }
 
 func testProjectKeysToRewrap(t *testing.T, s store.Store) {
