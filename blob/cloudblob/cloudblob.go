@@ -61,10 +61,12 @@ type Options struct {
 	// written.
 	PartSize int
 	// Concurrency is how many parts (S3) or blocks (Azure) of one upload
-	// are sent at once; GCS sends one chunk at a time. Default 2.
+	// are sent at once; GCS sends one chunk at a time. Default 1: memory
+	// first (many uploads at once use the store in parallel anyway); raise
+	// it for the throughput of single uploads over high-latency links.
 	//
 	// Memory of one upload in flight: S3 (Concurrency+2) × PartSize
-	// (20 MiB at the defaults), Azure Concurrency × PartSize (10 MiB),
+	// (15 MiB at the defaults), Azure Concurrency × PartSize (5 MiB),
 	// GCS PartSize (5 MiB). Downloads stream with small fixed buffers.
 	Concurrency int
 	// IdleTimeout fails a connection on which no byte moved, in either
@@ -95,7 +97,7 @@ type Options struct {
 // Defaults of Options.
 const (
 	DefaultPartSize     = 5 << 20
-	DefaultConcurrency  = 2
+	DefaultConcurrency  = 1
 	DefaultIdleTimeout  = 60 * time.Second
 	DefaultMaxAttempts  = 3
 	DefaultMaxBackoff   = 2 * time.Second

@@ -50,7 +50,8 @@ import (
 //	gs://bucket              Google Cloud Storage
 //
 // Every bucket URL also takes prefix=P/ to keep ekm's objects under a
-// prefix of a shared bucket. Credentials are never in the URL: each SDK's
+// prefix of a shared bucket, and part_size_mib=N and concurrency=N to
+// override Options.PartSize and Options.Concurrency. Credentials are never in the URL: each SDK's
 // default chain finds them (the environment, shared config files, workload
 // identity, instance metadata). The bucket or container must exist.
 func Open(ctx context.Context, rawURL, dataDir string, o Options) (blob.Store, error) {
@@ -75,6 +76,24 @@ func Open(ctx context.Context, rawURL, dataDir string, o Options) (blob.Store, e
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		return nil, fmt.Errorf("blob url: prefix %q must end with /", prefix)
 	}
+	for _, p := range []struct {
+		name     string
+		min, max int
+		set      func(int)
+	}{
+		{"part_size_mib", 5, 512, func(v int) { o.PartSize = v << 20 }},
+		{"concurrency", 1, 16, func(v int) { o.Concurrency = v }},
+	} {
+		if v := q.Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < p.min || n > p.max {
+				return nil, fmt.Errorf("blob url: %s=%q: want an integer from %d to %d", p.name, v, p.min, p.max)
+			}
+			p.set(n)
+		}
+		q.Del(p.name)
+	}
+	u.RawQuery = q.Encode()
 	if u.Host == "" {
 		return nil, fmt.Errorf("blob url %s://: missing the bucket or container name", u.Scheme)
 	}
@@ -135,8 +154,6 @@ func newHTTPClient(o Options) *http.Client {
 		IdleConnTimeout:       min(30*time.Second, idle/2),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		WriteBufferSize:       64 << 10,
-		ReadBufferSize:        64 << 10,
 	}}
 }
 
@@ -213,7 +230,12 @@ func (b *Bucket) openS3(ctx context.Context, u *url.URL, hc *http.Client) error 
 			so.RateLimiter = ratelimit.None
 		})
 	}
-	s3opts = append(s3opts, func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
+	s3opts = append(s3opts, func(o *s3.Options) {
+		o.DisableLogOutputChecksumValidationSkipped = true
+		// No "Expect: 100-continue" on parts: a store that answers
+		// without the interim 100 would cost a new connection per part.
+		o.ContinueHeaderThresholdBytes = -1
+	})
 	client := s3.NewFromConfig(cfg, s3opts...)
 	bopts.RequestChecksumCalculation = cfg.RequestChecksumCalculation
 	bk, err := s3blob.OpenBucket(ctx, client, u.Host, &bopts)

@@ -1,6 +1,7 @@
 package cloudblob_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 	"google.golang.org/api/googleapi"
 
 	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/blob/blobtest"
 	"github.com/ekm-dev/ekm/blob/cloudblob"
+	"github.com/ekm-dev/ekm/blob/cloudblob/cloudblobtest"
 )
 
 func TestOpenFileURLs(t *testing.T) {
@@ -40,7 +43,8 @@ func TestOpenFileURLs(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"file:relative", "file://host/x", "file:///", "file:///x?a=b", "ftp://x", "s3://", "s3://key:secret@bucket",
-		"gs://bucket?foo=bar", "azblob://c?nope=1", "s3://b?prefix=noslash", "s3://b?use_path_style=maybe"} {
+		"gs://bucket?foo=bar", "azblob://c?nope=1", "s3://b?prefix=noslash", "s3://b?use_path_style=maybe",
+		"s3://b?part_size_mib=4", "gs://b?concurrency=0", "azblob://c?concurrency=x"} {
 		if _, err := cloudblob.Open(ctx, bad, data, cloudblob.Options{}); err == nil {
 			t.Errorf("Open(%q) accepted", bad)
 		} else if strings.Contains(err.Error(), "secret") {
@@ -77,3 +81,28 @@ type statusErr int
 
 func (s statusErr) Error() string       { return fmt.Sprintf("status %d", int(s)) }
 func (s statusErr) HTTPStatusCode() int { return int(s) }
+
+// TestURLTuning: part_size_mib and concurrency are ekm's own parameters,
+// taken out of the URL before each SDK sees it.
+func TestURLTuning(t *testing.T) {
+	for _, kind := range []string{cloudblobtest.S3, cloudblobtest.Azure, cloudblobtest.GCS} {
+		t.Run(kind, func(t *testing.T) {
+			s := servers.Require(t, kind)
+			u, o := s.URL(s.NewBucket(t), s.Addr)
+			sep := "?"
+			if strings.Contains(u, "?") {
+				sep = "&"
+			}
+			st, err := cloudblob.Open(context.Background(), u+sep+"part_size_mib=6&concurrency=3&prefix=ekm/", "", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.(*cloudblob.Bucket).Close()
+			data := blobtest.Data(3, 13<<20)
+			blobtest.Put(t, st, "org-1/proj_1/file-1", data)
+			if got, err := blobtest.Get(t, st, "org-1/proj_1/file-1"); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read back: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}

@@ -199,7 +199,7 @@ func (s *Server) run(prog string) error {
 			"--port", s.Addr, "--quiet", "posix", data}
 	case GCS:
 		args = []string{"-scheme", "http", "-host", "127.0.0.1", "-port", fmt.Sprint(port),
-			"-backend", "filesystem", "-filesystem-root", data, "-public-host", s.Addr,
+			"-backend", "memory", "-public-host", s.Addr,
 			"-external-url", "http://" + s.Addr, "-log-level", "error"}
 	}
 	s.logs, err = os.Create(filepath.Join(dir, "server.log"))
