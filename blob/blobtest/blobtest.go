@@ -38,6 +38,9 @@ type Suite struct {
 	// Faults, if set, returns an empty store whose traffic goes through a
 	// fault proxy, and the proxy.
 	Faults func(t *testing.T) (blob.Store, *Proxy)
+	// Stalled is Faults for the stalled-store case: a store whose idle
+	// timeout is short, so that the case ends quickly (default Faults).
+	Stalled func(t *testing.T) (blob.Store, *Proxy)
 	// FaultBound bounds how long an operation may take to fail while the
 	// store is down or stalled (default 30s).
 	FaultBound time.Duration
@@ -577,7 +580,11 @@ func test503OnCommit(t *testing.T, s Suite) {
 }
 
 func testSlow(t *testing.T, s Suite) {
-	st, p := s.Faults(t)
+	stalled := s.Stalled
+	if stalled == nil {
+		stalled = s.Faults
+	}
+	st, p := stalled(t)
 	present := Key()
 	Put(t, st, present, []byte("present"))
 	key := Key()

@@ -387,6 +387,10 @@ func (s *Server) Suite() blobtest.Suite {
 		PartSize: o.PartSize,
 		Faults: func(t *testing.T) (blob.Store, *blobtest.Proxy) {
 			p := blobtest.NewProxy(t, "http://"+s.Addr, s.IsCommit)
+			return s.Open(t, s.NewBucket(t), p.Addr, o), p
+		},
+		Stalled: func(t *testing.T) (blob.Store, *blobtest.Proxy) {
+			p := blobtest.NewProxy(t, "http://"+s.Addr, s.IsCommit)
 			return s.Open(t, s.NewBucket(t), p.Addr, StallOptions()), p
 		},
 		FaultBound: 30 * time.Second,
