@@ -289,8 +289,9 @@ func (b *Bucket) restamp(key string) error {
 }
 
 // RemoveStaleTemps aborts S3 multipart uploads under the bucket's prefix
-// started before cutoff: those of processes that crashed mid-upload (a
-// live upload of ekm never lasts that long at the sweep's cutoff). Other
+// started before cutoff and with no part written since: those of processes
+// that crashed mid-upload (a live upload sends a part every PartSize
+// bytes, and ekm cuts off uploads idle for a minute). Other
 // backends have nothing to sweep: Azure and GCS discard abandoned uploads
 // themselves.
 func (b *Bucket) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, error) {
@@ -311,6 +312,14 @@ func (b *Bucket) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, e
 			if up.Initiated == nil || !up.Initiated.Before(cutoff) || !blob.ValidKey(strings.TrimPrefix(aws.ToString(up.Key), b.prefix)) {
 				continue
 			}
+			// Started long ago, but maybe still going (a slow client):
+			// only an upload whose last part is old too is abandoned.
+			if busy, err := b.partSince(ctx, in.Bucket, up.Key, up.UploadId, cutoff); err != nil || busy {
+				if err != nil && b.classify(err) != blob.ErrNotFound {
+					return n, fmt.Errorf("blob: listing the parts of a multipart upload: %w", b.classify(err))
+				}
+				continue
+			}
 			_, err := b.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: in.Bucket, Key: up.Key, UploadId: up.UploadId})
 			if err != nil && b.classify(err) != blob.ErrNotFound {
 				return n, fmt.Errorf("blob: aborting a stale multipart upload: %w", b.classify(err))
@@ -321,6 +330,26 @@ func (b *Bucket) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, e
 			return n, nil
 		}
 		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+}
+
+// partSince reports whether a part of the upload was written at or after t.
+func (b *Bucket) partSince(ctx context.Context, bucket, key, id *string, t time.Time) (bool, error) {
+	in := &s3.ListPartsInput{Bucket: bucket, Key: key, UploadId: id}
+	for {
+		out, err := b.s3.ListParts(ctx, in)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range out.Parts {
+			if p.LastModified != nil && !p.LastModified.Before(t) {
+				return true, nil
+			}
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return false, nil
+		}
+		in.PartNumberMarker = out.NextPartNumberMarker
 	}
 }
 
