@@ -209,6 +209,7 @@ func (s *Server) run(prog string) error {
 	s.cmd = exec.Command(prog, args...)
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	dieWithParent(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
