@@ -215,6 +215,11 @@ func (w *writer) Commit() error {
 		return err
 	}
 	if w.b.s3 != nil && w.n > int64(w.b.opts.PartSize) && time.Since(w.start) > w.b.opts.RestampAfter {
+		if w.n > maxCopy {
+			// CopyObject stops at 5 GiB: leave the date as it is.
+			w.b.opts.Logger.Warn("blob: an upload over 5 GiB that took long keeps the date of its start; the sweep's grace must exceed its duration", "key", w.key)
+			return nil
+		}
 		if err := w.b.restamp(w.key); err != nil {
 			err = w.b.classify(err)
 			w.b.forget(w.key, err)
@@ -237,6 +242,9 @@ func (w *writer) Abort() error {
 	_ = w.w.Close()
 	return nil
 }
+
+// maxCopy is the largest object S3's CopyObject copies.
+const maxCopy = 5 << 30
 
 // forget deletes key after a commit that failed ambiguously, best effort.
 func (b *Bucket) forget(key string, cause error) {
