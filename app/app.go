@@ -415,6 +415,7 @@ func Registry(drivers []kms.Driver) *kms.Registry {
 	}
 	aw.Enable = "start ekm serve with --aws, ekm's own AWS identity being in the AWS SDK's default chain " +
 		"(environment, shared config, web identity, container or instance role; see docs/aws.md), or try it locally with ekm dev --cloud aws"
+	gc.Enable = gcpEnable
 	return kms.NewRegistry(drivers...).Describe(az, aw, gc, oc)
 }
 

@@ -135,3 +135,8 @@ func (a *App) gcpRoutes(mux *http.ServeMux) {
 		mux.Handle(r.Pattern, r.Handler)
 	}
 }
+
+// gcpEnable says how an operator enables the gcp type (kms.Spec.Enable).
+const gcpEnable = "start ekm serve with --gcp-identity: google (a service account's ID tokens through Application Default " +
+	"Credentials, --gcp-credentials-file), metadata (the metadata server's, --gcp-subject) or issuer (ekm's own OIDC issuer, " +
+	"--gcp-issuer-url); see docs/gcp.md. Or try it locally with ekm dev --cloud gcp"

@@ -62,4 +62,8 @@ func TestGCPConfigRefusals(t *testing.T) {
 	if d, err := gcpDriver(Config{}); d != nil || err != nil {
 		t.Fatalf("no identity: %v %v", d, err)
 	}
+	// Not enabled: the type says how to enable it.
+	if s, enabled, ok := Registry(nil).Spec(gcp.Type); !ok || enabled || !strings.Contains(s.Enable, "--gcp-identity") || !strings.Contains(s.Enable, "ekm dev --cloud gcp") {
+		t.Fatalf("gcp without a driver: enabled %v, %q", enabled, s.Enable)
+	}
 }
