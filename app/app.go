@@ -26,6 +26,7 @@ import (
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/blob/cloudblob"
 	"github.com/ekm-dev/ekm/cluster"
+	"github.com/ekm-dev/ekm/console"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
@@ -467,6 +468,12 @@ func (a *App) routes() http.Handler {
 	data := dataplane.New(dataplane.Deps{Store: a.Store, Keyring: a.Keyring, Blobs: a.Blobs, Logger: a.Logger, Now: a.Config.Now,
 		MaxFileBytes: a.Config.MaxFileBytes, BodyTimeout: a.Config.BodyTimeout, UploadIdleTimeout: a.Config.UploadIdleTimeout, LastUsed: a.LastUsed})
 	mux.Handle("/v1/organization/", admin)
+	reads := adminapi.NewReads(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now})
+	for _, p := range adminapi.ReadPatterns {
+		mux.Handle(p, reads)
+	}
+	mux.Handle(console.Prefix, console.Handler())
+	mux.Handle("GET /{$}", console.Redirect())
 	mux.Handle("/v1/files", data)
 	mux.Handle("/v1/files/", data)
 	mux.Handle("/v1/crypto/", data)
