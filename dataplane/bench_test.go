@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,55 +154,72 @@ func dropFiles(b *testing.B, env *dataplanetest.Env, p dataplanetest.Project) {
 }
 
 // BenchmarkUpload256MiB: multipart upload through the Files API (encrypt,
-// write, fsync, rename, record) vs. a plain handler copying the body to a
-// file and fsyncing it.
+// write, fsync, rename, record) vs. a plain handler copying the raw body to
+// a file and fsyncing it, interleaved (each iteration uploads once to each,
+// in alternating order) so that both see the same machine load. It reports
+// the rate of each and ekm/plain-%.
 func BenchmarkUpload256MiB(b *testing.B) {
-	b.Run("ekm", func(b *testing.B) {
-		env, p := benchEnv(b)
-		b.SetBytes(benchFileSize)
-		for b.Loop() {
-			streamUpload(b, env.URL, p.APIKey, benchFileSize)
-			b.StopTimer()
-			dropFiles(b, env, p)
-			b.StartTimer()
-		}
-	})
-	b.Run("plain", func(b *testing.B) {
-		srv := plainServer(b)
-		b.SetBytes(benchFileSize)
-		for b.Loop() {
+	env, p := benchEnv(b)
+	srv := plainServer(b)
+	var ekm, plain time.Duration
+	i := 0
+	for b.Loop() {
+		one := func(ekmSide bool) {
+			t0 := time.Now()
+			if ekmSide {
+				streamUpload(b, env.URL, p.APIKey, benchFileSize)
+				ekm += time.Since(t0)
+				b.StopTimer()
+				dropFiles(b, env, p)
+				b.StartTimer()
+				return
+			}
 			plainPost(b, srv.URL, benchFileSize)
+			plain += time.Since(t0)
 		}
-	})
+		one(i%2 == 0)
+		one(i%2 != 0)
+		i++
+	}
+	reportStreams(b, i, ekm, plain)
 }
 
 // BenchmarkDownload256MiB: Files API content (read, authenticate, decrypt,
-// stream) vs. a plain handler copying a file to the response.
+// stream) vs. a plain handler copying a file to the response, interleaved
+// like BenchmarkUpload256MiB.
 func BenchmarkDownload256MiB(b *testing.B) {
-	b.Run("ekm", func(b *testing.B) {
-		env, p := benchEnv(b)
-		streamUpload(b, env.URL, p.APIKey, benchFileSize)
-		fs, _ := env.Store.ListFiles(context.Background(), p.OrgID, p.ID, "", store.Page{})
-		url := env.URL + "/v1/files/" + fs[0].ID + "/content"
-		b.SetBytes(benchFileSize)
-		b.ResetTimer()
-		for b.Loop() {
-			if n := get(b, url, p.APIKey); n != benchFileSize {
+	env, p := benchEnv(b)
+	streamUpload(b, env.URL, p.APIKey, benchFileSize)
+	fs, _ := env.Store.ListFiles(context.Background(), p.OrgID, p.ID, "", store.Page{})
+	url := env.URL + "/v1/files/" + fs[0].ID + "/content"
+	srv := plainServer(b)
+	plainPost(b, srv.URL, benchFileSize)
+	var ekm, plain time.Duration
+	i := 0
+	for b.Loop() {
+		one := func(ekmSide bool) {
+			t0 := time.Now()
+			u, key, d := url, p.APIKey, &ekm
+			if !ekmSide {
+				u, key, d = srv.URL, "", &plain
+			}
+			if n := get(b, u, key); n != benchFileSize {
 				b.Fatalf("got %d bytes", n)
 			}
+			*d += time.Since(t0)
 		}
-	})
-	b.Run("plain", func(b *testing.B) {
-		srv := plainServer(b)
-		plainPost(b, srv.URL, benchFileSize)
-		b.SetBytes(benchFileSize)
-		b.ResetTimer()
-		for b.Loop() {
-			if n := get(b, srv.URL, ""); n != benchFileSize {
-				b.Fatalf("got %d bytes", n)
-			}
-		}
-	})
+		one(i%2 == 0)
+		one(i%2 != 0)
+		i++
+	}
+	reportStreams(b, i, ekm, plain)
+}
+
+func reportStreams(b *testing.B, n int, ekm, plain time.Duration) {
+	mb := float64(n) * benchFileSize / 1e6
+	b.ReportMetric(mb/ekm.Seconds(), "ekm-MB/s")
+	b.ReportMetric(mb/plain.Seconds(), "plain-MB/s")
+	b.ReportMetric(100*plain.Seconds()/ekm.Seconds(), "ekm/plain-%")
 }
 
 // vmHWM reads the process's peak resident set size (kB) from
@@ -242,9 +261,16 @@ func BenchmarkUpload1GiBPeakRSS(b *testing.B) {
 }
 
 // BenchmarkCrypto1KiB measures crypto API encrypt and decrypt of 1 KiB
-// items with 8 concurrent keep-alive clients, reporting requests/s and
-// latency percentiles, beside a plain handler that decodes the same JSON
-// and echoes it.
+// items against a plain JSON echo handler (decode the same body, encode it
+// back) on the same net/http server stack over loopback, at concurrency 1
+// and 32 (keep-alive clients, one item per request). The two are
+// interleaved in one run: each sub-benchmark alternates rounds of requests
+// to ekm and to the echo, so load from elsewhere on a shared machine falls
+// on both alike, and it reports both request rates, their ratio
+// (ekm/echo-%), the latency percentiles of each, and the process CPU time
+// per request of each with the ratio of those (ekm/echo-cpu-%; client and
+// server share the process, so both include the client's cost). ns/op covers one ekm
+// request and one echo request.
 func BenchmarkCrypto1KiB(b *testing.B) {
 	pt := make([]byte, 1024)
 	rand.Read(pt)
@@ -256,51 +282,111 @@ func BenchmarkCrypto1KiB(b *testing.B) {
 	json.Unmarshal(res, &enc)
 	decBody, _ := json.Marshal(map[string]string{"ciphertext": enc.Ciphertext})
 
-	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m map[string]string
 		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
 			http.Error(w, err.Error(), 400)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]string{"ciphertext": m["plaintext"]})
+		json.NewEncoder(w).Encode(m)
 	}))
-	b.Cleanup(plain.Close)
+	b.Cleanup(echo.Close)
 
-	for _, c := range []struct {
-		name, url string
-		body      []byte
-	}{
-		{"encrypt", env.URL + "/v1/crypto/encrypt", encBody},
-		{"decrypt", env.URL + "/v1/crypto/decrypt", decBody},
-		{"plain-echo", plain.URL, encBody},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			var mu sync.Mutex
-			var all []time.Duration
-			b.SetParallelism(4) // 4 × GOMAXPROCS clients
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				var lat []time.Duration
-				for pb.Next() {
-					t0 := time.Now()
-					callRaw(b, c.url, p.APIKey, c.body)
-					lat = append(lat, time.Since(t0))
-				}
-				mu.Lock()
-				all = append(all, lat...)
-				mu.Unlock()
+	for _, conc := range []int{1, 32} {
+		for _, op := range []struct {
+			name string
+			body []byte
+		}{{"encrypt", encBody}, {"decrypt", decBody}} {
+			b.Run(fmt.Sprintf("%s/c=%d", op.name, conc), func(b *testing.B) {
+				ekm := &series{url: env.URL + "/v1/crypto/" + op.name, key: p.APIKey, body: op.body}
+				base := &series{url: echo.URL, body: op.body}
+				interleave(b, conc, ekm, base)
+				ekm.report(b, "")
+				base.report(b, "echo-")
+				b.ReportMetric(100*ekm.rate()/base.rate(), "ekm/echo-%")
+				// The same ratio from CPU time per request: what the rates'
+				// ratio would be with the machine to ourselves and CPU-bound.
+				b.ReportMetric(100*base.cpu.Seconds()/float64(len(base.lat))/(ekm.cpu.Seconds()/float64(len(ekm.lat))), "ekm/echo-cpu-%")
 			})
-			el := time.Since(start)
-			slices.Sort(all)
-			b.ReportMetric(float64(len(all))/el.Seconds(), "req/s")
-			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
-		})
+		}
 	}
 }
 
-var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+// series accumulates the requests of one side of an interleaved benchmark.
+type series struct {
+	url, key string
+	body     []byte
+	lat      []time.Duration
+	elapsed  time.Duration
+	cpu      time.Duration // process CPU time (user + system) during this side's rounds
+}
+
+func (s *series) rate() float64 { return float64(len(s.lat)) / s.elapsed.Seconds() }
+
+// run sends n requests from conc concurrent clients.
+func (s *series) run(b *testing.B, conc, n int) {
+	var next atomic.Int64
+	lats := make([][]time.Duration, conc)
+	var wg sync.WaitGroup
+	cpu0 := processCPU()
+	start := time.Now()
+	for c := range conc {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				callRaw(b, s.url, s.key, s.body)
+				lats[c] = append(lats[c], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	s.elapsed += time.Since(start)
+	s.cpu += processCPU() - cpu0
+	for _, l := range lats {
+		s.lat = append(s.lat, l...)
+	}
+}
+
+func (s *series) report(b *testing.B, prefix string) {
+	slices.Sort(s.lat)
+	b.ReportMetric(s.rate(), prefix+"req/s")
+	b.ReportMetric(float64(s.lat[len(s.lat)/2].Microseconds()), prefix+"p50-µs")
+	b.ReportMetric(float64(s.lat[len(s.lat)*99/100].Microseconds()), prefix+"p99-µs")
+	b.ReportMetric(float64(s.cpu.Microseconds())/float64(len(s.lat)), prefix+"cpu-µs/req")
+}
+
+// processCPU is the CPU time (user + system) this process has used: client
+// and server together. On a machine shared with other work it varies far
+// less than wall-clock rates.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// interleave runs b.N requests on each side in alternating rounds (which
+// side goes first alternates too).
+func interleave(b *testing.B, conc int, x, y *series) {
+	const rounds = 10
+	per := max(b.N/rounds, conc)
+	b.ResetTimer()
+	for i, done := 0, 0; done < b.N; i++ {
+		n := min(per, b.N-done)
+		if i%2 == 0 {
+			x.run(b, conc, n)
+			y.run(b, conc, n)
+		} else {
+			y.run(b, conc, n)
+			x.run(b, conc, n)
+		}
+		done += n
+	}
+}
+
+var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
 
 func callRaw(b *testing.B, url, key string, body []byte) []byte {
 	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
