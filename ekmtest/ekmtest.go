@@ -9,6 +9,7 @@ package ekmtest
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/ekm-dev/ekm/emulator/awscloud"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/emulator/gcpcloud"
+	"github.com/ekm-dev/ekm/internal/apispec"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
 
@@ -58,6 +60,7 @@ type Options struct {
 
 // Env is a running emulator + server.
 type Env struct {
+	t   testing.TB
 	Emu *azurecloud.Emulator
 	// AWS is the AWS emulator (with Options.AWS).
 	AWS *awscloud.Emulator
@@ -80,7 +83,7 @@ func Start(t testing.TB, o Options) *Env {
 		"AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_ADDITIONALLY_ALLOWED_TENANTS"} {
 		t.Setenv(v, "")
 	}
-	e := &Env{Emu: o.Emulator}
+	e := &Env{t: t, Emu: o.Emulator}
 	if e.Emu == nil {
 		emu, err := azurecloud.New(azurecloud.Options{Addr: "127.0.0.1:0"})
 		if err != nil {
@@ -158,8 +161,14 @@ func (e *Env) Admin() openai.Client { return e.Client(e.AdminKey) }
 // Client returns an OpenAI SDK client for this server and key (admin or
 // project), with retries off so tests see every answer.
 func (e *Env) Client(key string) openai.Client {
-	return openai.NewClient(option.WithBaseURL(e.URL+"/v1/"), option.WithAPIKey(key), option.WithAdminAPIKey(key), option.WithMaxRetries(0))
+	return openai.NewClient(option.WithBaseURL(e.URL+"/v1/"), option.WithAPIKey(key), option.WithAdminAPIKey(key), option.WithMaxRetries(0),
+		option.WithHTTPClient(e.HTTPClient()))
 }
+
+// HTTPClient returns an HTTP client whose every exchange is checked against
+// docs/openapi.yaml (internal/apispec): a mismatch fails the test. Clients
+// of this server (Client, the Go client, raw calls) should use it.
+func (e *Env) HTTPClient() *http.Client { return apispec.Client(e.t, nil) }
 
 // Customer creates a new customer tenant in the emulator and returns its
 // admin, ready to run the onboarding steps.

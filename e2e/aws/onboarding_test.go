@@ -84,7 +84,7 @@ func TestOnboarding(t *testing.T) {
 	}
 
 	// Crypto API (ekm's extension, through its Go client).
-	cc, err := client.New(env.URL, sa.APIKey.Value)
+	cc, err := client.New(env.URL, sa.APIKey.Value, client.WithHTTPClient(env.HTTPClient()))
 	if err != nil {
 		t.Fatal(err)
 	}

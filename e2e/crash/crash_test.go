@@ -31,6 +31,7 @@ import (
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/client"
 	"github.com/ekm-dev/ekm/files"
+	"github.com/ekm-dev/ekm/internal/apispec"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -216,8 +217,14 @@ func jsonField(t *testing.T, s, field string) string {
 	return fmt.Sprint(v)
 }
 
-// admin calls the Admin API.
-type admin struct{ url, key string }
+// admin calls the Admin API; every exchange is checked against
+// docs/openapi.yaml (internal/apispec).
+type admin struct {
+	url, key string
+	t        testing.TB
+}
+
+func (a admin) client() *http.Client { return apispec.Client(a.t, nil) }
 
 // post sends a JSON body and returns the status and decoded answer.
 func (a admin) post(ctx context.Context, path string, body any) (int, map[string]any, error) {
@@ -228,7 +235,7 @@ func (a admin) post(ctx context.Context, path string, body any) (int, map[string
 	}
 	req.Header.Set("Authorization", "Bearer "+a.key)
 	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := a.client().Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -253,7 +260,7 @@ func (a admin) get(t *testing.T, path string) map[string]any {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, a.url+path, nil)
 	req.Header.Set("Authorization", "Bearer "+a.key)
-	res, err := http.DefaultClient.Do(req)
+	res, err := a.client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +300,7 @@ func randomFile(rng *rand.Rand, name string, maxSize int) file {
 
 func newClient(t *testing.T, url, key string) *client.Client {
 	t.Helper()
-	c, err := client.New(url, key, client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	c, err := client.New(url, key, client.WithHTTPClient(apispec.Client(t, &http.Client{Timeout: 30 * time.Second})))
 	if err != nil {
 		t.Fatal(err)
 	}

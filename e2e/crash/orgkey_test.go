@@ -35,7 +35,7 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 	const probe = 500 * time.Millisecond
 	srvArgs := append([]string{"--probe-interval", probe.String()}, z.args...)
 	srv := startServer(t, dir, z.env, srvArgs...)
-	a := admin{srv.url, key}
+	a := admin{srv.url, key, t}
 
 	cust, ob := z.onboard(t, org, "org")
 	ek := a.register(t, cust, ob.VaultURI, ob.KeyName)

@@ -21,7 +21,7 @@ func TestReencryptKilled(t *testing.T) {
 	env := childEnv()
 	org, key := createOrg(t, dir)
 	srv := startServer(t, dir, env)
-	a := admin{srv.url, key}
+	a := admin{srv.url, key, t}
 	ek := a.mustPost(t, "/v1/organization/external_keys", map[string]any{"type": "local", "name": "crash"})["id"].(string)
 	proj := a.mustPost(t, "/v1/organization/projects", map[string]any{"name": "crash", "external_key_id": ek})["id"].(string)
 	c := newClient(t, srv.url, a.projectKey(t, proj))

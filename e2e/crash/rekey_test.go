@@ -23,7 +23,7 @@ func TestRekeyKilled(t *testing.T) {
 	org, key := createOrg(t, dir)
 	srvArgs := append([]string{"--probe-interval", "1h"}, z.args...)
 	srv := startServer(t, dir, z.env, srvArgs...)
-	a := admin{srv.url, key}
+	a := admin{srv.url, key, t}
 
 	cust, ob := z.onboard(t, org, "a")
 	keyB := org + "--b"
@@ -72,7 +72,7 @@ func TestRekeyKilled(t *testing.T) {
 		return p.ExternalKeyID
 	}
 	rekey := func(url, to string) (int, error) {
-		status, _, err := admin{url, key}.post(ctx, "/v1/organization/projects/"+proj, map[string]any{"external_key_id": to})
+		status, _, err := admin{url, key, t}.post(ctx, "/v1/organization/projects/"+proj, map[string]any{"external_key_id": to})
 		return status, err
 	}
 

@@ -24,7 +24,7 @@ func TestRewrapKilled(t *testing.T) {
 	org, key := createOrg(t, dir)
 	srvArgs := append([]string{"--probe-interval", "50ms"}, z.args...)
 	srv := startServer(t, dir, z.env, srvArgs...)
-	a := admin{srv.url, key}
+	a := admin{srv.url, key, t}
 	cust, ob := z.onboard(t, org, "kek")
 	ek := a.register(t, cust, ob.VaultURI, ob.KeyName)
 

@@ -120,7 +120,7 @@ func TestDocs(t *testing.T) {
 					Identity map[string]string `json:"identity"`
 				} `json:"data"`
 			}
-			call(t, http.DefaultClient, "GET", env.URL+"/v1/organization/external_key_types", map[string]string{"Authorization": "Bearer " + env.AdminKey}, "", &types)
+			call(t, env.HTTPClient(), "GET", env.URL+"/v1/organization/external_key_types", map[string]string{"Authorization": "Bearer " + env.AdminKey}, "", &types)
 			for _, kt := range types.Data {
 				if kt.Type == "gcp" {
 					vars["EKM_ISSUER"], vars["EKM_SUBJECT"] = kt.Identity["issuer"], kt.Identity["subject"]
@@ -136,7 +136,7 @@ func TestDocs(t *testing.T) {
 				case b.tag == "jwks":
 					// The operator's JWKS (`ekm issuer jwks` prints the same),
 					// then the issuer goes out of Google's reach.
-					resp, err := http.Get(env.URL + "/.well-known/jwks.json")
+					resp, err := env.HTTPClient().Get(env.URL + "/.well-known/jwks.json")
 					must(t, err)
 					jwks, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
@@ -149,7 +149,7 @@ func TestDocs(t *testing.T) {
 				}
 				hc := emu.HTTPClient()
 				if b.tag == "register" {
-					hc = http.DefaultClient
+					hc = env.HTTPClient()
 				}
 				headers := map[string]string{}
 				for k, v := range b.headers {

@@ -30,7 +30,7 @@ func TestIssuer(t *testing.T) {
 	admin := env.Admin()
 	jwks := func() string {
 		t.Helper()
-		resp, err := http.Get(env.URL + "/.well-known/jwks.json")
+		resp, err := env.HTTPClient().Get(env.URL + "/.well-known/jwks.json")
 		must(t, err)
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
@@ -118,7 +118,7 @@ func TestIssuer(t *testing.T) {
 		t.Fatalf("lagging customer after re-upload: %s", v)
 	}
 	// The discovery document names the issuer and its JWKS, unauthenticated.
-	resp, err := http.Get(env.URL + "/.well-known/openid-configuration")
+	resp, err := env.HTTPClient().Get(env.URL + "/.well-known/openid-configuration")
 	must(t, err)
 	var disc map[string]any
 	must(t, json.NewDecoder(resp.Body).Decode(&disc))

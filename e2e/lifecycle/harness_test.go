@@ -189,7 +189,7 @@ func (f *fixture) write(p *project, tag string) {
 
 func (f *fixture) crypto(p *project) *client.Client {
 	f.t.Helper()
-	c, err := client.New(f.env.URL, p.apiKey)
+	c, err := client.New(f.env.URL, p.apiKey, client.WithHTTPClient(f.env.HTTPClient()))
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -44,11 +44,11 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := client.New(a.URL, sa.APIKey.Value)
+	ca, err := client.New(a.URL, sa.APIKey.Value, client.WithHTTPClient(a.HTTPClient()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cb, err := client.New(b.URL, sa.APIKey.Value)
+	cb, err := client.New(b.URL, sa.APIKey.Value, client.WithHTTPClient(b.HTTPClient()))
 	if err != nil {
 		t.Fatal(err)
 	}

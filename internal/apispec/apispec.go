@@ -314,6 +314,9 @@ func mediaType(ct string) string {
 	return mt
 }
 
+// maxDetails bounds the schema failures shown per error.
+const maxDetails = 8
+
 // describe renders validation errors with their schema details.
 func describe(errs []*liberrors.ValidationError) []string {
 	var out []string
@@ -322,7 +325,11 @@ func describe(errs []*liberrors.ValidationError) []string {
 		if e.Reason != "" && e.Reason != e.Message {
 			msg += ": " + e.Reason
 		}
-		for _, f := range e.SchemaValidationErrors {
+		for i, f := range e.SchemaValidationErrors {
+			if i == maxDetails {
+				msg += fmt.Sprintf(" [… and %d more]", len(e.SchemaValidationErrors)-i)
+				break
+			}
 			loc := f.FieldPath
 			if loc == "" {
 				loc = f.KeywordLocation
