@@ -99,6 +99,7 @@ func New(d Deps) http.Handler {
 	h("GET /v1/organization/projects/{id}", a.getProject)
 	h("POST /v1/organization/projects/{id}", a.updateProject)
 	h("POST /v1/organization/projects/{id}/archive", a.archiveProject)
+	h("POST /v1/organization/projects/{id}/rotate_key", a.rotateProjectKey)
 
 	h("POST /v1/organization/projects/{id}/service_accounts", a.createServiceAccount)
 	h("GET /v1/organization/projects/{id}/service_accounts", a.listServiceAccounts)
@@ -130,7 +131,9 @@ func New(d Deps) http.Handler {
 	mw := auth.Middleware(d.Store, store.KindAdmin, func(r *http.Request, err error) {
 		a.log.Error("admin API authentication failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
 	}, auth.TrackLastUse(d.LastUsed))
-	return mw(httpx.Route(mux))
+	// Answers hold an org's keys, projects and audit log: never cached by a
+	// proxy or a browser, never sniffed as another type.
+	return noStoreHandler(mw(httpx.Route(mux)))
 }
 
 // handle adapts a handler that returns its failure.
@@ -186,6 +189,15 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	_ = json.NewEncoder(w).Encode(struct {
 		Error withStep `json:"error"`
 	}{withStep{ae, ke.Step}})
+}
+
+// noStoreHandler marks every answer of h not to be cached or type-sniffed.
+func noStoreHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -48,7 +48,7 @@ func NewReads(d Deps) http.Handler {
 	mw := auth.Middleware(d.Store, store.KindAdmin, func(r *http.Request, err error) {
 		a.log.Error("admin API authentication failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
 	})
-	return mw(httpx.Route(mux))
+	return noStoreHandler(mw(httpx.Route(mux)))
 }
 
 // ReadPatterns are the patterns NewReads serves, for the caller's mux.

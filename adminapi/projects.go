@@ -1,6 +1,8 @@
 package adminapi
 
 import (
+	"bytes"
+	"errors"
 	"net/http"
 
 	"github.com/ekm-dev/ekm/apierr"
@@ -34,6 +36,50 @@ func projectObj(p store.Project) projectObject {
 		o.ExternalKeyID = &id
 	}
 	return o
+}
+
+// rotateProjectKey serves POST /projects/{id}/rotate_key (an ekm
+// extension): a new version of the project's key, under its current
+// external key, becomes the one new data is written under; old versions
+// keep decrypting. The body must be empty or an empty object.
+func (a *api) rotateProjectKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id", prefixProject, kindProject)
+	if err != nil {
+		return err
+	}
+	b, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(b)) > 0 {
+		o, err := decodeObject(b)
+		if err != nil {
+			return err
+		}
+		if err := o.only(); err != nil {
+			return err
+		}
+	}
+	org := caller(r).OrgID
+	p, err := a.st.GetProject(r.Context(), org, id)
+	if err != nil {
+		return storeErr(err, kindProject, id)
+	}
+	if p.ArchivedAt != nil {
+		return archivedErr(id)
+	}
+	_, err = a.svc.RotateProjectKey(r.Context(), caller(r).ID, org, id, lifecycle.RotateOptions{Expect: &p})
+	if errors.Is(err, store.ErrConflict) {
+		return apierr.Conflict("concurrent_update", "Project %s's key was changed by another request while rotating; retry.", id)
+	}
+	if err != nil {
+		return serviceErr(kmsFailure(err, ""), kindProject, id)
+	}
+	p, err = a.st.GetProject(r.Context(), org, id)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, projectObj(p))
 }
 
 func archivedErr(id string) error {

@@ -409,12 +409,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.wait(t, 5*time.Second, "the confirmation", `!!document.querySelector('dialog[open]')`)
 		b.click(t, `dialog[open] .btn:not(.btn-quiet)`)
 		b.wait(t, 20*time.Second, "the re-keyed project", `document.querySelector('main').dataset.rendered === location.hash && document.querySelector('section[aria-labelledby="p-key"] dd a')?.textContent === 'dev key'`)
+		// Rotate the project key (POST …/rotate_key).
+		b.click(t, `#p-rotate`)
+		b.wait(t, 5*time.Second, "the confirmation", `!!document.querySelector('dialog[open]')`)
+		b.click(t, `dialog[open] .btn:not(.btn-quiet)`)
+		b.wait(t, 20*time.Second, "the rotated project", `document.querySelector('main').dataset.rendered === location.hash && [...document.querySelectorAll('section[aria-labelledby="p-key"] dt')].find((d) => d.textContent === 'Project key version')?.nextElementSibling?.textContent === '2'`)
 		b.click(t, `main .page-head .btn-danger`)
 		b.wait(t, 5*time.Second, "the confirmation", `!!document.querySelector('dialog[open]')`)
 		b.click(t, `dialog[open] .btn-danger`)
 		b.wait(t, 10*time.Second, "the archived project", `document.querySelector('main .page-head .badge')?.textContent === 'archived'`)
 		got, err := admin.Admin.Organization.Projects.Get(ctx, p.ID)
-		if err != nil || got.Status != "archived" || got.ExternalKeyID != local["id"] {
+		if err != nil || got.Status != "archived" || got.ExternalKeyID != local["id"] || !strings.Contains(got.RawJSON(), `"current_key_version":2`) {
 			t.Fatalf("after the console's re-key and archive: %v %s", err, got.RawJSON())
 		}
 	})

@@ -132,6 +132,23 @@ export async function projectPage(ctx) {
     }
   });
 
+  // Rotate (POST …/rotate_key, an ekm extension).
+  const rotateBtn = h('button', { type: 'button', id: 'p-rotate', class: 'btn', disabled: archived }, 'Rotate project key');
+  rotateBtn.addEventListener('click', async () => {
+    const ok = await confirmDialog(`Rotate the key of ${p.name}?`, `A new version ${p.current_key_version + 1} of the project key, wrapped by the project's external key, protects new data from now on; data already stored stays readable under its version.`, 'Rotate');
+    if (!ok) return;
+    rotateBtn.disabled = true;
+    try {
+      const np = await call('POST', pPath + '/rotate_key');
+      toast(`${p.name} now writes new data under key version ${np.current_key_version}.`);
+      ctx.alive() && window.dispatchEvent(new HashChangeEvent('hashchange'));
+    } catch (err) {
+      replace(result, await kmsErrorNotice(err, 'Rotation failed; nothing changed.', key));
+      result.firstChild.focus();
+      rotateBtn.disabled = false;
+    }
+  });
+
   const saBox = h('section', { 'aria-labelledby': 'p-sa' });
   await renderServiceAccounts(saBox, p, archived);
 
@@ -151,8 +168,10 @@ export async function projectPage(ctx) {
       h('h3', { id: 'p-rekey' }, 'Re-key'),
       archived ? h('p', { class: 'muted' }, 'Archived projects cannot be re-keyed.') : (rekeySelect.options.length ? rekeyForm : h('p', { class: 'muted' }, 'Register another key to move this project to it.')),
       h('h3', null, 'Rotate the project key'),
-      h('p', { class: 'small' }, 'A rotation makes a new project key version for new data; old versions keep decrypting. The Admin API has no rotation call, so the console cannot rotate: the operator rotates with ',
-        h('code', null, 'ekm project rotate-key'), ' or on a schedule (', h('code', null, '--project-key-rotation-period'), '). Rotations appear below.')),
+      h('p', { class: 'small' }, 'A rotation makes a new project key version for new data; old versions keep decrypting (',
+        h('code', null, 'ekm reencrypt'), ' moves stored files to the new version). Rotations also run on a schedule when the operator sets ',
+        h('code', null, '--project-key-rotation-period'), '. Rotations appear below.'),
+      archived ? h('p', { class: 'muted' }, 'Archived projects cannot be rotated.') : h('div', null, rotateBtn)),
     saBox,
     h('section', { 'aria-labelledby': 'p-events' }, h('h2', { id: 'p-events' }, 'Key changes'),
       rotations.data.length ? eventsTable(rotations.data, names(keys, [p]), 'Creation, re-keys and rotations of this project', false) : h('p', { class: 'empty' }, 'None.')));
