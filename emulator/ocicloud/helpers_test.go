@@ -2,6 +2,8 @@ package ocicloud
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"net/http"
 	"os"
@@ -175,3 +177,10 @@ func must(t testing.TB, err error) {
 
 var _ = errors.New
 var _ = http.StatusOK
+
+func newRSA(t testing.TB) *rsa.PrivateKey {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	must(t, err)
+	return k
+}
