@@ -300,3 +300,36 @@ func mustJSON(v any) string {
 }
 
 var _ = context.Background
+
+// Every audit event type the audit package defines is documented, with a
+// payload schema.
+func TestAuditTypesDocumented(t *testing.T) {
+	s, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "audit", "audit.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, n := range s.model.Components.Schemas.GetOrZero("AuditEventType").Schema().Enum {
+		documented = append(documented, n.Value)
+	}
+	auditLog, err := os.ReadFile(filepath.Join("..", "..", "docs", "openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := regexp.MustCompile(`(?m)^\s+Type[A-Za-z]+\s*=\s*"([a-z0-9_.]+)"`).FindAllStringSubmatch(string(b), -1)
+	if len(types) < 20 {
+		t.Fatalf("found %d event types in audit/audit.go", len(types))
+	}
+	for _, m := range types {
+		if !slices.Contains(documented, m[1]) {
+			t.Errorf("audit event type %s is not in AuditEventType", m[1])
+		}
+		if !strings.Contains(string(auditLog), "{const: "+m[1]+"}}}") {
+			t.Errorf("audit event type %s has no payload entry in AuditLog.allOf", m[1])
+		}
+	}
+}

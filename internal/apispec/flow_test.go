@@ -141,6 +141,12 @@ func TestServerMatchesDescription(t *testing.T) {
 	must("get project", err)
 	_, err = admin.Admin.Organization.Projects.Update(ctx, p.ID, openai.AdminOrganizationProjectUpdateParams{Name: openai.String("billing 2")})
 	must("rename project", err)
+	if st, body := raw("POST", "/v1/organization/projects/"+p.ID+"/rotate_key", adminKey, ""); st != 200 || !strings.Contains(body, `"current_key_version":2`) {
+		t.Fatalf("rotate project key: %d %s", st, body)
+	}
+	if st, body := raw("POST", "/v1/organization/projects/"+p.ID+"/rotate_key", adminKey, `{"x":1}`); st != 400 {
+		t.Fatalf("rotate project key with a field: %d %s", st, body)
+	}
 	_, err = admin.Admin.Organization.Projects.List(ctx, openai.AdminOrganizationProjectListParams{IncludeArchived: openai.Bool(true), Limit: openai.Int(10)})
 	must("list projects", err)
 	_, err = admin.Admin.Organization.Projects.New(ctx, openai.AdminOrganizationProjectNewParams{Name: "eu", Geography: openai.String("EU")})
