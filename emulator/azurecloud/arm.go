@@ -21,6 +21,7 @@ var (
 // armScope is a parsed ARM scope down to a Key Vault key.
 type armScope struct {
 	Sub, RG, Vault, Key string
+	HSM                 string // a Managed HSM pool (Microsoft.KeyVault/managedHSMs)
 }
 
 func (s armScope) String() string {
@@ -30,6 +31,9 @@ func (s armScope) String() string {
 	}
 	if s.Vault != "" {
 		out += "/providers/Microsoft.KeyVault/vaults/" + s.Vault
+	}
+	if s.HSM != "" {
+		out += "/providers/Microsoft.KeyVault/managedHSMs/" + s.HSM
 	}
 	if s.Key != "" {
 		out += "/keys/" + s.Key
@@ -56,8 +60,14 @@ func parseScope(segs []string) (armScope, bool) {
 	if len(rest) == 0 {
 		return s, true
 	}
-	if len(rest) < 4 || !strings.EqualFold(rest[0], "providers") || !strings.EqualFold(rest[1], "Microsoft.KeyVault") ||
-		!strings.EqualFold(rest[2], "vaults") || rest[3] == "" {
+	if len(rest) < 4 || !strings.EqualFold(rest[0], "providers") || !strings.EqualFold(rest[1], "Microsoft.KeyVault") || rest[3] == "" {
+		return s, false
+	}
+	if strings.EqualFold(rest[2], "managedHSMs") {
+		s.HSM = rest[3]
+		return s, len(rest) == 4
+	}
+	if !strings.EqualFold(rest[2], "vaults") {
 		return s, false
 	}
 	s.Vault, rest = rest[3], rest[4:]
@@ -133,6 +143,9 @@ func armOp(method string, segs []string) string {
 	case 4:
 		return "arm.resourcegroup." + verb
 	case 8:
+		if strings.EqualFold(segs[6], "managedHSMs") {
+			return "arm.managedhsm." + verb
+		}
 		return "arm.vault." + verb
 	}
 	return "arm.other"
@@ -212,6 +225,8 @@ func (e *Emulator) serveARM(w http.ResponseWriter, r *http.Request) {
 		armError(w, http.StatusNotFound, "InvalidResourceType", "Keys are managed through the data plane in the Azure emulator.")
 	case sc.Vault != "":
 		a.vault()
+	case sc.HSM != "":
+		a.managedHSM()
 	case sc.RG != "":
 		a.resourceGroup()
 	default:
@@ -338,9 +353,11 @@ func (a *armCall) resourceGroup() {
 			a.rgNotFound()
 			return
 		}
-		for n, v := range a.e.st.Vaults {
-			if v.SubscriptionID == a.t.SubscriptionID && strings.EqualFold(v.ResourceGroup, g.Name) {
-				delete(a.e.st.Vaults, n)
+		for _, m := range []map[string]*vault{a.e.st.Vaults, a.e.st.HSMs} {
+			for n, v := range m {
+				if v.SubscriptionID == a.t.SubscriptionID && strings.EqualFold(v.ResourceGroup, g.Name) {
+					delete(m, n)
+				}
 			}
 		}
 		delete(a.t.ResourceGroups, strings.ToLower(g.Name))
@@ -363,8 +380,9 @@ func vaultJSON(v *vault) map[string]any {
 		"properties": map[string]any{
 			"sku":      map[string]string{"family": "A", "name": v.SKU},
 			"tenantId": v.TenantID, "accessPolicies": []any{},
-			"enableRbacAuthorization": v.RBAC, "enableSoftDelete": true, "softDeleteRetentionInDays": 90,
-			"vaultUri": "https://" + v.Name + ".vault.azure.net/", "provisioningState": "Succeeded",
+			"enableRbacAuthorization": v.RBAC, "enableSoftDelete": true, "softDeleteRetentionInDays": v.retentionDays(),
+			"enablePurgeProtection": nilIfFalse(v.PurgeProtection),
+			"vaultUri":              "https://" + v.Name + ".vault.azure.net/", "provisioningState": "Succeeded",
 			"publicNetworkAccess": "Enabled",
 		},
 	}
@@ -379,8 +397,46 @@ type vaultReq struct {
 			Family string `json:"family"`
 			Name   string `json:"name"`
 		} `json:"sku"`
-		EnableRbacAuthorization *bool `json:"enableRbacAuthorization"`
+		EnableRbacAuthorization   *bool `json:"enableRbacAuthorization"`
+		SoftDeleteRetentionInDays *int  `json:"softDeleteRetentionInDays"`
+		EnablePurgeProtection     *bool `json:"enablePurgeProtection"`
+		EnableSoftDelete          *bool `json:"enableSoftDelete"`
 	} `json:"properties"`
+}
+
+func nilIfFalse(b bool) any {
+	if b {
+		return true
+	}
+	return nil
+}
+
+// softDeleteProps validates the soft-delete properties of a vault or pool:
+// soft delete cannot be turned off, retention is 7..90 days, and purge
+// protection cannot be turned off once on. Zero days means unchanged (or
+// 90 for a new one).
+func softDeleteProps(enable *bool, days *int, purge *bool, curDays int, curPurge bool) (int, bool, string) {
+	if enable != nil && !*enable {
+		return 0, false, "Soft delete cannot be disabled: it is always on for new vaults."
+	}
+	d := curDays
+	if days != nil {
+		if *days < 7 || *days > 90 {
+			return 0, false, "softDeleteRetentionInDays must be between 7 and 90."
+		}
+		d = *days
+		if d == 90 {
+			d = 0
+		}
+	}
+	p := curPurge
+	if purge != nil {
+		if curPurge && !*purge {
+			return 0, false, "Purge protection cannot be disabled once it is enabled."
+		}
+		p = *purge
+	}
+	return d, p, ""
 }
 
 func (a *armCall) vault() {
@@ -439,6 +495,16 @@ func (a *armCall) vault() {
 			armError(a.w, http.StatusBadRequest, "InvalidTag", err.Error())
 			return
 		}
+		var curDays int
+		var curPurge bool
+		if v != nil {
+			curDays, curPurge = v.SoftDeleteDays, v.PurgeProtection
+		}
+		days, purge, msg := softDeleteProps(req.Properties.EnableSoftDelete, req.Properties.SoftDeleteRetentionInDays, req.Properties.EnablePurgeProtection, curDays, curPurge)
+		if msg != "" {
+			armError(a.w, http.StatusBadRequest, "BadRequest", msg)
+			return
+		}
 		status := http.StatusOK
 		if v == nil {
 			v = &vault{Name: ln, TenantID: a.t.ID, SubscriptionID: a.t.SubscriptionID, ResourceGroup: a.rg().Name,
@@ -447,6 +513,7 @@ func (a *armCall) vault() {
 		}
 		v.Location = strings.ToLower(strings.ReplaceAll(req.Location, " ", ""))
 		v.SKU, v.RBAC, v.Tags = sku, rbac, req.Tags
+		v.SoftDeleteDays, v.PurgeProtection = days, purge
 		if !a.save() {
 			return
 		}
@@ -486,6 +553,15 @@ func (a *armCall) scopeExists(sc armScope) bool {
 	if a.t.ResourceGroups[strings.ToLower(sc.RG)] == nil {
 		a.rgNotFound()
 		return false
+	}
+	if sc.HSM != "" {
+		h := a.e.st.HSMs[strings.ToLower(sc.HSM)]
+		if h == nil || !strings.EqualFold(h.ResourceGroup, sc.RG) || !strings.EqualFold(h.SubscriptionID, sc.Sub) {
+			armError(a.w, http.StatusNotFound, "ResourceNotFound", fmt.Sprintf(
+				"The Resource 'Microsoft.KeyVault/managedHSMs/%s' under resource group '%s' was not found.", sc.HSM, sc.RG))
+			return false
+		}
+		return true
 	}
 	if sc.Vault == "" {
 		return true

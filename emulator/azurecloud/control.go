@@ -1,6 +1,7 @@
 package azurecloud
 
 import (
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,9 +24,10 @@ type Tenant struct {
 // AdminTokens are delegated tokens of the tenant admin, one per audience
 // (no interactive login exists in the emulator).
 type AdminTokens struct {
-	Graph      string    `json:"graph"`      // aud https://graph.microsoft.com
-	Management string    `json:"management"` // aud https://management.azure.com/
-	Vault      string    `json:"vault"`      // aud https://vault.azure.net
+	Graph      string    `json:"graph"`       // aud https://graph.microsoft.com
+	Management string    `json:"management"`  // aud https://management.azure.com/
+	Vault      string    `json:"vault"`       // aud https://vault.azure.net
+	ManagedHSM string    `json:"managed_hsm"` // aud https://managedhsm.azure.net
 	ExpiresOn  time.Time `json:"expires_on"`
 }
 
@@ -98,6 +100,9 @@ func (e *Emulator) AdminTokens(tenantID string) (AdminTokens, error) {
 	if out.Vault, err = mint("https://vault.azure.net", "user_impersonation"); err != nil {
 		return out, err
 	}
+	if out.ManagedHSM, err = mint(hsmResource, "user_impersonation"); err != nil {
+		return out, err
+	}
 	out.ExpiresOn = exp.UTC()
 	return out, nil
 }
@@ -125,10 +130,41 @@ func (e *Emulator) CreateServicePrincipal(tenantID, appID string) (string, error
 	return sp.ID, e.saveLocked()
 }
 
-// CreateVault creates (or returns) an RBAC-mode vault in the tenant's
-// subscription, creating the resource group if needed. It returns the vault
-// URL ("https://name.vault.azure.net/").
+// VaultOptions configure CreateVaultWithOptions.
+type VaultOptions struct {
+	// SKU is "standard" (default) or "premium" (HSM-protected keys).
+	SKU string
+	// Location is the Azure region of a new resource group and the vault
+	// (default "eastus").
+	Location string
+	// SoftDeleteDays is softDeleteRetentionInDays, 7..90 (0 = 90).
+	SoftDeleteDays int
+	// PurgeProtection forbids purging deleted keys.
+	PurgeProtection bool
+}
+
+// CreateVault creates (or returns) an RBAC-mode standard vault in the
+// tenant's subscription, creating the resource group if needed. It returns
+// the vault URL ("https://name.vault.azure.net/").
 func (e *Emulator) CreateVault(tenantID, rgName, name string) (string, error) {
+	return e.CreateVaultWithOptions(tenantID, rgName, name, VaultOptions{})
+}
+
+// CreateVaultWithOptions is CreateVault with a SKU, region and soft-delete
+// settings.
+func (e *Emulator) CreateVaultWithOptions(tenantID, rgName, name string, o VaultOptions) (string, error) {
+	if o.SKU == "" {
+		o.SKU = "standard"
+	}
+	if o.SKU != "standard" && o.SKU != "premium" {
+		return "", fmt.Errorf("invalid SKU %q", o.SKU)
+	}
+	if o.SoftDeleteDays != 0 && (o.SoftDeleteDays < 7 || o.SoftDeleteDays > 90) {
+		return "", errors.New("softDeleteRetentionInDays must be between 7 and 90")
+	}
+	if o.Location == "" {
+		o.Location = "eastus"
+	}
 	if !vaultNameRE.MatchString(name) || strings.Contains(name, "--") {
 		return "", fmt.Errorf("invalid vault name %q", name)
 	}
@@ -150,12 +186,12 @@ func (e *Emulator) CreateVault(tenantID, rgName, name string) (string, error) {
 	}
 	g := t.ResourceGroups[strings.ToLower(rgName)]
 	if g == nil {
-		g = &resourceGroup{Name: rgName, Location: "eastus"}
+		g = &resourceGroup{Name: rgName, Location: o.Location}
 		t.ResourceGroups[strings.ToLower(rgName)] = g
 	}
 	e.st.Vaults[ln] = &vault{Name: ln, TenantID: t.ID, SubscriptionID: t.SubscriptionID, ResourceGroup: g.Name,
-		Location: g.Location, SKU: "standard", RBAC: true, Created: e.clock.Now(),
-		Keys: map[string]*key{}, Deleted: map[string]*deletedKey{}}
+		Location: o.Location, SKU: o.SKU, RBAC: true, Created: e.clock.Now(),
+		Keys: map[string]*key{}, Deleted: map[string]*deletedKey{}, SoftDeleteDays: o.SoftDeleteDays, PurgeProtection: o.PurgeProtection}
 	return "https://" + ln + ".vault.azure.net/", e.saveLocked()
 }
 
@@ -178,7 +214,8 @@ func (e *Emulator) DeleteServicePrincipal(tenantID, objectID string) error {
 
 // CreateKey creates a key (or a new version) directly in a vault, for test
 // set-up: kty "RSA"/"RSA-HSM" with size 2048/3072/4096 (0 = 2048), or
-// "EC"/"EC-HSM" (P-256). It returns the versioned key id.
+// "EC"/"EC-HSM" (P-256). HSM types need a premium vault. It returns the
+// versioned key id.
 func (e *Emulator) CreateKey(vaultName, keyName, kty string, size int) (string, error) {
 	if !keyNameRE.MatchString(keyName) {
 		return "", fmt.Errorf("invalid key name %q", keyName)
@@ -187,16 +224,18 @@ func (e *Emulator) CreateKey(vaultName, keyName, kty string, size int) (string, 
 	if size != 0 && !strings.HasPrefix(kty, "EC") {
 		req.KeySize = &size
 	}
-	kv, err := newVersion(req, e.clock.Now())
+	e.mu.RLock()
+	v := e.st.Vaults[strings.ToLower(vaultName)]
+	e.mu.RUnlock()
+	if v == nil {
+		return "", fmt.Errorf("vault %q not found", vaultName)
+	}
+	kv, err := newVersion(req, v, e.clock.Now())
 	if err != nil {
 		return "", err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	v := e.st.Vaults[strings.ToLower(vaultName)]
-	if v == nil {
-		return "", fmt.Errorf("vault %q not found", vaultName)
-	}
 	ln := strings.ToLower(keyName)
 	if v.Deleted[ln] != nil {
 		return "", fmt.Errorf("key %q is deleted but recoverable", keyName)
@@ -323,6 +362,9 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 	if len(segs) == 2 && segs[0] == "faults" {
 		route = r.Method + " faults/*"
 	}
+	if len(segs) == 3 && segs[0] == "managed-hsms" {
+		route = r.Method + " managed-hsms/*/" + segs[2]
+	}
 	switch route {
 	case "GET healthz":
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -353,8 +395,12 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, toks)
 	case "POST tenants/*/vaults":
 		var req struct {
-			Name          string `json:"name"`
-			ResourceGroup string `json:"resource_group"`
+			Name            string `json:"name"`
+			ResourceGroup   string `json:"resource_group"`
+			SKU             string `json:"sku"`
+			Location        string `json:"location"`
+			SoftDeleteDays  int    `json:"soft_delete_retention_days"`
+			PurgeProtection bool   `json:"purge_protection"`
 		}
 		if err := readJSON(r, &req); err != nil {
 			ctlError(w, http.StatusBadRequest, err.Error())
@@ -363,12 +409,81 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		if req.ResourceGroup == "" {
 			req.ResourceGroup = "ekm-emulator"
 		}
-		u, err := e.CreateVault(segs[1], req.ResourceGroup, req.Name)
+		u, err := e.CreateVaultWithOptions(segs[1], req.ResourceGroup, req.Name, VaultOptions{SKU: strings.ToLower(req.SKU),
+			Location: req.Location, SoftDeleteDays: req.SoftDeleteDays, PurgeProtection: req.PurgeProtection})
 		if err != nil {
 			ctlError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusCreated, map[string]string{"vault_url": u})
+	case "POST tenants/*/managed-hsms":
+		var req struct {
+			Name            string   `json:"name"`
+			ResourceGroup   string   `json:"resource_group"`
+			Location        string   `json:"location"`
+			Administrators  []string `json:"administrators"`
+			SoftDeleteDays  int      `json:"soft_delete_retention_days"`
+			PurgeProtection bool     `json:"purge_protection"`
+		}
+		if err := readJSON(r, &req); err != nil {
+			ctlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if req.ResourceGroup == "" {
+			req.ResourceGroup = "ekm-emulator"
+		}
+		u, err := e.CreateManagedHSM(segs[1], req.ResourceGroup, req.Name, ManagedHSMOptions{Location: req.Location,
+			Administrators: req.Administrators, SoftDeleteDays: req.SoftDeleteDays, PurgeProtection: req.PurgeProtection})
+		if err != nil {
+			ctlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, map[string]string{"hsm_url": u})
+	case "POST managed-hsms/*/role-assignments":
+		var req struct {
+			Scope            string `json:"scope"`
+			RoleDefinitionID string `json:"role_definition_id"`
+			PrincipalID      string `json:"principal_id"`
+		}
+		if err := readJSON(r, &req); err != nil {
+			ctlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if req.Scope == "" {
+			req.Scope = "/"
+		}
+		id, err := e.AssignHSMRole(segs[1], req.Scope, req.RoleDefinitionID, req.PrincipalID)
+		if err != nil {
+			ctlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, map[string]string{"name": id})
+	case "POST attestation/tokens":
+		var req struct {
+			Issuer      string         `json:"issuer"`
+			Claims      map[string]any `json:"claims"`
+			RuntimeKeys []jwk          `json:"runtime_keys"`
+		}
+		if err := readJSON(r, &req); err != nil {
+			ctlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		var keys []*rsa.PublicKey
+		for _, k := range req.RuntimeKeys {
+			p, err := k.publicKey()
+			rk, ok := p.(*rsa.PublicKey)
+			if err != nil || !ok {
+				ctlError(w, http.StatusBadRequest, "runtime_keys must be RSA public JWKs")
+				return
+			}
+			keys = append(keys, rk)
+		}
+		tok, err := e.AttestationToken(req.Issuer, req.Claims, keys...)
+		if err != nil {
+			ctlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, map[string]string{"token": tok})
 	case "POST tenants/*/service-principals":
 		id, err := e.CreateServicePrincipal(segs[1], "")
 		if err != nil {
@@ -432,6 +547,9 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case "GET clock", "POST clock":
 		emukit.ServeClock(w, r, e.clock)
+		if r.Method == http.MethodPost {
+			e.housekeepAll() // rotations and purges that have come due
+		}
 	case "GET settings":
 		writeJSON(w, http.StatusOK, e.Settings())
 	case "PUT settings":

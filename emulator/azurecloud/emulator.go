@@ -13,6 +13,7 @@ package azurecloud
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -140,14 +141,16 @@ type Emulator struct {
 	jti       map[string]int64 // seen client-assertion ids -> exp
 	stateFile emukit.StateFile // serialises state file writes
 
-	ca       *emukit.CA
-	signKey  *rsa.PrivateKey
-	signKid  string
-	files    *emukit.Files // where ca.pem and app files go
-	counters emukit.Counters
-	reqlog   emukit.Ring[Request]
-	faults   emukit.FaultSet[int] // extra: the AADSTS number for Entra faults
-	limiter  limiter
+	ca         *emukit.CA
+	signKey    *rsa.PrivateKey
+	signKid    string
+	releaseKey *rsa.PrivateKey // signs key release responses
+	attestKey  *rsa.PrivateKey // signs attestation tokens
+	files      *emukit.Files   // where ca.pem and app files go
+	counters   emukit.Counters
+	reqlog     emukit.Ring[Request]
+	faults     emukit.FaultSet[int] // extra: the AADSTS number for Entra faults
+	limiter    limiter
 
 	clientOnce sync.Once
 	client     *http.Client
@@ -260,6 +263,44 @@ func (e *Emulator) loadKeys() error {
 		return fmt.Errorf("signing key: %w", err)
 	}
 	e.signKid = b64url.EncodeToString(x5tSHA1(e.st.SignCertDER))
+	if err := e.ensureReleaseKeys(); err != nil {
+		return err
+	}
+	if e.releaseKey, err = parseRSAKey(e.st.ReleaseKeyDER); err != nil {
+		return fmt.Errorf("release key: %w", err)
+	}
+	if e.attestKey, err = parseRSAKey(e.st.AttestKeyDER); err != nil {
+		return fmt.Errorf("attestation key: %w", err)
+	}
+	if len(e.st.BackupKey) != 32 {
+		return errors.New("backup key must be 32 bytes")
+	}
+	return nil
+}
+
+// ensureReleaseKeys creates the release signing certificate (issued by the
+// CA for the vault and Managed HSM host names), the attestation signing
+// certificate and the backup key when the state lacks them (new state, or
+// state written before they existed).
+func (e *Emulator) ensureReleaseKeys() error {
+	now := time.Now()
+	var err error
+	if e.st.ReleaseCertDER == nil {
+		if e.st.ReleaseCertDER, e.st.ReleaseKeyDER, err = newCASignedRSA(e.ca, "ekm emulated Key Vault", vaultCertNames, now); err != nil {
+			return err
+		}
+	}
+	if e.st.AttestCertDER == nil {
+		if e.st.AttestCertDER, e.st.AttestKeyDER, err = newSelfSignedRSA("ekm emulated attestation provider", now, 10); err != nil {
+			return err
+		}
+	}
+	if e.st.BackupKey == nil {
+		e.st.BackupKey = make([]byte, 32)
+		if _, err := rand.Read(e.st.BackupKey); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -363,11 +404,13 @@ func (e *Emulator) ControlURL() string { return "https://" + e.dialAddr() + emuk
 // Now is the emulator's current time (base clock plus offset).
 func (e *Emulator) Now() time.Time { return e.clock.Now() }
 
-// SetClock moves the emulator clock to t.
-func (e *Emulator) SetClock(t time.Time) { e.clock.Set(t) }
+// SetClock moves the emulator clock to t; automatic rotations and purges
+// that come due happen at once.
+func (e *Emulator) SetClock(t time.Time) { e.clock.Set(t); e.housekeepAll() }
 
-// AdvanceClock moves the emulator clock by d (may be negative).
-func (e *Emulator) AdvanceClock(d time.Duration) { e.clock.Advance(d) }
+// AdvanceClock moves the emulator clock by d (may be negative); automatic
+// rotations and purges that come due happen at once.
+func (e *Emulator) AdvanceClock(d time.Duration) { e.clock.Advance(d); e.housekeepAll() }
 
 // Settings returns the current behavioural switches.
 func (e *Emulator) Settings() Settings {

@@ -26,6 +26,7 @@ const (
 	svcARM
 	svcVault
 	svcControl
+	svcAttest
 )
 
 var loginHosts = map[string]bool{
@@ -44,6 +45,7 @@ var vaultSuffixes = []struct{ suffix, resource string }{
 	{".vault.azure.net", "https://vault.azure.net"},
 	{".vault.azure.cn", "https://vault.azure.cn"},
 	{".vault.usgovcloudapi.net", "https://vault.usgovcloudapi.net"},
+	{hsmSuffix, hsmResource},
 }
 
 // classify maps a Host header to a service; for vaults it also returns the
@@ -59,6 +61,8 @@ func classify(hostport string) (svc service, host, vaultName, resource string) {
 		return svcARM, host, "", ""
 	case emukit.IsControlHost(host):
 		return svcControl, host, "", ""
+	case isAttestHost(host):
+		return svcAttest, host, "", ""
 	}
 	for _, s := range vaultSuffixes {
 		if name, ok := strings.CutSuffix(host, s.suffix); ok && name != "" && !strings.Contains(name, ".") {
@@ -104,6 +108,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveVault(w, r, host, vaultName, resource)
 	case svcControl:
 		e.serveControl(w, r)
+	case svcAttest:
+		e.serveAttestation(w, r, host)
 	default:
 		writeJSON(w, http.StatusMisdirectedRequest, map[string]any{"error": map[string]string{
 			"code": "UnknownHost", "message": "The Azure emulator does not serve this host name."}})
@@ -223,7 +229,7 @@ func faultOf(fe emukit.FaultEntry[int]) Fault {
 		Probability: k.Probability, Count: k.Count}
 }
 
-var serviceNames = map[service]string{svcLogin: "login", svcGraph: "graph", svcARM: "management", svcVault: "vault"}
+var serviceNames = map[service]string{svcLogin: "login", svcGraph: "graph", svcARM: "management", svcVault: "vault", svcAttest: "attestation"}
 
 // InjectFault adds a fault and returns its id.
 func (e *Emulator) InjectFault(f Fault) (string, error) {
@@ -294,6 +300,8 @@ func (e *Emulator) writeFault(w http.ResponseWriter, r *http.Request, svc servic
 		kvError(w, f.Status, code, msg, "")
 	case svcGraph:
 		graphError(w, r, f.Status, code, msg)
+	case svcAttest:
+		attestError(w, f.Status, code, msg)
 	default:
 		armError(w, f.Status, code, msg)
 	}

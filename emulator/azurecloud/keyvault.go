@@ -1,9 +1,11 @@
 package azurecloud
 
 import (
-	"crypto/elliptic"
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -15,8 +17,6 @@ import (
 var kvAPIVersions = map[string]bool{"7.4": true, "7.5": true, "7.6": true, "2025-07-01": true}
 
 const kvServiceVersion = "1.9.2564.1"
-
-var curves = map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384(), "P-521": elliptic.P521()}
 
 var (
 	keyNameRE = regexp.MustCompile(`^[0-9a-zA-Z-]{1,127}$`)
@@ -33,6 +33,8 @@ type kvRoute struct {
 	version string // "" = latest
 	crypto  string // encrypt, decrypt, wrapkey, unwrapkey, sign, verify
 	deleted bool   // a soft-deleted key: the resource is …/deletedkeys/{name}
+	scope   string // Managed HSM role management: the scope ("/", "/keys", "/keys/{name}")
+	item    string // Managed HSM role management: the assignment or definition name
 }
 
 var cryptoOps = map[string]struct{ keyOp, action string }{
@@ -74,6 +76,10 @@ func parseKVRoute(method, path string) (kvRoute, bool) {
 		}
 	case col == "deletedkeys" && len(segs) == 3 && strings.EqualFold(segs[2], "recover") && method == http.MethodPost:
 		return kvRoute{op: "kv.recover", action: kvKeys + "recover/action", name: segs[1]}, true
+	case col == "rng" && len(segs) == 1 && method == http.MethodPost:
+		return kvRoute{op: "kv.rng", action: hsmRNGAction}, true
+	case col == "keys" && len(segs) == 2 && strings.EqualFold(segs[1], "restore") && method == http.MethodPost:
+		return kvRoute{op: "kv.restore", action: kvKeys + "restore/action"}, true
 	case col != "keys":
 	case len(segs) == 2 || (len(segs) == 3 && segs[2] == ""):
 		n := segs[1]
@@ -100,6 +106,14 @@ func parseKVRoute(method, path string) (kvRoute, bool) {
 			return kvRoute{op: "kv.rotate", action: kvKeys + "rotate/action", name: n}, true
 		case third == "versions" && method == http.MethodGet:
 			return kvRoute{op: "kv.list_versions", action: read, name: n}, true
+		case third == "backup" && method == http.MethodPost:
+			return kvRoute{op: "kv.backup", action: kvKeys + "backup/action", name: n}, true
+		case third == "release" && method == http.MethodPost:
+			return kvRoute{op: "kv.release", action: kvKeys + "release/action", name: n}, true
+		case third == "rotationpolicy" && method == http.MethodGet:
+			return kvRoute{op: "kv.get_rotation_policy", action: kvRotationPolicies + "read", name: n}, true
+		case third == "rotationpolicy" && method == http.MethodPut:
+			return kvRoute{op: "kv.set_rotation_policy", action: kvRotationPolicies + "write", name: n}, true
 		case method == http.MethodPost && cryptoOps[third].action != "":
 			return kvRoute{op: "kv." + third, action: cryptoOps[third].action, name: n, crypto: third}, true
 		case versionRE.MatchString(segs[2]) && method == http.MethodGet:
@@ -112,6 +126,11 @@ func parseKVRoute(method, path string) (kvRoute, bool) {
 		if c, ok := cryptoOps[op]; ok {
 			return kvRoute{op: "kv." + op, action: c.action, name: segs[1], version: segs[2], crypto: op}, true
 		}
+		if op == "release" {
+			return kvRoute{op: "kv.release", action: kvKeys + "release/action", name: segs[1], version: segs[2]}, true
+		}
+	case len(segs) == 4 && method == http.MethodGet && versionRE.MatchString(segs[2]) && strings.EqualFold(segs[3], "attestation"):
+		return kvRoute{op: "kv.get_attestation", action: read, name: segs[1], version: segs[2]}, true
 	}
 	return kvRoute{op: "kv.invalid"}, false
 }
@@ -183,8 +202,12 @@ func (e *Emulator) principalExists(tenantID, objectID string) bool {
 }
 
 func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name, resource string) {
+	hsm := strings.HasSuffix(host, hsmSuffix)
 	e.mu.RLock()
 	v := e.st.Vaults[name]
+	if hsm {
+		v = e.st.HSMs[name]
+	}
 	var tid, location string
 	if v != nil {
 		tid, location = v.TenantID, v.Location
@@ -194,8 +217,12 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name
 	if v == nil {
 		// In Azure the name would not resolve in DNS at all.
 		e.counters.Inc("kv.unknown_vault")
+		kind, how := "vault", "Create it through ARM first."
+		if hsm {
+			kind, how = "Managed HSM", "Create it through ARM (Microsoft.KeyVault/managedHSMs) first."
+		}
 		kvError(w, http.StatusNotFound, "VaultNotFound", fmt.Sprintf(
-			"The vault '%s' does not exist in the emulator (in Azure its DNS name would not resolve). Create it through ARM first.", truncate(name, 64)), "")
+			"The %s '%s' does not exist in the emulator (in Azure its DNS name would not resolve). %s", kind, truncate(name, 64), how), "")
 		return
 	}
 	raw, present := bearer(r)
@@ -208,10 +235,15 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name
 		return
 	}
 	rt, ok := parseKVRoute(r.Method, r.URL.Path)
+	if !ok && hsm {
+		if hr, hok := parseHSMAdminRoute(r.Method, r.URL.Path); hok {
+			rt, ok = hr, true
+		}
+	}
 	if !e.begin(w, r, svcVault, host, rt.op) {
 		return
 	}
-	p, msg := e.checkKVToken(raw, tid, resource)
+	p, msg := e.checkKVToken(raw, tid, resource, hsm)
 	if p == nil {
 		kvChallenge(w, tid, resource, msg)
 		return
@@ -237,7 +269,15 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name
 		badParam(w, "The request URI contains an invalid name: "+truncate(rt.name, 130))
 		return
 	}
-	if !e.throttle(w, v, rt) {
+	if rt.op == "kv.rng" && !hsm {
+		badParam(w, "Random bytes (POST /rng) are served by Managed HSM only, not by vaults.")
+		return
+	}
+	if hsm {
+		rt.action = hsmAction(rt)
+	}
+	e.housekeep(v)
+	if !hsm && !e.throttle(w, r, v, rt) {
 		return
 	}
 	if !e.authorizeKV(w, v, p, rt) {
@@ -268,14 +308,32 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, host, name
 		e.kvPurge(w, v, rt.name)
 	case "kv.recover":
 		e.kvRecover(w, host, v, rt.name)
+	case "kv.backup":
+		e.kvBackup(w, v, rt.name)
+	case "kv.restore":
+		e.kvRestore(w, r, host, v)
+	case "kv.get_rotation_policy":
+		e.kvGetRotationPolicy(w, host, v, rt.name)
+	case "kv.set_rotation_policy":
+		e.kvPutRotationPolicy(w, r, host, v, rt.name)
+	case "kv.release":
+		e.kvRelease(w, r, host, v, rt, apiVersion)
+	case "kv.rng":
+		e.kvRNG(w, r, v)
+	case "kv.get_attestation":
+		kvError(w, http.StatusBadRequest, "BadParameter", "Key attestation is not emulated: the emulator's keys are not generated in a physical HSM.", "")
 	default:
+		if strings.HasPrefix(rt.op, "hsm.") {
+			e.serveHSMAdmin(w, r, v, p, rt)
+			return
+		}
 		e.kvCrypto(w, r, host, v, rt)
 	}
 }
 
 // checkKVToken validates signature, lifetime, audience and issuer; on
 // failure it returns Key Vault's 401 message.
-func (e *Emulator) checkKVToken(raw, vaultTenant, resource string) (*principal, string) {
+func (e *Emulator) checkKVToken(raw, vaultTenant, resource string, hsm bool) (*principal, string) {
 	p, prob := e.parseAccessToken(raw)
 	switch prob {
 	case tokMalformed:
@@ -288,7 +346,7 @@ func (e *Emulator) checkKVToken(raw, vaultTenant, resource string) (*principal, 
 		return nil, "AKV10004: Token is not yet valid."
 	}
 	aud := normResource(p.Audience)
-	if aud != normResource(resource) && aud != kvAppID {
+	if aud != normResource(resource) && (hsm || aud != kvAppID) {
 		return nil, fmt.Sprintf("AKV10022: Invalid audience. Expected %s, found: %s.", resource, truncate(p.Audience, 256))
 	}
 	want := "https://sts.windows.net/" + vaultTenant + "/"
@@ -299,8 +357,9 @@ func (e *Emulator) checkKVToken(raw, vaultTenant, resource string) (*principal, 
 	return p, ""
 }
 
-// throttle charges the request against the vault's window.
-func (e *Emulator) throttle(w http.ResponseWriter, v *vault, rt kvRoute) bool {
+// throttle charges the request against the vault's window. A create is
+// charged at the HSM rate when its body asks for an HSM key.
+func (e *Emulator) throttle(w http.ResponseWriter, r *http.Request, v *vault, rt kvRoute) bool {
 	e.mu.RLock()
 	t := e.st.Settings.Throttle
 	kty, size, hsm := "RSA", 2048, false
@@ -314,6 +373,9 @@ func (e *Emulator) throttle(w http.ResponseWriter, v *vault, rt kvRoute) bool {
 		kty, size, hsm = strings.TrimSuffix(kv.Kty, "-HSM"), kv.Size, kv.hsm()
 	}
 	e.mu.RUnlock()
+	if rt.op == "kv.create" || rt.op == "kv.import" {
+		hsm = requestsHSMKey(r)
+	}
 	limit := t.RSA2048
 	switch {
 	case rt.op == "kv.create" || rt.op == "kv.import" || rt.op == "kv.rotate":
@@ -341,6 +403,27 @@ func (e *Emulator) throttle(w http.ResponseWriter, v *vault, rt kvRoute) bool {
 	return false
 }
 
+// requestsHSMKey peeks at a create or import body (and puts it back) to
+// see whether it asks for an HSM-protected key.
+func requestsHSMKey(r *http.Request) bool {
+	b, err := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	if err != nil {
+		return false
+	}
+	var req struct {
+		Kty string `json:"kty"`
+		HSM bool   `json:"hsm"`
+		Key struct {
+			Kty string `json:"kty"`
+		} `json:"key"`
+	}
+	if json.Unmarshal(b, &req) != nil {
+		return false
+	}
+	return req.HSM || strings.HasSuffix(req.Kty, "-HSM") || strings.HasSuffix(req.Key.Kty, "-HSM")
+}
+
 // authorizeKV applies the vault's permission model.
 func (e *Emulator) authorizeKV(w http.ResponseWriter, v *vault, p *principal, rt kvRoute) bool {
 	e.mu.RLock()
@@ -352,6 +435,9 @@ func (e *Emulator) authorizeKV(w http.ResponseWriter, v *vault, p *principal, rt
 		if rt.deleted {
 			res = v.resourceID() + "/deletedkeys/" + rt.name
 		}
+	}
+	if v.HSM {
+		return e.authorizeHSM(w, v, p, rt)
 	}
 	if !v.RBAC {
 		op := strings.TrimPrefix(rt.op, "kv.")

@@ -22,6 +22,18 @@ type cryptoReq struct {
 	Alg    string `json:"alg"`
 	Value  string `json:"value"`
 	Digest string `json:"digest"`
+	IV     string `json:"iv"`
+	AAD    string `json:"aad"`
+	Tag    string `json:"tag"`
+}
+
+// cryptoOut is KeyOperationResult; iv, tag and aad only for AES.
+type cryptoOut struct {
+	Kid   string `json:"kid"`
+	Value string `json:"value"`
+	IV    string `json:"iv,omitempty"`
+	Tag   string `json:"tag,omitempty"`
+	AAD   string `json:"aad,omitempty"`
 }
 
 func (e *Emulator) kvCrypto(w http.ResponseWriter, r *http.Request, host string, v *vault, rt kvRoute) {
@@ -70,13 +82,23 @@ func (e *Emulator) kvCrypto(w http.ResponseWriter, r *http.Request, host string,
 		return
 	}
 	val, err := decodeB64URL(req.Value)
-	if err != nil || len(val) == 0 {
+	if err != nil || (len(val) == 0 && !isOct(snap.Kty)) {
 		badParam(w, "The property value must be non-empty base64url.")
 		return
 	}
 	kid := keyURL(host, keyName) + "/" + snap.Version
 	switch rt.crypto {
 	case "encrypt", "wrapkey", "decrypt", "unwrapkey":
+		if isOct(snap.Kty) {
+			out, err := aesOp(snap.sym, rt.crypto, req, val)
+			if err != nil {
+				badParam(w, err.Error())
+				return
+			}
+			out.Kid = kid
+			writeJSON(w, http.StatusOK, out)
+			return
+		}
 		priv, ok := snap.priv.(*rsa.PrivateKey)
 		if !ok {
 			badParam(w, fmt.Sprintf("Algorithm %s is not supported for key type %s.", truncate(req.Alg, 32), snap.Kty))
@@ -92,21 +114,29 @@ func (e *Emulator) kvCrypto(w http.ResponseWriter, r *http.Request, host string,
 			badParam(w, err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"kid": kid, "value": b64url.EncodeToString(out)})
+		writeJSON(w, http.StatusOK, cryptoOut{Kid: kid, Value: b64url.EncodeToString(out)})
 	case "sign":
-		sig, err := signDigest(snap.priv, req.Alg, val)
+		if snap.priv == nil {
+			badParam(w, fmt.Sprintf("Operation sign is not supported for key type %s.", snap.Kty))
+			return
+		}
+		sig, err := signDigest(snap.priv, snap.Curve, req.Alg, val)
 		if err != nil {
 			badParam(w, err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"kid": kid, "value": b64url.EncodeToString(sig)})
+		writeJSON(w, http.StatusOK, cryptoOut{Kid: kid, Value: b64url.EncodeToString(sig)})
 	case "verify":
+		if snap.priv == nil {
+			badParam(w, fmt.Sprintf("Operation verify is not supported for key type %s.", snap.Kty))
+			return
+		}
 		digest, err := decodeB64URL(req.Digest)
 		if err != nil || len(digest) == 0 {
 			badParam(w, "The property digest must be non-empty base64url.")
 			return
 		}
-		ok, err := verifyDigest(snap.priv.Public(), req.Alg, digest, val)
+		ok, err := verifyDigest(snap.priv.Public(), snap.Curve, req.Alg, digest, val)
 		if err != nil {
 			badParam(w, err.Error())
 			return
@@ -155,61 +185,80 @@ func rsaDecrypt(priv *rsa.PrivateKey, alg string, ct []byte) ([]byte, error) {
 	return out, nil
 }
 
-func sigHash(alg string) (crypto.Hash, bool) {
-	if len(alg) != 5 {
-		return 0, false
-	}
-	h, _, ok := hashFor(alg)
-	return h, ok
+// sigAlgs maps Key Vault's signature algorithms to their hash; EC
+// algorithms are bound to one curve each (ES256K to P-256K).
+var sigAlgs = map[string]struct {
+	hash  crypto.Hash
+	curve string // "" for RSA
+}{
+	"RS256": {crypto.SHA256, ""}, "RS384": {crypto.SHA384, ""}, "RS512": {crypto.SHA512, ""},
+	"PS256": {crypto.SHA256, ""}, "PS384": {crypto.SHA384, ""}, "PS512": {crypto.SHA512, ""},
+	"ES256": {crypto.SHA256, "P-256"}, "ES384": {crypto.SHA384, "P-384"}, "ES512": {crypto.SHA512, "P-521"},
+	"ES256K": {crypto.SHA256, curveP256K},
 }
 
-func signDigest(priv crypto.Signer, alg string, digest []byte) ([]byte, error) {
-	h, ok := sigHash(alg)
-	if !ok || len(digest) != h.Size() {
-		return nil, errors.New("Invalid algorithm or digest length for sign.")
+// sigAlg checks alg against the key (its curve, "" for RSA) and the digest
+// length.
+func sigAlg(alg, curve string, digest []byte, op string) (crypto.Hash, error) {
+	a, ok := sigAlgs[alg]
+	if !ok {
+		return 0, fmt.Errorf("Invalid algorithm %s for %s.", truncate(alg, 16), op)
+	}
+	if a.curve != curve {
+		if curve == "" {
+			return 0, fmt.Errorf("Algorithm %s is not supported for RSA keys.", alg)
+		}
+		return 0, fmt.Errorf("Algorithm %s is not supported for a key on curve %s.", alg, curve)
+	}
+	if len(digest) != a.hash.Size() {
+		return 0, fmt.Errorf("The digest must be %d bytes for algorithm %s.", a.hash.Size(), alg)
+	}
+	return a.hash, nil
+}
+
+func signDigest(priv crypto.Signer, curve, alg string, digest []byte) ([]byte, error) {
+	h, err := sigAlg(alg, curve, digest, "sign")
+	if err != nil {
+		return nil, err
 	}
 	switch k := priv.(type) {
 	case *rsa.PrivateKey:
-		switch alg[:2] {
-		case "RS":
-			return rsa.SignPKCS1v15(rand.Reader, k, h, digest)
-		case "PS":
+		if alg[:2] == "PS" {
 			return rsa.SignPSS(rand.Reader, k, h, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
 		}
+		return rsa.SignPKCS1v15(rand.Reader, k, h, digest)
 	case *ecdsa.PrivateKey:
-		if alg[:2] == "ES" {
-			r, s, err := ecdsa.Sign(rand.Reader, k, digest)
-			if err != nil {
-				return nil, err
-			}
-			n := (k.Curve.Params().BitSize + 7) / 8
-			return append(r.FillBytes(make([]byte, n)), s.FillBytes(make([]byte, n))...), nil
+		r, s, err := ecdsa.Sign(rand.Reader, k, digest)
+		if err != nil {
+			return nil, err
 		}
+		n := (k.Curve.Params().BitSize + 7) / 8
+		return append(r.FillBytes(make([]byte, n)), s.FillBytes(make([]byte, n))...), nil
+	case *k1Key:
+		return k.Sign(nil, digest, nil)
 	}
 	return nil, errors.New("The algorithm is not supported for this key type.")
 }
 
-func verifyDigest(pub crypto.PublicKey, alg string, digest, sig []byte) (bool, error) {
-	h, ok := sigHash(alg)
-	if !ok || len(digest) != h.Size() {
-		return false, errors.New("Invalid algorithm or digest length for verify.")
+func verifyDigest(pub crypto.PublicKey, curve, alg string, digest, sig []byte) (bool, error) {
+	h, err := sigAlg(alg, curve, digest, "verify")
+	if err != nil {
+		return false, err
 	}
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		switch alg[:2] {
-		case "RS":
-			return rsa.VerifyPKCS1v15(k, h, digest, sig) == nil, nil
-		case "PS":
+		if alg[:2] == "PS" {
 			return rsa.VerifyPSS(k, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto}) == nil, nil
 		}
+		return rsa.VerifyPKCS1v15(k, h, digest, sig) == nil, nil
 	case *ecdsa.PublicKey:
-		if alg[:2] == "ES" {
-			n := len(sig) / 2
-			if n == 0 || len(sig)%2 != 0 {
-				return false, nil
-			}
-			return ecdsa.Verify(k, digest, new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])), nil
+		n := (k.Curve.Params().BitSize + 7) / 8
+		if len(sig) != 2*n {
+			return false, nil
 		}
+		return ecdsa.Verify(k, digest, new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])), nil
+	case *k1Public:
+		return k.verify(digest, sig), nil
 	}
 	return false, errors.New("The algorithm is not supported for this key type.")
 }

@@ -9,10 +9,8 @@ import (
 	"time"
 )
 
-const purgeAfter = 90 * 24 * time.Hour
-
-func (d *deletedKey) bundle(host string) bundleOut {
-	b := d.Key.current().bundle(host, d.Key.Name)
+func (d *deletedKey) bundle(v *vault, host string) bundleOut {
+	b := d.Key.current().bundle(v, host, d.Key.Name)
 	b.RecoveryID = "https://" + host + "/deletedkeys/" + d.Key.Name
 	b.DeletedDate, b.ScheduledPurgeDate = d.DeletedDate, d.ScheduledPurgeDate
 	return b
@@ -28,7 +26,8 @@ func (e *Emulator) kvDelete(w http.ResponseWriter, host string, v *vault, name s
 		return
 	}
 	now := e.clock.Now()
-	d := &deletedKey{Key: k, DeletedDate: now.Unix(), ScheduledPurgeDate: now.Add(purgeAfter).Unix()}
+	purgeAt := now.Add(time.Duration(v.retentionDays()) * 24 * time.Hour)
+	d := &deletedKey{Key: k, DeletedDate: now.Unix(), ScheduledPurgeDate: purgeAt.Unix()}
 	delete(v.Keys, ln)
 	v.Deleted[ln] = d
 	if err := e.saveLocked(); err != nil {
@@ -37,7 +36,7 @@ func (e *Emulator) kvDelete(w http.ResponseWriter, host string, v *vault, name s
 		kvError(w, http.StatusInternalServerError, "InternalError", "The emulator could not persist its state.", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, d.bundle(host))
+	writeJSON(w, http.StatusOK, d.bundle(v, host))
 }
 
 func (e *Emulator) kvListDeleted(w http.ResponseWriter, host string, v *vault) {
@@ -46,7 +45,7 @@ func (e *Emulator) kvListDeleted(w http.ResponseWriter, host string, v *vault) {
 	for _, ln := range sortedKeys(v.Deleted) {
 		d := v.Deleted[ln]
 		kv := d.Key.current()
-		items = append(items, itemOut{Kid: keyURL(host, d.Key.Name), Attributes: kv.attrs(), Tags: kv.Tags,
+		items = append(items, itemOut{Kid: keyURL(host, d.Key.Name), Attributes: kv.attrs(v), Tags: kv.Tags,
 			RecoveryID: "https://" + host + "/deletedkeys/" + d.Key.Name, DeletedDate: d.DeletedDate, ScheduledPurgeDate: d.ScheduledPurgeDate})
 	}
 	e.mu.RUnlock()
@@ -65,7 +64,7 @@ func (e *Emulator) kvGetDeleted(w http.ResponseWriter, host string, v *vault, na
 		deletedNotFound(w, name)
 		return
 	}
-	writeJSON(w, http.StatusOK, d.bundle(host))
+	writeJSON(w, http.StatusOK, d.bundle(v, host))
 }
 
 func (e *Emulator) kvPurge(w http.ResponseWriter, v *vault, name string) {
@@ -75,6 +74,11 @@ func (e *Emulator) kvPurge(w http.ResponseWriter, v *vault, name string) {
 	d := v.Deleted[ln]
 	if d == nil {
 		deletedNotFound(w, name)
+		return
+	}
+	if v.PurgeProtection {
+		kvError(w, http.StatusForbidden, "Forbidden", fmt.Sprintf(
+			"Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed. Key: %s", name), "")
 		return
 	}
 	delete(v.Deleted, ln)
@@ -103,5 +107,5 @@ func (e *Emulator) kvRecover(w http.ResponseWriter, host string, v *vault, name 
 		kvError(w, http.StatusInternalServerError, "InternalError", "The emulator could not persist its state.", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, d.Key.current().bundle(host, d.Key.Name))
+	writeJSON(w, http.StatusOK, d.Key.current().bundle(v, host, d.Key.Name))
 }

@@ -6,9 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -50,9 +50,10 @@ type attrsOut struct {
 }
 
 type bundleOut struct {
-	Key        jwkOut            `json:"key"`
-	Attributes attrsOut          `json:"attributes"`
-	Tags       map[string]string `json:"tags,omitempty"`
+	Key           jwkOut            `json:"key"`
+	Attributes    attrsOut          `json:"attributes"`
+	Tags          map[string]string `json:"tags,omitempty"`
+	ReleasePolicy *releasePolicyOut `json:"release_policy,omitempty"`
 	// Deleted-key fields.
 	RecoveryID         string `json:"recoveryId,omitempty"`
 	DeletedDate        int64  `json:"deletedDate,omitempty"`
@@ -71,26 +72,27 @@ type itemOut struct {
 
 func keyURL(host, name string) string { return "https://" + host + "/keys/" + name }
 
-func (kv *keyVersion) attrs() attrsOut {
-	return attrsOut{Enabled: kv.Enabled, NBF: kv.NBF, EXP: kv.EXP, Created: kv.Created, Updated: kv.Updated,
-		RecoveryLevel: "Recoverable+Purgeable", RecoverableDays: 90}
+func (kv *keyVersion) attrs(v *vault) attrsOut {
+	a := attrsOut{Enabled: kv.Enabled, NBF: kv.NBF, EXP: kv.EXP, Created: kv.Created, Updated: kv.Updated,
+		RecoveryLevel: v.recoveryLevel(), RecoverableDays: v.retentionDays(), Exportable: kv.Exportable}
+	return a
 }
 
-func (kv *keyVersion) bundle(host, name string) bundleOut {
+func (kv *keyVersion) bundle(v *vault, host, name string) bundleOut {
 	j := jwkOut{Kid: keyURL(host, name) + "/" + kv.Version, Kty: kv.Kty, KeyOps: slices.Clone(kv.Ops)}
-	switch pub := kv.priv.Public().(type) {
-	case *rsa.PublicKey:
-		j.N, j.E = rsaJWK(pub)
-	case *ecdsa.PublicKey:
-		j.Crv = kv.Curve
-		size := (pub.Curve.Params().BitSize + 7) / 8
-		j.X = b64url.EncodeToString(pub.X.FillBytes(make([]byte, size)))
-		j.Y = b64url.EncodeToString(pub.Y.FillBytes(make([]byte, size)))
+	if kv.priv != nil {
+		switch pub := kv.priv.Public().(type) {
+		case *rsa.PublicKey:
+			j.N, j.E = rsaJWK(pub)
+		default:
+			x, y := ecJWK(pub)
+			j.Crv, j.X, j.Y = kv.Curve, b64url.EncodeToString(x), b64url.EncodeToString(y)
+		}
 	}
 	if j.KeyOps == nil {
 		j.KeyOps = []string{}
 	}
-	return bundleOut{Key: j, Attributes: kv.attrs(), Tags: kv.Tags}
+	return bundleOut{Key: j, Attributes: kv.attrs(v), Tags: kv.Tags, ReleasePolicy: kv.ReleasePolicy.out()}
 }
 
 func validateTags(tags map[string]string) error {
@@ -122,13 +124,47 @@ type createReq struct {
 	Attributes     *attrsIn          `json:"attributes"`
 	Tags           map[string]string `json:"tags"`
 	Crv            string            `json:"crv"`
+	ReleasePolicy  *releasePolicyIn  `json:"release_policy"`
 }
 
-// newVersion generates key material per a create request.
-func newVersion(req createReq, now time.Time) (*keyVersion, error) {
-	kv := &keyVersion{Version: randHex(16), Kty: req.Kty, Enabled: true, Created: now.Unix(), Updated: now.Unix()}
-	switch req.Kty {
-	case "RSA", "RSA-HSM":
+// keyType resolves the requested key type against where the key is made:
+// a Managed HSM stores every key in its HSM (RSA, EC and oct become
+// RSA-HSM, EC-HSM and oct-HSM); a vault has no symmetric keys, and only a
+// premium vault has HSM-protected ones.
+func keyType(kty string, v *vault) (string, error) {
+	switch {
+	case kty == "":
+		return "", errors.New("The property kty is required.")
+	case v.HSM:
+		switch kty {
+		case "RSA", "RSA-HSM", "EC", "EC-HSM", "oct", "oct-HSM":
+			return baseKty(kty) + "-HSM", nil
+		}
+		return "", fmt.Errorf("The key type %s is not supported by Managed HSM. Supported types are RSA-HSM, EC-HSM and oct-HSM.", truncate(kty, 16))
+	}
+	switch kty {
+	case "RSA", "EC":
+		return kty, nil
+	case "RSA-HSM", "EC-HSM":
+		if v.SKU != "premium" {
+			return "", fmt.Errorf("The key type %s requires a premium vault; this vault's SKU is %s.", kty, v.SKU)
+		}
+		return kty, nil
+	case "oct", "oct-HSM":
+		return "", fmt.Errorf("The key type %s is only supported by Managed HSM.", kty)
+	}
+	return "", fmt.Errorf("The key type %s is not supported by this vault. Supported types are RSA, RSA-HSM, EC and EC-HSM.", truncate(kty, 16))
+}
+
+// newVersion generates key material per a create request for vault v.
+func newVersion(req createReq, v *vault, now time.Time) (*keyVersion, error) {
+	kty, err := keyType(req.Kty, v)
+	if err != nil {
+		return nil, err
+	}
+	kv := &keyVersion{Version: randHex(16), Kty: kty, Enabled: true, Created: now.Unix(), Updated: now.Unix()}
+	switch baseKty(kty) {
+	case "RSA":
 		kv.Size = 2048
 		if req.KeySize != nil {
 			kv.Size = *req.KeySize
@@ -145,25 +181,42 @@ func newVersion(req createReq, now time.Time) (*keyVersion, error) {
 		}
 		kv.priv = k
 		kv.Ops = []string{"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"}
-	case "EC", "EC-HSM":
+	case "EC":
 		kv.Curve = req.Crv
 		if kv.Curve == "" {
 			kv.Curve = "P-256"
 		}
-		c, ok := curves[kv.Curve]
-		if !ok {
-			return nil, fmt.Errorf("The curve %s is not supported by the emulator. Supported curves are P-256, P-384 and P-521.", truncate(kv.Curve, 16))
+		if kv.Curve == curveP256K {
+			k, err := newK1Key(rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			kv.priv = k
+		} else {
+			c, ok := curves[kv.Curve]
+			if !ok {
+				return nil, fmt.Errorf("The curve %s is not supported. Supported curves are P-256, P-256K, P-384 and P-521.", truncate(kv.Curve, 16))
+			}
+			k, err := ecdsa.GenerateKey(c, rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			kv.priv = k
 		}
-		k, err := ecdsa.GenerateKey(c, rand.Reader)
-		if err != nil {
+		kv.Ops = []string{"sign", "verify"}
+	case "oct":
+		kv.Size = 256
+		if req.KeySize != nil {
+			kv.Size = *req.KeySize
+		}
+		if kv.Size != 128 && kv.Size != 192 && kv.Size != 256 {
+			return nil, fmt.Errorf("The key size %d is not supported for oct-HSM keys. Supported sizes are 128, 192 and 256.", kv.Size)
+		}
+		kv.sym = make([]byte, kv.Size/8)
+		if _, err := rand.Read(kv.sym); err != nil {
 			return nil, err
 		}
-		kv.priv = k
-		kv.Ops = []string{"sign", "verify"}
-	case "":
-		return nil, errors.New("The property kty is required.")
-	default:
-		return nil, fmt.Errorf("The key type %s is not supported by this vault. Supported types are RSA, RSA-HSM, EC and EC-HSM.", truncate(req.Kty, 16))
+		kv.Ops = []string{"encrypt", "decrypt", "wrapKey", "unwrapKey"}
 	}
 	if req.KeyOps != nil {
 		if err := validateOps(req.KeyOps); err != nil {
@@ -176,11 +229,12 @@ func newVersion(req createReq, now time.Time) (*keyVersion, error) {
 	}
 	kv.Tags = req.Tags
 	applyAttrs(kv, req.Attributes)
-	der, err := x509.MarshalPKCS8PrivateKey(kv.priv)
-	if err != nil {
+	if err := applyExport(kv, req.Attributes, req.ReleasePolicy); err != nil {
 		return nil, err
 	}
-	kv.PrivDER = der
+	if err := kv.encodeMaterial(); err != nil {
+		return nil, err
+	}
 	return kv, nil
 }
 
@@ -221,12 +275,19 @@ func (e *Emulator) addVersion(w http.ResponseWriter, host string, v *vault, name
 	}
 	k := v.Keys[ln]
 	if k == nil {
+		if err := checkFirstVersionExport(kv); err != nil {
+			badParam(w, err.Error())
+			return
+		}
 		if len(v.Keys) >= maxKeysPerVault {
 			badParam(w, "The emulator's per-vault key limit was reached.")
 			return
 		}
 		k = &key{Name: name}
 		v.Keys[ln] = k
+	} else if err := checkNewVersionExport(k.current(), kv); err != nil {
+		badParam(w, err.Error())
+		return
 	}
 	if len(k.Versions) >= maxVersionsPerKey {
 		badParam(w, "The emulator's per-key version limit was reached.")
@@ -241,7 +302,7 @@ func (e *Emulator) addVersion(w http.ResponseWriter, host string, v *vault, name
 		kvError(w, http.StatusInternalServerError, "InternalError", "The emulator could not persist its state.", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, kv.bundle(host, k.Name))
+	writeJSON(w, http.StatusOK, kv.bundle(v, host, k.Name))
 }
 
 func (e *Emulator) kvCreate(w http.ResponseWriter, r *http.Request, host string, v *vault, name string) {
@@ -250,7 +311,7 @@ func (e *Emulator) kvCreate(w http.ResponseWriter, r *http.Request, host string,
 		badParam(w, err.Error())
 		return
 	}
-	kv, err := newVersion(req, e.clock.Now())
+	kv, err := newVersion(req, v, e.clock.Now())
 	if err != nil {
 		badParam(w, err.Error())
 		return
@@ -258,22 +319,105 @@ func (e *Emulator) kvCreate(w http.ResponseWriter, r *http.Request, host string,
 	e.addVersion(w, host, v, name, kv)
 }
 
+type importJWK struct {
+	Kty string   `json:"kty"`
+	N   string   `json:"n"`
+	E   string   `json:"e"`
+	D   string   `json:"d"`
+	P   string   `json:"p"`
+	Q   string   `json:"q"`
+	K   string   `json:"k"`
+	T   string   `json:"key_hsm"`
+	Crv string   `json:"crv"`
+	X   string   `json:"x"`
+	Y   string   `json:"y"`
+	Ops []string `json:"key_ops"`
+}
+
 type importReq struct {
-	Key struct {
-		Kty string   `json:"kty"`
-		N   string   `json:"n"`
-		E   string   `json:"e"`
-		D   string   `json:"d"`
-		P   string   `json:"p"`
-		Q   string   `json:"q"`
-		Crv string   `json:"crv"`
-		X   string   `json:"x"`
-		Y   string   `json:"y"`
-		Ops []string `json:"key_ops"`
-	} `json:"key"`
-	HSM        bool              `json:"hsm"`
-	Attributes *attrsIn          `json:"attributes"`
-	Tags       map[string]string `json:"tags"`
+	Key           importJWK         `json:"key"`
+	HSM           bool              `json:"hsm"`
+	Attributes    *attrsIn          `json:"attributes"`
+	Tags          map[string]string `json:"tags"`
+	ReleasePolicy *releasePolicyIn  `json:"release_policy"`
+}
+
+// importMaterial parses the private key of an import request.
+func importMaterial(kv *keyVersion, j importJWK) error {
+	ints := func(ss ...string) ([]*big.Int, bool) {
+		var out []*big.Int
+		for _, s := range ss {
+			b, err := decodeB64URL(s)
+			if err != nil || len(b) == 0 || len(b) > 1024 {
+				return nil, false
+			}
+			out = append(out, bigBytes(b))
+		}
+		return out, true
+	}
+	if j.T != "" {
+		return errors.New("Bring-your-own-key (key_hsm) import is not emulated; import the plaintext key.")
+	}
+	switch baseKty(j.Kty) {
+	case "RSA":
+		n, ok := ints(j.N, j.E, j.D, j.P, j.Q)
+		if !ok || !n[1].IsInt64() || n[1].Int64() > 1<<31 {
+			return errors.New("The RSA key to import must include n, e, d, p and q.")
+		}
+		k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n[0], E: int(n[1].Int64())}, D: n[2], Primes: []*big.Int{n[3], n[4]}}
+		if err := k.Validate(); err != nil {
+			return errors.New("The RSA key to import is not valid.")
+		}
+		k.Precompute()
+		kv.Size = k.N.BitLen()
+		if kv.Size != 2048 && kv.Size != 3072 && kv.Size != 4096 {
+			return errors.New("The key size is not supported. Supported sizes are 2048, 3072 and 4096.")
+		}
+		kv.priv = k
+		kv.Ops = []string{"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"}
+	case "EC":
+		d, err := decodeB64URL(j.D)
+		if err != nil || len(d) == 0 {
+			return errors.New("The EC key to import must include a supported crv and d.")
+		}
+		kv.Curve = j.Crv
+		if j.Crv == curveP256K {
+			k, err := parseK1Scalar(d)
+			if err != nil {
+				return errors.New("The EC key to import is not valid.")
+			}
+			kv.priv = k
+		} else {
+			c, ok := curves[j.Crv]
+			if !ok || len(d) > (c.Params().BitSize+7)/8 {
+				return errors.New("The EC key to import must include a supported crv and d.")
+			}
+			k, err := ecdsa.ParseRawPrivateKey(c, bigBytes(d).FillBytes(make([]byte, (c.Params().BitSize+7)/8)))
+			if err != nil {
+				return errors.New("The EC key to import is not valid.")
+			}
+			kv.priv = k
+		}
+		if j.X != "" || j.Y != "" { // a public part given must match
+			x, err1 := decodeB64URL(j.X)
+			y, err2 := decodeB64URL(j.Y)
+			px, py := ecJWK(kv.priv.Public())
+			if err1 != nil || err2 != nil || bigBytes(x).Cmp(bigBytes(px)) != 0 || bigBytes(y).Cmp(bigBytes(py)) != 0 {
+				return errors.New("The EC key to import is not valid: x and y do not match d.")
+			}
+		}
+		kv.Ops = []string{"sign", "verify"}
+	case "oct":
+		k, err := decodeB64URL(j.K)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return errors.New("The oct key to import must have k of 128, 192 or 256 bits.")
+		}
+		kv.sym, kv.Size = k, 8*len(k)
+		kv.Ops = []string{"encrypt", "decrypt", "wrapKey", "unwrapKey"}
+	default:
+		return errors.New("The key type to import is not supported. Supported types are RSA, EC and oct (Managed HSM).")
+	}
+	return nil
 }
 
 func (e *Emulator) kvImport(w http.ResponseWriter, r *http.Request, host string, v *vault, name string) {
@@ -284,57 +428,18 @@ func (e *Emulator) kvImport(w http.ResponseWriter, r *http.Request, host string,
 	}
 	now := e.clock.Now()
 	kv := &keyVersion{Version: randHex(16), Enabled: true, Created: now.Unix(), Updated: now.Unix()}
-	ints := func(ss ...string) ([]*big.Int, bool) {
-		var out []*big.Int
-		for _, s := range ss {
-			b, err := decodeB64URL(s)
-			if err != nil || len(b) == 0 || len(b) > 1024 {
-				return nil, false
-			}
-			out = append(out, new(big.Int).SetBytes(b))
-		}
-		return out, true
+	kty := baseKty(req.Key.Kty)
+	if req.HSM || strings.HasSuffix(req.Key.Kty, "-HSM") {
+		kty += "-HSM"
 	}
-	switch strings.TrimSuffix(req.Key.Kty, "-HSM") {
-	case "RSA":
-		n, ok := ints(req.Key.N, req.Key.E, req.Key.D, req.Key.P, req.Key.Q)
-		if !ok || !n[1].IsInt64() || n[1].Int64() > 1<<31 {
-			badParam(w, "The RSA key to import must include n, e, d, p and q.")
-			return
-		}
-		k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n[0], E: int(n[1].Int64())}, D: n[2], Primes: []*big.Int{n[3], n[4]}}
-		if err := k.Validate(); err != nil {
-			badParam(w, "The RSA key to import is not valid.")
-			return
-		}
-		k.Precompute()
-		kv.Size = k.N.BitLen()
-		if kv.Size != 2048 && kv.Size != 3072 && kv.Size != 4096 {
-			badParam(w, "The key size is not supported. Supported sizes are 2048, 3072 and 4096.")
-			return
-		}
-		kv.priv, kv.Kty = k, "RSA"
-		kv.Ops = []string{"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"}
-	case "EC":
-		c, ok := curves[req.Key.Crv]
-		d, ok2 := ints(req.Key.D)
-		if !ok || !ok2 || d[0].BitLen() > c.Params().BitSize {
-			badParam(w, "The EC key to import must include a supported crv and d.")
-			return
-		}
-		k, err := ecdsa.ParseRawPrivateKey(c, d[0].FillBytes(make([]byte, (c.Params().BitSize+7)/8)))
-		if err != nil {
-			badParam(w, "The EC key to import is not valid.")
-			return
-		}
-		kv.priv, kv.Kty, kv.Curve = k, "EC", req.Key.Crv
-		kv.Ops = []string{"sign", "verify"}
-	default:
-		badParam(w, "The key type to import is not supported. Supported types are RSA and EC.")
+	var err error
+	if kv.Kty, err = keyType(kty, v); err != nil {
+		badParam(w, err.Error())
 		return
 	}
-	if req.HSM {
-		kv.Kty += "-HSM"
+	if err := importMaterial(kv, req.Key); err != nil {
+		badParam(w, err.Error())
+		return
 	}
 	if req.Key.Ops != nil {
 		if err := validateOps(req.Key.Ops); err != nil {
@@ -349,12 +454,14 @@ func (e *Emulator) kvImport(w http.ResponseWriter, r *http.Request, host string,
 	}
 	kv.Tags = req.Tags
 	applyAttrs(kv, req.Attributes)
-	der, err := x509.MarshalPKCS8PrivateKey(kv.priv)
-	if err != nil {
+	if err := applyExport(kv, req.Attributes, req.ReleasePolicy); err != nil {
+		badParam(w, err.Error())
+		return
+	}
+	if err := kv.encodeMaterial(); err != nil {
 		badParam(w, "The key to import is not valid.")
 		return
 	}
-	kv.PrivDER = der
 	e.addVersion(w, host, v, name, kv)
 }
 
@@ -382,7 +489,7 @@ func (e *Emulator) kvGet(w http.ResponseWriter, host string, v *vault, rt kvRout
 		kvError(w, http.StatusForbidden, "Forbidden", "Operation get is not allowed on a disabled key.", "KeyDisabled")
 		return
 	}
-	writeJSON(w, http.StatusOK, kv.bundle(host, k.Name))
+	writeJSON(w, http.StatusOK, kv.bundle(v, host, k.Name))
 }
 
 // maxResults parses the optional page size (1..25, default 25).
@@ -441,7 +548,7 @@ func (e *Emulator) kvList(w http.ResponseWriter, r *http.Request, host string, v
 		for _, ln := range sortedKeys(v.Keys) {
 			k := v.Keys[ln]
 			kv := k.current()
-			items = append(items, itemOut{Kid: keyURL(host, k.Name), Attributes: kv.attrs(), Tags: kv.Tags})
+			items = append(items, itemOut{Kid: keyURL(host, k.Name), Attributes: kv.attrs(v), Tags: kv.Tags})
 		}
 	} else {
 		k := v.Keys[strings.ToLower(name)]
@@ -451,7 +558,7 @@ func (e *Emulator) kvList(w http.ResponseWriter, r *http.Request, host string, v
 			return
 		}
 		for _, kv := range k.Versions {
-			items = append(items, itemOut{Kid: keyURL(host, k.Name) + "/" + kv.Version, Attributes: kv.attrs(), Tags: kv.Tags})
+			items = append(items, itemOut{Kid: keyURL(host, k.Name) + "/" + kv.Version, Attributes: kv.attrs(v), Tags: kv.Tags})
 		}
 	}
 	e.mu.RUnlock()
@@ -459,9 +566,10 @@ func (e *Emulator) kvList(w http.ResponseWriter, r *http.Request, host string, v
 }
 
 type updateReq struct {
-	KeyOps     []string          `json:"key_ops"`
-	Attributes *attrsIn          `json:"attributes"`
-	Tags       map[string]string `json:"tags"`
+	KeyOps        []string          `json:"key_ops"`
+	Attributes    *attrsIn          `json:"attributes"`
+	Tags          map[string]string `json:"tags"`
+	ReleasePolicy *releasePolicyIn  `json:"release_policy"`
 }
 
 func (e *Emulator) kvUpdate(w http.ResponseWriter, r *http.Request, host string, v *vault, rt kvRoute) {
@@ -489,7 +597,14 @@ func (e *Emulator) kvUpdate(w http.ResponseWriter, r *http.Request, host string,
 		keyNotFound(w, rt.name, rt.version)
 		return
 	}
+	if err := checkUpdateExport(kv, req.Attributes, req.ReleasePolicy); err != nil {
+		badParam(w, err.Error())
+		return
+	}
 	old := *kv
+	if req.ReleasePolicy != nil {
+		kv.ReleasePolicy, _ = req.ReleasePolicy.parse() // checked above
+	}
 	if req.KeyOps != nil {
 		kv.Ops = slices.Clone(req.KeyOps)
 	}
@@ -503,29 +618,43 @@ func (e *Emulator) kvUpdate(w http.ResponseWriter, r *http.Request, host string,
 		kvError(w, http.StatusInternalServerError, "InternalError", "The emulator could not persist its state.", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, kv.bundle(host, k.Name))
+	writeJSON(w, http.StatusOK, kv.bundle(v, host, k.Name))
 }
 
 func (e *Emulator) kvRotate(w http.ResponseWriter, host string, v *vault, name string) {
 	e.mu.RLock()
-	_, cur := v.lookup(name, "")
-	var req createReq
+	k, cur := v.lookup(name, "")
+	var kv *keyVersion
+	var err error
 	if cur != nil {
-		size := cur.Size
-		req = createReq{Kty: cur.Kty, KeySize: &size, Crv: cur.Curve, KeyOps: slices.Clone(cur.Ops), Tags: cur.Tags}
+		if kv, err = nextVersion(cur, v, e.clock.Now()); err == nil {
+			k.Policy.applyExpiry(kv)
+		}
 	}
 	e.mu.RUnlock()
 	if cur == nil {
 		keyNotFound(w, name, "")
 		return
 	}
-	if req.Kty == "EC" || req.Kty == "EC-HSM" {
-		req.KeySize = nil
-	}
-	kv, err := newVersion(req, e.clock.Now())
 	if err != nil {
 		badParam(w, err.Error())
 		return
 	}
 	e.addVersion(w, host, v, name, kv)
+}
+
+// nextVersion makes the version a rotation creates: new material of the
+// same type, size and curve, with the current version's key_ops, tags,
+// exportability and release policy. Callers hold e.mu (read).
+func nextVersion(cur *keyVersion, v *vault, now time.Time) (*keyVersion, error) {
+	size := cur.Size
+	req := createReq{Kty: cur.Kty, KeySize: &size, Crv: cur.Curve, KeyOps: slices.Clone(cur.Ops), Tags: maps.Clone(cur.Tags)}
+	if baseKty(cur.Kty) == "EC" {
+		req.KeySize = nil
+	}
+	if cur.Exportable {
+		req.Attributes = &attrsIn{Exportable: &cur.Exportable}
+		req.ReleasePolicy = cur.ReleasePolicy.in()
+	}
+	return newVersion(req, v, now)
 }

@@ -157,7 +157,7 @@ func TestKeyVaultErrorsAndShapes(t *testing.T) {
 	}{
 		{"/keys/k1/create", map[string]any{"kty": "RSA", "key_size": 1024}},
 		{"/keys/k1/create", map[string]any{"kty": "oct"}},
-		{"/keys/k1/create", map[string]any{"kty": "EC", "crv": "P-256K"}},
+		{"/keys/k1/create", map[string]any{"kty": "EC", "crv": "P-192"}},
 		{"/keys/k1/create", map[string]any{"kty": "RSA", "key_ops": []string{"fly"}}},
 		{"/keys/k1/create", "not an object"},
 		{"/keys/dec-only/decrypt", map[string]any{"alg": "RSA-OAEP", "value": "!!"}},

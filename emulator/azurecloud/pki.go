@@ -25,6 +25,39 @@ var serverDNSNames = []string{
 	emukit.ControlHost, "localhost",
 }
 
+// vaultCertNames are the names of the certificate that signs key release
+// responses.
+var vaultCertNames = []string{"*.vault.azure.net", "*.vault.azure.cn", "*.vault.usgovcloudapi.net", "*.managedhsm.azure.net"}
+
+func init() {
+	for _, r := range attestRegions {
+		serverDNSNames = append(serverDNSNames, "*."+r+".attest.azure.net")
+	}
+}
+
+// newCASignedRSA issues an RSA certificate for names from the emulator CA
+// (valid two years).
+func newCASignedRSA(ca *emukit.CA, cn string, names []string, now time.Time) (certDER, keyDER []byte, err error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := emukit.SerialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: names,
+		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(2, 0, 0),
+		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
+	}
+	if certDER, err = x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key); err != nil {
+		return nil, nil, err
+	}
+	keyDER, err = x509.MarshalPKCS8PrivateKey(key)
+	return certDER, keyDER, err
+}
+
 // newSelfSignedRSA creates an RSA key with a self-signed certificate, used for
 // the token-signing key (published in JWKS with x5c) and the app credential.
 func newSelfSignedRSA(cn string, now time.Time, years int) (certDER, keyDER []byte, err error) {

@@ -2,7 +2,6 @@ package azurecloud
 
 import (
 	"crypto"
-	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
@@ -16,18 +15,27 @@ const stateVersion = 1
 // state is everything the emulator knows. It is guarded by Emulator.mu and
 // persisted as one JSON document when Options.StateDir is set.
 type state struct {
-	Version      int                `json:"version"`
-	CACertDER    []byte             `json:"ca_cert"`
-	CAKeyDER     []byte             `json:"ca_key"`
-	SignCertDER  []byte             `json:"signing_cert"`
-	SignKeyDER   []byte             `json:"signing_key"`
-	HomeTenantID string             `json:"home_tenant_id"`
-	AppID        string             `json:"app_id"`
-	Apps         map[string]*app    `json:"apps"`
-	Tenants      map[string]*tenant `json:"tenants"`
-	Vaults       map[string]*vault  `json:"vaults"`  // by lower-case name
-	Issuers      map[string]*jwks   `json:"issuers"` // federated issuer -> JWKS
-	Settings     Settings           `json:"settings"`
+	Version     int    `json:"version"`
+	CACertDER   []byte `json:"ca_cert"`
+	CAKeyDER    []byte `json:"ca_key"`
+	SignCertDER []byte `json:"signing_cert"`
+	SignKeyDER  []byte `json:"signing_key"`
+	// Key release and attestation: the Key Vault certificate (issued by the
+	// CA) that signs release responses, the attestation providers' signing
+	// certificate, and the key that seals key backups.
+	ReleaseCertDER []byte             `json:"release_cert,omitempty"`
+	ReleaseKeyDER  []byte             `json:"release_key,omitempty"`
+	AttestCertDER  []byte             `json:"attestation_cert,omitempty"`
+	AttestKeyDER   []byte             `json:"attestation_key,omitempty"`
+	BackupKey      []byte             `json:"backup_key,omitempty"`
+	HomeTenantID   string             `json:"home_tenant_id"`
+	AppID          string             `json:"app_id"`
+	Apps           map[string]*app    `json:"apps"`
+	Tenants        map[string]*tenant `json:"tenants"`
+	Vaults         map[string]*vault  `json:"vaults"`       // by lower-case name
+	HSMs           map[string]*vault  `json:"managed_hsms"` // Managed HSM pools, by lower-case name
+	Issuers        map[string]*jwks   `json:"issuers"`      // federated issuer -> JWKS
+	Settings       Settings           `json:"settings"`
 }
 
 type app struct {
@@ -117,11 +125,62 @@ type vault struct {
 	Created        time.Time              `json:"created"`
 	Keys           map[string]*key        `json:"keys"`         // by lower-case name
 	Deleted        map[string]*deletedKey `json:"deleted_keys"` // by lower-case name
+	// SoftDeleteDays is softDeleteRetentionInDays (7..90); 0 means 90.
+	SoftDeleteDays  int  `json:"soft_delete_days,omitempty"`
+	PurgeProtection bool `json:"purge_protection,omitempty"`
+
+	// Managed HSM only: HSM marks a pool (<name>.managedhsm.azure.net);
+	// its data plane is authorised by local RBAC, whose assignments and
+	// custom role definitions live on the pool itself.
+	HSM           bool                            `json:"hsm,omitempty"`
+	LocalAssigns  map[string]*localRoleAssignment `json:"local_role_assignments,omitempty"` // by lower-case name
+	LocalRoleDefs map[string]*roleDefinition      `json:"local_role_definitions,omitempty"` // custom, by lower-case guid
+}
+
+// localRoleAssignment is a Managed HSM local RBAC assignment: scope "/" or
+// "/keys" or "/keys/{name}".
+type localRoleAssignment struct {
+	Name             string    `json:"name"`
+	Scope            string    `json:"scope"`
+	RoleDefinitionID string    `json:"roleDefinitionId"` // guid
+	PrincipalID      string    `json:"principalId"`
+	Created          time.Time `json:"created"`
+}
+
+// retentionDays is the soft-delete retention (recoverableDays).
+func (v *vault) retentionDays() int {
+	if v.SoftDeleteDays == 0 {
+		return 90
+	}
+	return v.SoftDeleteDays
+}
+
+// recoveryLevel is the deletion recovery level Key Vault reports for keys.
+func (v *vault) recoveryLevel() string {
+	lvl := "Recoverable"
+	if v.retentionDays() < 90 {
+		lvl = "CustomizedRecoverable"
+	}
+	if !v.PurgeProtection {
+		lvl += "+Purgeable"
+	}
+	return lvl
+}
+
+// host is the vault's (or pool's) DNS name in the public cloud.
+func (v *vault) host() string {
+	if v.HSM {
+		return v.Name + ".managedhsm.azure.net"
+	}
+	return v.Name + ".vault.azure.net"
 }
 
 type key struct {
 	Name     string        `json:"name"`
 	Versions []*keyVersion `json:"versions"` // in creation order; the last is current
+	// Policy is the key's rotation policy (nil: the default, notify 30
+	// days before expiry).
+	Policy *rotationPolicy `json:"rotation_policy,omitempty"`
 }
 
 type deletedKey struct {
@@ -132,10 +191,11 @@ type deletedKey struct {
 
 type keyVersion struct {
 	Version string            `json:"version"`
-	Kty     string            `json:"kty"` // RSA, RSA-HSM, EC, EC-HSM
+	Kty     string            `json:"kty"` // RSA, RSA-HSM, EC, EC-HSM, oct-HSM
 	Size    int               `json:"size,omitempty"`
 	Curve   string            `json:"crv,omitempty"`
-	PrivDER []byte            `json:"priv"`
+	PrivDER []byte            `json:"priv"`          // PKCS #8 (RSA, NIST EC)
+	Raw     []byte            `json:"raw,omitempty"` // secp256k1 scalar, AES key
 	Ops     []string          `json:"key_ops"`
 	Enabled bool              `json:"enabled"`
 	NBF     *int64            `json:"nbf,omitempty"`
@@ -143,8 +203,13 @@ type keyVersion struct {
 	Created int64             `json:"created"`
 	Updated int64             `json:"updated"`
 	Tags    map[string]string `json:"tags,omitempty"`
+	// Exportable keys carry a release policy and may be released to an
+	// attested environment.
+	Exportable    bool           `json:"exportable,omitempty"`
+	ReleasePolicy *releasePolicy `json:"release_policy,omitempty"`
 
-	priv crypto.Signer // parsed PrivDER; immutable once set
+	priv crypto.Signer // parsed asymmetric material; immutable once set
+	sym  []byte        // AES key (oct-HSM); immutable once set
 }
 
 func (kv *keyVersion) hsm() bool { return strings.HasSuffix(kv.Kty, "-HSM") }
@@ -195,7 +260,7 @@ func loadState(sf *emukit.StateFile) (*state, error) {
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("%s has version %d, want %d", stateFile, st.Version, stateVersion)
 	}
-	for _, v := range st.Vaults {
+	for _, v := range st.allVaults() {
 		if v.Keys == nil {
 			v.Keys = map[string]*key{}
 		}
@@ -214,20 +279,26 @@ func loadState(sf *emukit.StateFile) (*state, error) {
 				return nil, fmt.Errorf("vault %s: key without versions", v.Name)
 			}
 			for _, kv := range k.Versions {
-				p, err := x509.ParsePKCS8PrivateKey(kv.PrivDER)
-				if err != nil {
+				if err := kv.decodeMaterial(); err != nil {
 					return nil, fmt.Errorf("vault %s key %s: %w", v.Name, k.Name, err)
 				}
-				s, ok := p.(crypto.Signer)
-				if !ok {
-					return nil, fmt.Errorf("vault %s key %s: unsupported key type", v.Name, k.Name)
-				}
-				kv.priv = s
 			}
 		}
 	}
 	st.normalize()
 	return &st, nil
+}
+
+// allVaults lists vaults and Managed HSM pools; callers hold e.mu.
+func (st *state) allVaults() []*vault {
+	out := make([]*vault, 0, len(st.Vaults)+len(st.HSMs))
+	for _, v := range st.Vaults {
+		out = append(out, v)
+	}
+	for _, h := range st.HSMs {
+		out = append(out, h)
+	}
+	return out
 }
 
 // normalize fills nil maps so the rest of the code need not check.
@@ -240,6 +311,18 @@ func (st *state) normalize() {
 	}
 	if st.Vaults == nil {
 		st.Vaults = map[string]*vault{}
+	}
+	if st.HSMs == nil {
+		st.HSMs = map[string]*vault{}
+	}
+	for _, h := range st.HSMs {
+		h.HSM = true
+		if h.LocalAssigns == nil {
+			h.LocalAssigns = map[string]*localRoleAssignment{}
+		}
+		if h.LocalRoleDefs == nil {
+			h.LocalRoleDefs = map[string]*roleDefinition{}
+		}
 	}
 	if st.Issuers == nil {
 		st.Issuers = map[string]*jwks{}
