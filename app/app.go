@@ -96,6 +96,8 @@ type Config struct {
 	AWS AWSConfig
 	// GCP enables the gcp key type (app/gcp.go).
 	GCP GCPConfig
+	// OCI enables the oci key type (app/oci.go).
+	OCI OCIConfig
 
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
@@ -373,7 +375,8 @@ func createRootKey(path string) (bool, error) {
 }
 
 // Drivers builds the KMS drivers this config enables: local always, azure
-// when an app client id is configured, gcp when a Google identity is.
+// when an app client id is configured, gcp when a Google identity is, oci
+// when ekm's tenancy is.
 func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 	ds := []kms.Driver{local.NewDriver(root)}
 	if c.Azure.ClientID != "" {
@@ -399,6 +402,11 @@ func Drivers(c Config, root secret.Key) ([]kms.Driver, error) {
 	} else if d != nil {
 		ds = append(ds, d)
 	}
+	if d, err := ociDriver(c); err != nil {
+		return nil, err
+	} else if d != nil {
+		ds = append(ds, d)
+	}
 	return ds, nil
 }
 
@@ -417,6 +425,7 @@ func Registry(drivers []kms.Driver) *kms.Registry {
 	aw.Enable = "start ekm serve with --aws, ekm's own AWS identity being in the AWS SDK's default chain " +
 		"(environment, shared config, web identity, container or instance role; see docs/aws.md), or try it locally with ekm dev --cloud aws"
 	gc.Enable = gcpEnable
+	oc.Enable = ociEnable
 	return kms.NewRegistry(drivers...).Describe(az, aw, gc, oc)
 }
 

@@ -34,7 +34,7 @@ type devConfig struct {
 }
 
 // devClouds are the demo flows of the other clouds, each in its own file
-// (dev_gcp.go, dev_aws.go), registered by name for --cloud.
+// (dev_gcp.go, dev_aws.go, dev_oci.go), registered by name for --cloud.
 var devClouds = map[string]func(ctx context.Context, c devConfig, out io.Writer) error{}
 
 func devCmd() *cobra.Command {
@@ -62,7 +62,7 @@ func devCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&c.Addr, "addr", "127.0.0.1:8080", "ekm server address")
-	cmd.Flags().StringVar(&c.Cloud, "cloud", "azure", "the demo customer's cloud: azure, gcp (the GCP emulator, default address 127.0.0.1:8445) or aws (the AWS emulator, default address 127.0.0.1:8444)")
+	cmd.Flags().StringVar(&c.Cloud, "cloud", "azure", "the demo customer's cloud: azure, gcp (the GCP emulator, default address 127.0.0.1:8445), aws (the AWS emulator, default address 127.0.0.1:8444) or oci (the OCI emulator, default address 127.0.0.1:8446)")
 	cmd.Flags().StringVar(&c.EmulatorAddr, "emulator-addr", "127.0.0.1:8443", "Azure emulator address")
 	cmd.Flags().StringVar(&c.DataDir, "data-dir", "ekm-dev-data", "data directory of the server; the emulator keeps its state in <data-dir>/emulator")
 	cmd.Flags().DurationVar(&c.ProbeInterval, "probe-interval", 30*time.Second, "health probe interval: a revocation is enforced within about this long")

@@ -32,5 +32,6 @@ func emulateCmd() *cobra.Command {
 	cmd.AddCommand(az)
 	cmd.AddCommand(emulateAWSCmd())
 	cmd.AddCommand(emulateGCPCmd())
+	cmd.AddCommand(emulateOCICmd())
 	return cmd
 }

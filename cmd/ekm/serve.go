@@ -45,6 +45,22 @@ func awsFlags(fs *pflag.FlagSet, c *app.AWSConfig) {
 	fs.StringVar(&c.CAFile, "aws-ca-file", "", "extra CA (PEM) to trust for AWS hosts (the emulator's ca.pem)")
 }
 
+// ociFlags configure the oci key type: ekm's own OCI identity. Nothing
+// secret is a flag: the API key's private key and its passphrase are named
+// by file.
+func ociFlags(fs *pflag.FlagSet, c *app.OCIConfig) {
+	fs.StringVar(&c.TenancyOCID, "oci-tenancy", "", "OCID of ekm's OCI tenancy (what customers Define as ekm's tenancy); enables the oci key type, see docs/oci.md")
+	fs.StringVar(&c.GroupOCID, "oci-group", "", "OCID of the group (dynamic group for instance and resource principals) the vendor tenancy endorses and customers admit")
+	fs.StringVar(&c.Auth, "oci-auth", "api-key", "how ekm signs its OCI requests: api-key (--oci-user, --oci-fingerprint, --oci-private-key-file), instance-principal or resource-principal")
+	fs.StringVar(&c.UserOCID, "oci-user", "", "OCID of ekm's API-key user")
+	fs.StringVar(&c.Fingerprint, "oci-fingerprint", "", "fingerprint of the user's API signing key (aa:bb:…), checked against the key file at start")
+	fs.StringVar(&c.PrivateKeyFile, "oci-private-key-file", "", "PEM file with the API signing key's private key (read once at start)")
+	fs.StringVar(&c.PrivateKeyPassphraseFile, "oci-private-key-passphrase-file", "", "file holding the passphrase of an encrypted private key")
+	fs.StringSliceVar(&c.Realms, "oci-realms", []string{"oc1"}, "realms whose keys may be registered: oc1 (commercial), oc2, oc3 (US government), oc4 (UK government), … (that of ekm's tenancy)")
+	fs.StringVar(&c.DialOverride, "oci-dial-override", "", "send every OCI connection to this host:port (the OCI emulator); TLS still verifies the real host names")
+	fs.StringVar(&c.CAFile, "oci-ca-file", "", "extra CA (PEM) to trust for OCI hosts (the emulator's ca.pem)")
+}
+
 func serveCmd() *cobra.Command {
 	var c app.Config
 	var logLevel string
@@ -88,6 +104,7 @@ func serveCmd() *cobra.Command {
 	azureFlags(fs, &c.Azure)
 	gcpFlags(fs, &c.GCP)
 	awsFlags(fs, &c.AWS)
+	ociFlags(fs, &c.OCI)
 	documentEnv(fs)
 	return cmd
 }

@@ -1,8 +1,15 @@
 package ocicloud
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
+	"time"
+
+	"github.com/oracle/oci-go-sdk/v65/common"
 
 	"github.com/ekm-dev/ekm/emulator/emukit"
 )
@@ -84,6 +91,8 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		emukit.WriteJSON(w, http.StatusOK, c)
+	case "POST tenancies/*/call":
+		e.serveCall(w, r, segs[1])
 	case "POST faults":
 		var f Fault
 		if err := emukit.ReadJSON(r, &f); err != nil {
@@ -134,3 +143,78 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		emukit.ControlError(w, http.StatusNotFound, "unknown control API route: "+truncate(route, 128))
 	}
 }
+
+// serveCall sends one OCI API request as a tenancy's administrator, signed
+// with its API key like any client's, through the emulator's own TLS
+// listener: so that `ekm dev` can print the customer's commands as curl
+// lines (curl cannot sign OCI requests). The request is authenticated and
+// authorized exactly like any other; the answer is relayed as is.
+func (e *Emulator) serveCall(w http.ResponseWriter, r *http.Request, tenancyOCID string) {
+	var req struct {
+		Method string          `json:"method"`
+		URL    string          `json:"url"`
+		Body   json.RawMessage `json:"body"`
+	}
+	if err := emukit.ReadJSON(r, &req); err != nil {
+		emukit.ControlError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	u, err := url.Parse(req.URL)
+	if err != nil || u.Scheme != "https" {
+		emukit.ControlError(w, http.StatusBadRequest, "url must be an https URL of an OCI host")
+		return
+	}
+	if ep, _ := classify(u.Host); ep.svc == svcUnknown || ep.svc == svcControl {
+		emukit.ControlError(w, http.StatusBadRequest, "url must name an OCI host the emulator serves")
+		return
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete:
+	default:
+		emukit.ControlError(w, http.StatusBadRequest, "method must be GET, POST, PUT or DELETE")
+		return
+	}
+	admin, err := e.TenancyAdmin(tenancyOCID)
+	if err != nil {
+		emukit.ControlError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	var body []byte
+	if hasBody(req.Method) {
+		body = []byte(req.Body)
+		if len(body) == 0 || string(body) == "null" {
+			body = []byte("{}")
+		}
+	}
+	out, err := http.NewRequestWithContext(r.Context(), req.Method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		emukit.ControlError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	out.Header.Set("Content-Type", "application/json")
+	if hasBody(req.Method) {
+		out.ContentLength = int64(len(body))
+		out.Header.Set("Content-Length", itoa(len(body)))
+	}
+	cp := common.NewRawConfigurationProvider(admin.TenancyOCID, admin.UserOCID, admin.Region, admin.Fingerprint, admin.PrivateKeyPEM, nil)
+	if err := common.DefaultRequestSigner(cp).Sign(out); err != nil {
+		emukit.ControlError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	resp, err := e.HTTPClient().Do(out)
+	if err != nil {
+		emukit.ControlError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	w.Header().Set("Content-Type", "application/json")
+	if id := resp.Header.Get("opc-request-id"); id != "" {
+		w.Header().Set("opc-request-id", id)
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(b)
+}
+
+func itoa(n int) string { return sprintf("%d", n) }

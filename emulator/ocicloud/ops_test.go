@@ -347,3 +347,32 @@ func readLine(r io.Reader) ([]byte, error) {
 		out = append(out, b[0])
 	}
 }
+
+// The control API's call relay signs as the tenancy's administrator: what
+// ekm dev prints for the customer's commands. The request goes through
+// authentication and authorization like any other.
+func TestCallRelay(t *testing.T) {
+	cu := newCustomer(t)
+	var out map[string]any
+	st := control(t, emu, "POST", "/tenancies/"+cu.creds.TenancyOCID+"/call",
+		map[string]any{"method": "POST", "url": *cu.vault.ManagementEndpoint + "/20180608/keys/" + *cu.key.Id + "/actions/disable"}, &out)
+	if st != 200 || out["lifecycleState"] != "DISABLED" {
+		t.Fatal(st, out)
+	}
+	other := newCustomer(t)
+	st = control(t, emu, "POST", "/tenancies/"+other.creds.TenancyOCID+"/call",
+		map[string]any{"method": "POST", "url": *cu.vault.ManagementEndpoint + "/20180608/keys/" + *cu.key.Id + "/actions/enable"}, &out)
+	if st != 404 || out["code"] != "NotAuthorizedOrNotFound" {
+		t.Fatal(st, out)
+	}
+	st = control(t, emu, "POST", "/tenancies/"+cu.creds.TenancyOCID+"/call",
+		map[string]any{"method": "PUT", "url": "https://identity.us-ashburn-1.oci.oraclecloud.com/20160918/policies/x", "body": map[string]any{"statements": []string{"x"}}}, &out)
+	if st != 404 {
+		t.Fatal(st, out)
+	}
+	for _, bad := range []string{"https://example.com/", "http://kms.us-ashburn-1.oraclecloud.com/", emu.ControlURL() + "/healthz"} {
+		if st := control(t, emu, "POST", "/tenancies/"+cu.creds.TenancyOCID+"/call", map[string]any{"method": "GET", "url": bad}, nil); st != 400 {
+			t.Errorf("%s: %d", bad, st)
+		}
+	}
+}
