@@ -245,11 +245,11 @@ func (e *Emulator) verifyAttestation(raw string) (string, map[string]any, error)
 		return "", nil, errUnverifiable
 	}
 	now := e.clock.Now().Unix()
-	exp, okExp := t.claims["exp"].(float64)
-	if !okExp || now > int64(exp)+300 {
+	exp, okExp := t.num("exp")
+	if !okExp || now > exp+300 {
 		return "", nil, errors.New("Target environment attestation statement has expired.")
 	}
-	if nbf, ok := t.claims["nbf"].(float64); ok && now+300 < int64(nbf) {
+	if nbf, ok := t.num("nbf"); ok && now+300 < nbf {
 		return "", nil, errors.New("Target environment attestation statement is not yet valid.")
 	}
 	return norm, t.claims, nil
