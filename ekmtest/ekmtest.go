@@ -23,6 +23,7 @@ import (
 	"github.com/ekm-dev/ekm/emulator/awscloud"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/emulator/gcpcloud"
+	"github.com/ekm-dev/ekm/emulator/ocicloud"
 	"github.com/ekm-dev/ekm/internal/apispec"
 	"github.com/ekm-dev/ekm/internal/azonboard"
 )
@@ -56,6 +57,11 @@ type Options struct {
 	AWS               bool
 	AWSEmulator       *awscloud.Emulator
 	AWSSessionRefresh time.Duration
+	// OCI also enables the oci key type against the OCI emulator
+	// (OCIEmulator, or a new one), ekm's identity being the emulator's
+	// vendor user and its key file (oci.go).
+	OCI         bool
+	OCIEmulator *ocicloud.Emulator
 }
 
 // Env is a running emulator + server.
@@ -73,6 +79,8 @@ type Env struct {
 	// issuer (GCPIssuer), which the emulator reaches at URL.
 	GCP          *gcpcloud.Emulator
 	GCPIssuerURL string
+	// OCI is the OCI emulator (with Options.OCI).
+	OCI *ocicloud.Emulator
 }
 
 // Start starts an emulator (unless given) and a server, and creates an org.
@@ -116,6 +124,9 @@ func Start(t testing.TB, o Options) *Env {
 		e.AWS = startAWS(t, o)
 		SetAWSEnv(t, e.AWS)
 		cfg.AWS = app.AWSConfig{Enabled: true, DialOverride: e.AWS.Addr(), CAFile: e.AWS.CAFile(), SessionRefresh: o.AWSSessionRefresh}
+	}
+	if o.OCI {
+		cfg.OCI = startOCI(t, o, e)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.Open(ctx, cfg)
