@@ -173,7 +173,7 @@ func suiteEnv(env map[string]string, proxyURL, caFile string) []string {
 		"SSL_CERT_FILE="+caFile, "SSL_CERT_DIR=/nonexistent",
 		// Everything was downloaded above; the go command must not try the
 		// network through the proxy, which leads only to the emulator.
-		"GOPROXY=off", "GOFLAGS=-mod=mod -buildvcs=false",
+		"GOPROXY=off", "GOFLAGS=-buildvcs=false",
 	)
 }
 
