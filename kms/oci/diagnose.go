@@ -253,7 +253,7 @@ func (p *Provider) explain404(ctx context.Context, op operation) *kms.Error {
 	if err != nil {
 		return p.classify(ctx, opGetVault, err)
 	}
-	k, err := vc.mgmt.GetKey(ctx, keymanagement.GetKeyRequest{KeyId: &p.p.key.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
+	k, err := vc.mgmt.GetKey(sdk(ctx), keymanagement.GetKeyRequest{KeyId: &p.p.key.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 	if err != nil {
 		if s, _ := status(err); s == 404 || s == 0 {
 			return &kms.Error{Class: kms.Revoked, Code: CodeKeyNotFound, Step: StepPolicyOrKey, Message: p.notFoundMessage()}
@@ -277,7 +277,7 @@ func (p *Provider) explainState(ctx context.Context, op operation, cause error) 
 	if err != nil {
 		return p.classify(ctx, opGetVault, err)
 	}
-	k, err := vc.mgmt.GetKey(ctx, keymanagement.GetKeyRequest{KeyId: &p.p.key.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
+	k, err := vc.mgmt.GetKey(sdk(ctx), keymanagement.GetKeyRequest{KeyId: &p.p.key.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 	if err != nil {
 		if s, _ := status(err); s == 404 {
 			return &kms.Error{Class: kms.Revoked, Code: CodeKeyNotFound, Step: StepPolicyOrKey, Message: p.notFoundMessage()}

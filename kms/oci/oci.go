@@ -436,7 +436,7 @@ func (p *Provider) readVault(ctx context.Context) (*vaultConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.GetVault(ctx, keymanagement.GetVaultRequest{VaultId: &p.p.vault.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
+	resp, err := c.GetVault(sdk(ctx), keymanagement.GetVaultRequest{VaultId: &p.p.vault.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 	if err != nil {
 		return nil, &vaultError{err}
 	}
@@ -474,6 +474,21 @@ func noRetry() common.RequestMetadata {
 	return common.RequestMetadata{RetryPolicy: &p}
 }
 
+// ---- contexts ----
+
+// liveCtxKey carries the caller's context through the SDK.
+type liveCtxKey struct{}
+
+// sdk returns the context to hand the OCI SDK: ctx's values without its
+// deadline or cancellation, ctx itself riding along for the HTTP request
+// (boundedClient.Do puts it back). The SDK's common.Retry returns as soon as
+// its context is done while its worker goroutine still writes the response
+// (a data race in v65.131.0); with a context that is never done it always
+// waits for the worker, whose HTTP request is bounded by ctx.
+func sdk(ctx context.Context) context.Context {
+	return context.WithValue(context.WithoutCancel(ctx), liveCtxKey{}, ctx)
+}
+
 // ---- bounded HTTP ----
 
 // boundedClient caps every response body so that neither the SDK nor the
@@ -486,6 +501,9 @@ type boundedClient struct {
 var errBodyTooLarge = errors.New("response body exceeds the size limit")
 
 func (b boundedClient) Do(req *http.Request) (*http.Response, error) {
+	if live, ok := req.Context().Value(liveCtxKey{}).(context.Context); ok {
+		req = req.WithContext(live)
+	}
 	resp, err := b.c.Do(req)
 	if err != nil {
 		return nil, err

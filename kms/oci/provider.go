@@ -49,7 +49,7 @@ func (p *Provider) Wrap(ctx context.Context, plaintext []byte, aad kms.AAD) (kms
 		if p.p.version != nil {
 			in.KeyVersionId = &p.p.version.raw
 		}
-		resp, err := vc.crypto.Encrypt(ctx, keymanagement.EncryptRequest{EncryptDataDetails: in, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
+		resp, err := vc.crypto.Encrypt(sdk(ctx), keymanagement.EncryptRequest{EncryptDataDetails: in, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 		if err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func (p *Provider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]by
 		if err != nil {
 			return err
 		}
-		resp, err := vc.crypto.Decrypt(ctx, keymanagement.DecryptRequest{DecryptDataDetails: keymanagement.DecryptDataDetails{
+		resp, err := vc.crypto.Decrypt(sdk(ctx), keymanagement.DecryptRequest{DecryptDataDetails: keymanagement.DecryptDataDetails{
 			KeyId: &p.p.key.raw, Ciphertext: b64(w.Ciphertext), AssociatedData: aad.Context(), KeyVersionId: &w.KeyVersion,
 			EncryptionAlgorithm: keymanagement.DecryptDataDetailsEncryptionAlgorithmAes256Gcm},
 			OpcRequestId: record(ctx), RequestMetadata: noRetry()})
@@ -137,7 +137,7 @@ func (p *Provider) getKey(ctx context.Context, fresh bool) (keymanagement.Key, e
 	if err != nil {
 		return keymanagement.Key{}, err
 	}
-	resp, err := vc.mgmt.GetKey(ctx, keymanagement.GetKeyRequest{KeyId: &p.p.key.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
+	resp, err := vc.mgmt.GetKey(sdk(ctx), keymanagement.GetKeyRequest{KeyId: &p.p.key.raw, OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 	if err != nil {
 		return keymanagement.Key{}, err
 	}
@@ -185,7 +185,7 @@ func (p *Provider) Preflight(ctx context.Context) error {
 			return nil
 		}
 		vc, _ := p.vault(ctx, false)
-		kv, err := vc.mgmt.GetKeyVersion(ctx, keymanagement.GetKeyVersionRequest{KeyId: &p.p.key.raw, KeyVersionId: &p.p.version.raw,
+		kv, err := vc.mgmt.GetKeyVersion(sdk(ctx), keymanagement.GetKeyVersionRequest{KeyId: &p.p.key.raw, KeyVersionId: &p.p.version.raw,
 			OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 		if err != nil {
 			if s, _ := status(err); s == 404 {
