@@ -172,6 +172,8 @@ func TestDataActionsArePublished(t *testing.T) {
 		{"GET", "/keys"}, {"GET", "/keys/k"}, {"GET", "/keys/k/"}, {"GET", "/keys/k/" + v}, {"GET", "/keys/k/versions"},
 		{"POST", "/keys/k/create"}, {"PUT", "/keys/k"}, {"PATCH", "/keys/k/" + v}, {"POST", "/keys/k/rotate"}, {"DELETE", "/keys/k"},
 		{"GET", "/deletedkeys"}, {"GET", "/deletedkeys/k"}, {"DELETE", "/deletedkeys/k"}, {"POST", "/deletedkeys/k/recover"},
+		{"POST", "/keys/k/backup"}, {"POST", "/keys/restore"}, {"POST", "/keys/k/release"}, {"POST", "/keys/k/" + v + "/release"},
+		{"GET", "/keys/k/rotationpolicy"}, {"PUT", "/keys/k/rotationpolicy"},
 	}
 	for op := range cryptoOps {
 		routes = append(routes, struct{ method, path string }{"POST", "/keys/k/" + op},
@@ -197,6 +199,49 @@ func TestDataActionsArePublished(t *testing.T) {
 				if !matched || (!strings.Contains(a, "*") && !published(a)) {
 					t.Errorf("role %s: data action %q is not a published one", rd.RoleName, a)
 				}
+			}
+		}
+	}
+}
+
+// publishedManagedHSMDataActions are Managed HSM's local RBAC data actions
+// as Managed HSM publishes them: the built-in role definitions a pool
+// lists (GET /providers/Microsoft.Authorization/roleDefinitions) and the
+// SDKs' KnownDataAction enumeration ("Local RBAC built-in roles for
+// Managed HSM" in Azure's documentation).
+var publishedManagedHSMDataActions = []string{
+	"keys/read/action", "keys/write/action", "keys/delete", "keys/create", "keys/rotate/action", "keys/import/action",
+	"keys/release/action", "keys/backup/action", "keys/restore/action", "keys/encrypt/action", "keys/decrypt/action",
+	"keys/wrap/action", "keys/unwrap/action", "keys/sign/action", "keys/verify/action", "keys/derive/action", "keys/export/action",
+	"keys/deletedKeys/read/action", "keys/deletedKeys/delete", "keys/deletedKeys/recover/action", "rng/action",
+	"roleAssignments/read/action", "roleAssignments/write/action", "roleAssignments/delete/action",
+	"roleDefinitions/read/action", "roleDefinitions/write/action", "roleDefinitions/delete/action",
+	"securitydomain/download/action", "securitydomain/download/read", "securitydomain/upload/action", "securitydomain/upload/read",
+	"securitydomain/transferkey/read", "backup/start/action", "backup/status/action", "restore/start/action", "restore/status/action",
+}
+
+// Every Managed HSM data action the emulator checks or grants is published.
+func TestManagedHSMDataActionsArePublished(t *testing.T) {
+	pub := map[string]bool{}
+	for _, a := range publishedManagedHSMDataActions {
+		pub["Microsoft.KeyVault/managedHsm/"+a] = true
+	}
+	for op, a := range hsmOpActions {
+		if !pub[a] {
+			t.Errorf("%s: %q is not a published Managed HSM data action", op, a)
+		}
+	}
+	for _, path := range []string{"//providers/Microsoft.Authorization/roleAssignments", "/keys/providers/Microsoft.Authorization/roleDefinitions/x"} {
+		for _, m := range []string{"GET", "PUT", "DELETE"} {
+			if rt, ok := parseHSMAdminRoute(m, path); ok && !pub[rt.action] {
+				t.Errorf("%s %s: %q is not published", m, path, rt.action)
+			}
+		}
+	}
+	for _, rd := range builtinHSMRoles {
+		for _, a := range rd.Permissions[0].DataActions {
+			if !pub[a] {
+				t.Errorf("role %s: %q is not published", rd.RoleName, a)
 			}
 		}
 	}
