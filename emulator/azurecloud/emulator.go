@@ -1,9 +1,13 @@
-// Package azure is an emulator of Microsoft Entra ID (client-credential
-// tokens), Azure Key Vault (keys), Microsoft Graph (service principals) and
-// Azure Resource Manager (vaults, custom roles, role assignments).
+// Package azurecloud is an emulator of Microsoft Entra ID (client-credential
+// tokens), Azure Key Vault and Managed HSM (keys, with backup/restore,
+// rotation policies and secure key release), a local Microsoft Azure
+// Attestation issuer, Microsoft Graph (service principals) and Azure
+// Resource Manager (vaults, Managed HSM pools, custom roles, role
+// assignments).
 //
 // It serves the production host names (login.microsoftonline.com,
-// graph.microsoft.com, management.azure.com, <vault>.vault.azure.net, ...)
+// graph.microsoft.com, management.azure.com, <vault>.vault.azure.net,
+// <pool>.managedhsm.azure.net, <provider>.<region>.attest.azure.net, ...)
 // over one TLS port with a CA it generates. Clients reach it by redirecting
 // their TCP dials (see internal/dialoverride), so the official Azure SDK for
 // Go runs its production code path unchanged. A control API on the
