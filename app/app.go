@@ -41,6 +41,7 @@ import (
 	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/metrics"
 	"github.com/ekm-dev/ekm/probe"
+	"github.com/ekm-dev/ekm/readcache"
 	"github.com/ekm-dev/ekm/rotation"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
@@ -474,8 +475,13 @@ func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	admin := adminapi.New(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now,
 		BodyTimeout: a.Config.BodyTimeout, LastUsed: a.LastUsed})
+	// The data plane's API key and project reads, cached and invalidated
+	// through the change log (package readcache).
+	keys, projects := readcache.NewKeys(a.Store, readcache.Config{}), readcache.NewProjects(a.Store, readcache.Config{})
+	readcache.Follow(a.Changes, keys, projects)
 	data := dataplane.New(dataplane.Deps{Store: a.Store, Keyring: a.Keyring, Blobs: a.Blobs, Logger: a.Logger, Now: a.Config.Now,
-		MaxFileBytes: a.Config.MaxFileBytes, BodyTimeout: a.Config.BodyTimeout, UploadIdleTimeout: a.Config.UploadIdleTimeout, LastUsed: a.LastUsed})
+		MaxFileBytes: a.Config.MaxFileBytes, BodyTimeout: a.Config.BodyTimeout, UploadIdleTimeout: a.Config.UploadIdleTimeout, LastUsed: a.LastUsed,
+		Keys: keys, Projects: projects})
 	mux.Handle("/v1/organization/", admin)
 	reads := adminapi.NewReads(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now})
 	for _, p := range adminapi.ReadPatterns {

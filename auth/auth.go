@@ -115,8 +115,15 @@ func BearerValue(h string) (string, bool) {
 	return value, value != ""
 }
 
+// KeyFinder finds an API key by the SHA-256 of its value, in any org:
+// store.Queries, or a cache in front of it (package readcache, which the
+// data plane uses). The record it returns is not modified.
+type KeyFinder interface {
+	APIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error)
+}
+
 // Authenticate resolves the bearer key of r, which must be of kind.
-func Authenticate(ctx context.Context, st store.Queries, r *http.Request, kind string) (store.APIKey, error) {
+func Authenticate(ctx context.Context, st KeyFinder, r *http.Request, kind string) (store.APIKey, error) {
 	want := kindNames[kind]
 	h := r.Header.Get("Authorization")
 	if h == "" {
@@ -171,7 +178,7 @@ func TrackLastUse(lu *LastUsed) Option { return func(o *options) { o.lastUsed = 
 // OpenAI's error shape. A refused request's connection is closed after the
 // answer, without reading its body: an unauthenticated client cannot hold
 // the connection open by declaring a body it never sends.
-func Middleware(st store.Queries, kind string, onErr func(r *http.Request, err error), opts ...Option) func(http.Handler) http.Handler {
+func Middleware(st KeyFinder, kind string, onErr func(r *http.Request, err error), opts ...Option) func(http.Handler) http.Handler {
 	var o options
 	for _, opt := range opts {
 		opt(&o)

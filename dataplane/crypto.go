@@ -53,24 +53,39 @@ type cryptoResult struct {
 // decodeJSON reads a bounded JSON body into v, strictly: within the body
 // timeout, no unknown fields, no duplicate names, no trailing data.
 func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := s.readJSON(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeStrict(b, v)
+}
+
+// readJSON reads a bounded JSON body within the body timeout.
+func (s *server) readJSON(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if mt := r.Header.Get("Content-Type"); mt != "" && !strings.HasPrefix(mt, "application/json") {
-		return apierr.BadRequest("", "The request body must be application/json.")
+		return nil, apierr.BadRequest("", "The request body must be application/json.")
 	}
 	if r.ContentLength > s.MaxBodyBytes {
-		return apierr.TooLarge(s.MaxBodyBytes)
+		return nil, apierr.TooLarge(s.MaxBodyBytes)
 	}
 	b, err := httpx.ReadBody(w, r, s.MaxBodyBytes, s.BodyTimeout)
 	switch {
 	case errors.Is(err, httpx.ErrBodyTooLarge):
-		return apierr.TooLarge(s.MaxBodyBytes)
+		return nil, apierr.TooLarge(s.MaxBodyBytes)
 	case errors.Is(err, httpx.ErrBodyTimeout):
-		return apierr.RequestTimeout(s.BodyTimeout)
+		return nil, apierr.RequestTimeout(s.BodyTimeout)
 	case err != nil:
-		return apierr.BadRequest("", "The request body ended unexpectedly.")
+		return nil, apierr.BadRequest("", "The request body ended unexpectedly.")
 	}
+	return b, nil
+}
+
+// decodeStrict decodes the JSON body b into v: no unknown fields, no
+// duplicate names, no trailing data.
+func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
+	err := dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
 			return apierr.BadRequest("", "The request body must be a single JSON object.")
@@ -107,11 +122,13 @@ func decodeB64(param, v string, max int) ([]byte, *apierr.Error) {
 	if base64.StdEncoding.EncodedLen(max) < len(v) {
 		return nil, apierr.BadRequest(param, "'%s' exceeds the limit of %d bytes.", param, max)
 	}
-	// Strict mode still skips \r and \n; refuse them here.
-	if strings.ContainsAny(v, "\r\n") {
+	b, err := base64.StdEncoding.Strict().DecodeString(v)
+	// Strict mode still skips \r and \n: then the input is longer than the
+	// encoding of what it decoded to. Refuse them.
+	if (err != nil || base64.StdEncoding.EncodedLen(len(b)) != len(v)) && strings.ContainsAny(v, "\r\n") {
+		secret.Wipe(b)
 		return nil, apierr.BadRequest(param, "'%s' must be standard base64 without line breaks.", param)
 	}
-	b, err := base64.StdEncoding.Strict().DecodeString(v)
 	if err != nil {
 		return nil, apierr.BadRequest(param, "'%s' is not valid standard base64.", param)
 	}
@@ -133,8 +150,15 @@ func (s *server) serveCrypto(w http.ResponseWriter, r *http.Request, input strin
 		s.fail(w, r, err)
 		return
 	}
+	b, err := s.readJSON(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var req cryptoRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
+	if it, ok := parseFlatItem(b); ok {
+		req.cryptoItem = it
+	} else if err := decodeStrict(b, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -150,7 +174,7 @@ func (s *server) serveCrypto(w http.ResponseWriter, r *http.Request, input strin
 			s.fail(w, r, err)
 			return
 		}
-		writeJSON(w, res)
+		writeResult(w, &res)
 		return
 	}
 	if req.Plaintext != nil || req.Ciphertext != nil || req.Context != nil {
@@ -186,16 +210,34 @@ func (s *server) serveCrypto(w http.ResponseWriter, r *http.Request, input strin
 
 // checkFields requires the endpoint's input field and refuses the other.
 func checkFields(it *cryptoItem, input, prefix string) *apierr.Error {
-	has := map[string]bool{"plaintext": it.Plaintext != nil, "ciphertext": it.Ciphertext != nil}
-	for f, ok := range has {
-		if ok && f != input {
-			return apierr.New(http.StatusBadRequest, "invalid_request_error", "unknown_parameter", prefix+f, "Unknown parameter: '%s'.", prefix+f)
-		}
+	has, other, otherHas := it.Plaintext != nil, "ciphertext", it.Ciphertext != nil
+	if input == "ciphertext" {
+		has, other, otherHas = otherHas, "plaintext", has
 	}
-	if !has[input] {
+	if otherHas {
+		return apierr.New(http.StatusBadRequest, "invalid_request_error", "unknown_parameter", prefix+other, "Unknown parameter: '%s'.", prefix+other)
+	}
+	if !has {
 		return apierr.Missing(prefix + input)
 	}
 	return nil
+}
+
+// writeResult writes one item's result. Its buffer is wiped after the
+// write: it may hold plaintext.
+func writeResult(w http.ResponseWriter, res *cryptoResult) {
+	n := len(res.Ciphertext) + 64
+	if res.Plaintext != nil {
+		n += len(*res.Plaintext)
+	}
+	b, ok := appendResult(make([]byte, 0, n), res)
+	if !ok {
+		writeJSON(w, res)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+	secret.Wipe(b)
 }
 
 func cryptoContext(sc scope, version uint32, caller []byte) envelope.Context {

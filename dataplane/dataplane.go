@@ -56,6 +56,20 @@ type Deps struct {
 	UploadIdleTimeout time.Duration
 	// LastUsed, if set, records each project key's use (last_used_at).
 	LastUsed *auth.LastUsed
+	// Keys finds the API key of each request (nil: Store). A cache
+	// (readcache.Keys) takes that store read off the hot path.
+	Keys auth.KeyFinder
+	// Projects reads the project of each request (nil: Store); a cache
+	// (readcache.Projects) likewise. Either cache must follow the change
+	// log (readcache.Follow), so that deletions, archiving, re-keying and
+	// rotation are seen at once.
+	Projects ProjectGetter
+}
+
+// ProjectGetter reads a project of an org (store.Queries, or
+// readcache.Projects). The record it returns is not modified.
+type ProjectGetter interface {
+	GetProject(ctx context.Context, orgID, id string) (store.Project, error)
 }
 
 type server struct {
@@ -83,6 +97,12 @@ func New(d Deps) http.Handler {
 	}
 	if d.UploadIdleTimeout <= 0 {
 		d.UploadIdleTimeout = DefaultUploadIdleTimeout
+	}
+	if d.Keys == nil {
+		d.Keys = d.Store
+	}
+	if d.Projects == nil {
+		d.Projects = d.Store
 	}
 	s := &server{Deps: d, files: &files.Store{Records: d.Store, Blobs: d.Blobs, Logger: d.Logger}}
 	mux := http.NewServeMux()
@@ -123,7 +143,7 @@ func New(d Deps) http.Handler {
 		}
 		routed.ServeHTTP(w, r)
 	})
-	return auth.Middleware(d.Store, store.KindProject, onErr, auth.TrackLastUse(d.LastUsed))(noStore)
+	return auth.Middleware(d.Keys, store.KindProject, onErr, auth.TrackLastUse(d.LastUsed))(noStore)
 }
 
 // revocationCheckBytes: a long upload or download re-checks that the
@@ -172,7 +192,7 @@ func (s *server) project(r *http.Request) (scope, error) {
 	if !ok || k.Kind != store.KindProject || k.ProjectID == "" {
 		return scope{}, apierr.Unauthorized("A project API key is required.")
 	}
-	p, err := s.Store.GetProject(r.Context(), k.OrgID, k.ProjectID)
+	p, err := s.Projects.GetProject(r.Context(), k.OrgID, k.ProjectID)
 	if errors.Is(err, store.ErrNotFound) {
 		return scope{}, apierr.Unauthorized("The project of this API key no longer exists.")
 	}

@@ -15,12 +15,14 @@ import (
 
 	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/blob"
+	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/kms/local"
 	"github.com/ekm-dev/ekm/lifecycle"
+	"github.com/ekm-dev/ekm/readcache"
 	"github.com/ekm-dev/ekm/secret"
 	"github.com/ekm-dev/ekm/store"
 	"github.com/ekm-dev/ekm/store/sqlstore"
@@ -36,6 +38,9 @@ type Env struct {
 	Handler http.Handler // what Server serves
 	Server  *httptest.Server
 	URL     string // Server.URL
+	// Keys and Projects are the data plane's caches (nil with NoCache).
+	Keys     *readcache.Keys
+	Projects *readcache.Projects
 }
 
 // Options adjust an Env.
@@ -45,6 +50,10 @@ type Options struct {
 	// Deps edits the dataplane dependencies before New.
 	Deps   func(*dataplane.Deps)
 	Logger *slog.Logger
+	// NoCache reads API keys and projects from the store on every request,
+	// instead of through the caches the server uses (package readcache,
+	// following the service's change log).
+	NoCache bool
 }
 
 // New starts a data plane for t; everything is cleaned up with t.
@@ -77,13 +86,20 @@ func New(t testing.TB, o Options) *Env {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	d := dataplane.Deps{Store: st, Keyring: kr, Blobs: bs, Logger: logger}
+	var keys *readcache.Keys
+	var projects *readcache.Projects
+	if !o.NoCache {
+		keys, projects = readcache.NewKeys(st, readcache.Config{}), readcache.NewProjects(st, readcache.Config{})
+		readcache.Follow(svc.Changes(), keys, projects)
+		d.Keys, d.Projects = keys, projects
+	}
 	if o.Deps != nil {
 		o.Deps(&d)
 	}
 	h := dataplane.New(d)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &Env{DataDir: dir, Store: st, Service: svc, Keyring: kr, Dir: bd, Handler: h, Server: srv, URL: srv.URL}
+	return &Env{DataDir: dir, Store: st, Service: svc, Keyring: kr, Dir: bd, Handler: h, Server: srv, URL: srv.URL, Keys: keys, Projects: projects}
 }
 
 // Project is a project with one API key.
@@ -172,11 +188,14 @@ func (e *Env) Rotate(t testing.TB, p Project) int {
 	}
 	pk.Zero()
 	pr.CurrentKeyVersion = v
-	err = e.Store.InTx(ctx, func(q store.Queries) error {
+	err = e.Service.Changes().InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		if err := q.PutProjectKey(ctx, rec); err != nil {
 			return err
 		}
-		return q.UpdateProject(ctx, pr)
+		if err := q.UpdateProject(ctx, pr); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ProjectKeyRotated, p.OrgID, p.ID)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +225,13 @@ func (e *Env) Archive(t testing.TB, p Project) {
 	}
 	now := time.Now()
 	pr.ArchivedAt = &now
-	if err := e.Store.UpdateProject(ctx, pr); err != nil {
+	err = e.Service.Changes().InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
+		if err := q.UpdateProject(ctx, pr); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, cluster.ProjectArchived, p.OrgID, p.ID)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
