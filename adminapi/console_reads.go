@@ -47,7 +47,7 @@ func NewReads(d Deps) http.Handler {
 	mux.HandleFunc("GET /v1/organization/me", a.handle(a.getMe))
 	mw := auth.Middleware(d.Store, store.KindAdmin, func(r *http.Request, err error) {
 		a.log.Error("admin API authentication failed", "request_id", httpx.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
-	})
+	}, auth.TrackLastUse(d.LastUsed))
 	return noStoreHandler(mw(httpx.Route(mux)))
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/auth"
 	"github.com/ekm-dev/ekm/store"
 	"github.com/ekm-dev/ekm/store/sqlstore"
 )
@@ -123,4 +124,42 @@ func mapValues(m map[string]any) []string {
 		}
 	}
 	return out
+}
+
+// TestMeRecordsLastUse: a console sign-in (GET /me) is a use of the admin
+// key and shows in its last_used_at like any other Admin API call.
+func TestMeRecordsLastUse(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "ekm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Unix(1_800_000_000, 0)
+	clk := func() time.Time { return now }
+	lu := auth.NewLastUsed(st, time.Minute, clk, nil)
+	mux := http.NewServeMux()
+	reads := NewReads(Deps{Store: st, Now: clk, LastUsed: lu})
+	for _, p := range ReadPatterns {
+		mux.Handle(p, reads)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	org, key, err := CreateOrg(ctx, st, "acme", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, _, body := getRaw(t, srv, "GET", "/v1/organization/me", key); status != 200 {
+		t.Fatalf("me: %d %v", status, body)
+	}
+	if err := lu.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := st.ListAPIKeys(ctx, org.ID, store.KindAdmin, store.Page{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || !keys[0].LastUsedAt.Equal(now.Truncate(time.Minute)) {
+		t.Fatalf("admin key after GET /me: %+v, want last used at %v", keys, now.Truncate(time.Minute))
+	}
 }

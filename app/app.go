@@ -483,7 +483,7 @@ func (a *App) routes() http.Handler {
 		MaxFileBytes: a.Config.MaxFileBytes, BodyTimeout: a.Config.BodyTimeout, UploadIdleTimeout: a.Config.UploadIdleTimeout, LastUsed: a.LastUsed,
 		Keys: keys, Projects: projects})
 	mux.Handle("/v1/organization/", admin)
-	reads := adminapi.NewReads(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now})
+	reads := adminapi.NewReads(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now, LastUsed: a.LastUsed})
 	for _, p := range adminapi.ReadPatterns {
 		mux.Handle(p, reads)
 	}
