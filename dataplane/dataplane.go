@@ -274,11 +274,11 @@ type keys struct {
 	ctx       context.Context
 	project   store.Project
 	org, proj string
-	byVersion map[uint32]secret.Key
+	byVersion map[uint32]secret.Key // allocated on first use
 }
 
 func (s *server) keys(ctx context.Context, sc scope) *keys {
-	return &keys{kr: s.Keyring, ctx: ctx, project: sc.Project, org: sc.OrgID, proj: sc.ProjectID, byVersion: map[uint32]secret.Key{}}
+	return &keys{kr: s.Keyring, ctx: ctx, project: sc.Project, org: sc.OrgID, proj: sc.ProjectID}
 }
 
 // errNoSuchVersion: a ciphertext names a key version the project never had.
@@ -298,6 +298,9 @@ func (k *keys) get(v uint32) (secret.Key, error) {
 	}
 	if err != nil {
 		return secret.Key{}, err
+	}
+	if k.byVersion == nil {
+		k.byVersion = make(map[uint32]secret.Key, 1)
 	}
 	k.byVersion[v] = key
 	return key, nil

@@ -10,6 +10,7 @@ package dataplane
 // TestAppendResult the encoder against encoding/json.
 
 import (
+	"bytes"
 	"strconv"
 )
 
@@ -90,16 +91,27 @@ func flatString(b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, 0, false
 	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c < 0x20 || c >= 0x7f || c == '\\':
+	end := bytes.IndexByte(b[i+1:], '"')
+	if end < 0 {
+		return nil, 0, false
+	}
+	s := b[i+1 : i+1+end]
+	for _, c := range s {
+		if !flatByte[c] {
 			return nil, 0, false
 		}
 	}
-	return nil, 0, false
+	return s, i + 2 + end, true
 }
+
+// flatByte: the bytes flatString accepts (printable ASCII but '\\'; '"'
+// ends the string).
+var flatByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '\\' && c != '"'
+	}
+	return t
+}()
 
 // appendResult appends res as encoding/json's Encoder writes it (newline
 // included), when every string in it is printable ASCII that JSON writes
