@@ -487,16 +487,16 @@ func (a *App) routes() http.Handler {
 	for _, p := range adminapi.ReadPatterns {
 		mux.Handle(p, reads)
 	}
-	mux.Handle(console.Prefix, console.Handler())
-	mux.Handle("GET /{$}", console.Redirect())
+	mux.Handle(console.Prefix, lastOnConn(console.Handler()))
+	mux.Handle("GET /{$}", lastOnConn(console.Redirect()))
 	mux.Handle("/v1/files", data)
 	mux.Handle("/v1/files/", data)
 	mux.Handle("/v1/crypto/", data)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /healthz", lastOnConn(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("GET /readyz", lastOnConn(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "application/json")
@@ -507,10 +507,24 @@ func (a *App) routes() http.Handler {
 			return
 		}
 		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
-	})
+	})))
 	a.gcpRoutes(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", lastOnConn(promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{})))
 	return httpx.Wrap(unknownAsJSON(mux), a.Logger, a.Metrics)
+}
+
+// lastOnConn makes the answers of a route anyone may call (no API key) the
+// last on their connection. Otherwise a client with no credentials could
+// keep up to MaxConnections connections open for IdleTimeout each by
+// calling such a route now and then, and starve the APIs (and Google's
+// fetches of the issuer's keys). A client with a key can still hold a
+// connection, as its calls are attributed; failed authentication already
+// closes (httpx.CloseAfterReply).
+func lastOnConn(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpx.CloseAfterReply(w, r)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // unknownAsJSON answers a request no route of mux matches in the APIs'

@@ -132,7 +132,7 @@ func (a *App) gcpRoutes(mux *http.ServeMux) {
 		return
 	}
 	for _, r := range iss.Routes() {
-		mux.Handle(r.Pattern, r.Handler)
+		mux.Handle(r.Pattern, lastOnConn(r.Handler))
 	}
 }
 

@@ -373,3 +373,37 @@ func TestDisabledTypeSaysHowToEnable(t *testing.T) {
 		t.Fatalf("%d %+v", res.StatusCode, e.Error)
 	}
 }
+
+// TestUnauthenticatedRoutesCloseTheConnection: a route anyone may call
+// answers as the last on its connection, so a client with no key cannot
+// keep connections (bounded by MaxConnections) open between calls; a keyed
+// API call keeps its connection for reuse.
+func TestUnauthenticatedRoutesCloseTheConnection(t *testing.T) {
+	addr, a, _ := server(t, app.Config{})
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/console/", "/"} {
+		res, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if !res.Close {
+			t.Errorf("GET %s: %d, connection kept open", path, res.StatusCode)
+		}
+	}
+	_, key, err := adminapi.CreateOrg(context.Background(), a.Store, "acme", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/organization/projects", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Close {
+		t.Fatalf("keyed call: %d, close %v; want 200 on a kept connection", res.StatusCode, res.Close)
+	}
+}
