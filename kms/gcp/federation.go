@@ -91,6 +91,10 @@ func (f *federation) Token(ctx context.Context) (*auth.Token, error) {
 			return f.tok, nil
 		}
 		f.tok = nil
+		// Refused (or failed with no token to fall back on): new Opens of
+		// this identity start with a fresh federation, and a registration
+		// that never works does not occupy the driver's cache.
+		f.d.forget(f.key, f)
 		return nil, err
 	}
 	f.tok, f.fetched = tok, f.d.now()

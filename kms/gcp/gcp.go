@@ -17,6 +17,7 @@
 package gcp
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -79,9 +80,20 @@ type Driver struct {
 	retries      int
 	now          func() time.Time
 
+	// The federations and clients of recent Opens, by fedKey, so that
+	// providers of one federated identity share one token cache. Bounded
+	// (least recently opened dropped first); see client.
 	mu      sync.Mutex
-	feds    map[fedKey]*federation
-	clients map[fedKey]*kmsapi.KeyManagementClient
+	clients map[fedKey]*list.Element // of *cachedClient
+	lru     *list.List               // front = most recently opened
+}
+
+// cachedClient is one fedKey's federation and the Cloud KMS client that
+// authenticates with it.
+type cachedClient struct {
+	key    fedKey
+	fed    *federation
+	client *kmsapi.KeyManagementClient
 }
 
 // NewDriver validates cfg and returns a driver. It makes no network call.
@@ -92,7 +104,7 @@ func NewDriver(cfg Config) (*Driver, error) {
 	d := &Driver{
 		identity: cfg.Identity, recheck: cfg.TrustRecheck, expiryMargin: cfg.ExpiryMargin,
 		timeout: cfg.Timeout, retries: cfg.MaxRetries, now: cfg.Now,
-		feds: map[fedKey]*federation{}, clients: map[fedKey]*kmsapi.KeyManagementClient{},
+		clients: map[fedKey]*list.Element{}, lru: list.New(),
 	}
 	if d.recheck <= 0 {
 		d.recheck = DefaultTrustRecheck
@@ -173,7 +185,8 @@ func Member(projectNumber, pool, subject string) string {
 	return "principal://iam.googleapis.com/projects/" + projectNumber + "/locations/global/workloadIdentityPools/" + pool + "/subject/" + subject
 }
 
-// maxCachedClients bounds the federations and clients the driver keeps.
+// maxCachedClients bounds the federations and clients the driver keeps
+// for new Opens to share.
 const maxCachedClients = 10000
 
 // client returns the federation of key and the Cloud KMS client that
@@ -181,20 +194,23 @@ const maxCachedClients = 10000
 // transport is the driver's (internal/dialoverride), with the federated
 // token layered on by cloud.google.com/go/auth/httptransport; the endpoint
 // is always Google's own.
+//
+// The cache is only for sharing: every Provider keeps its own federation
+// and client, so dropping an entry never affects a provider in use, and a
+// dropped client is never closed (the REST client's Close only nils its
+// HTTP client, which makes the next call on it panic; it holds nothing
+// else to release — connections belong to the driver's shared transport —
+// so the garbage collector reclaims it once no provider holds it). Entries
+// are dropped least recently opened first at the bound, and as soon as
+// their token exchange is refused (forget), so registrations that fail do
+// not push out the federations of keys in use.
 func (d *Driver) client(key fedKey) (*federation, *kmsapi.KeyManagementClient, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if cl, ok := d.clients[key]; ok {
-		return d.feds[key], cl, nil
-	}
-	// Registrations that fail, or keys later removed, leave entries behind;
-	// dropping all at the bound only costs new token exchanges.
-	if len(d.clients) >= maxCachedClients {
-		for _, cl := range d.clients {
-			_ = cl.Close()
-		}
-		clear(d.clients)
-		clear(d.feds)
+	if el, ok := d.clients[key]; ok {
+		d.lru.MoveToFront(el)
+		c := el.Value.(*cachedClient)
+		return c.fed, c.client, nil
 	}
 	fed := newFederation(d, key)
 	hc, err := httptransport.NewClient(&httptransport.Options{
@@ -209,6 +225,33 @@ func (d *Driver) client(key fedKey) (*federation, *kmsapi.KeyManagementClient, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("cloud kms client: %w", err)
 	}
-	d.feds[key], d.clients[key] = fed, cl
+	d.clients[key] = d.lru.PushFront(&cachedClient{key: key, fed: fed, client: cl})
+	for d.lru.Len() > maxCachedClients {
+		d.dropLocked(d.lru.Back())
+	}
 	return fed, cl, nil
+}
+
+// forget drops key's cache entry if it still holds fed (its token exchange
+// was refused: new Opens start afresh). Providers holding fed keep it.
+func (d *Driver) forget(key fedKey, fed *federation) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if el, ok := d.clients[key]; ok && el.Value.(*cachedClient).fed == fed {
+		d.dropLocked(el)
+	}
+}
+
+// dropLocked removes a cache entry. It does not close the client: a
+// provider may still be using it.
+func (d *Driver) dropLocked(el *list.Element) {
+	d.lru.Remove(el)
+	delete(d.clients, el.Value.(*cachedClient).key)
+}
+
+// cachedClients is how many federations the driver keeps for sharing.
+func (d *Driver) cachedClients() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lru.Len()
 }
