@@ -27,13 +27,18 @@
 // keys at once, at most PerOrg of one org, each within CheckTimeout; so a
 // slow or throttled KMS of one customer delays the others' checks by at most
 // a bounded amount (docs/lifecycle.md). Rewraps after a KEK rotation run
-// after the checks, never holding up a health check.
+// after the checks, never holding up a health check. A check or rewrap that
+// panics (a bug in a provider or its SDK) is logged and counted as an
+// outage of that key; it never ends the process nor closes a gate.
 package probe
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -212,9 +217,7 @@ func (p *Prober) Round(ctx context.Context) {
 					return
 				}
 				defer func() { <-global }()
-				cctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
-				res := p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: deep})
-				cancel()
+				res := p.check(ctx, t, deep)
 				mu.Lock()
 				defer mu.Unlock()
 				counts[res.Status]++
@@ -236,7 +239,7 @@ func (p *Prober) Round(ctx context.Context) {
 		if ctx.Err() != nil {
 			break
 		}
-		p.cfg.Service.RewrapRotated(ctx, r.key, r.current, p.cfg.RewrapPerRound)
+		p.rewrap(ctx, r)
 	}
 	if complete {
 		// Keys no longer in use (deleted, or every project archived) are
@@ -295,6 +298,69 @@ func (p *Prober) release() {
 type rewrap struct {
 	key     store.ExternalKey
 	current string
+}
+
+// check runs one key's check within CheckTimeout. A panic below it (a bug
+// in a KMS provider or its SDK) must not end the process, which would stop
+// every tenant's service on this replica: it is logged (what panicked and
+// where, never the panic's value, which could hold anything) and counted
+// as an outage of that key in the round's figures. It never closes the
+// gate or marks the key unavailable: a panic is not the customer
+// withdrawing access.
+func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool) (res lifecycle.ProbeResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.cfg.Logger.Error("probe: a key's check panicked; counted as an outage, the key's gate and health are left as they were",
+				"org_id", t.Key.OrgID, "external_key_id", t.Key.ID, "type", t.Key.Type, "panic", describePanic(v), "stack", panicStack())
+			res = lifecycle.ProbeResult{Status: store.StatusDegraded}
+		}
+	}()
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
+	defer cancel()
+	return p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: deep})
+}
+
+// rewrap runs the rewraps of one rotated key; a panic is logged as in check
+// and the next round tries again.
+func (p *Prober) rewrap(ctx context.Context, r rewrap) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.cfg.Logger.Error("probe: rewrapping after a KEK rotation panicked; the next round retries",
+				"org_id", r.key.OrgID, "external_key_id", r.key.ID, "type", r.key.Type, "panic", describePanic(v), "stack", panicStack())
+		}
+	}()
+	p.cfg.Service.RewrapRotated(ctx, r.key, r.current, p.cfg.RewrapPerRound)
+}
+
+// describePanic says what panicked without the value's contents: a runtime
+// error's own message (fixed text and indexes), else only the value's type.
+func describePanic(v any) string {
+	if e, ok := v.(runtime.Error); ok {
+		return e.Error()
+	}
+	return fmt.Sprintf("panic value of type %T", v)
+}
+
+// panicStack lists the panicking goroutine's frames as function and
+// file:line, without the argument words a runtime stack trace prints.
+// Called from a deferred recover, it starts at the panic site.
+func panicStack() string {
+	var pcs [32]uintptr
+	n := runtime.Callers(3, pcs[:])
+	frames := runtime.CallersFrames(pcs[:n])
+	var b strings.Builder
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			if b.Len() > 0 {
+				b.WriteString(" < ")
+			}
+			fmt.Fprintf(&b, "%s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
+		}
+		if !more {
+			return b.String()
+		}
+	}
 }
 
 // acquire takes a slot of sem unless ctx ends first.
