@@ -27,9 +27,10 @@
 // (drop every cache, re-read state). On SQLite the single replica follows
 // its own log by polling; the code path is the same.
 //
-// Handlers subscribe by kind (Subscribe) and must be idempotent and safe
-// for concurrent use: the changing replica runs them from InTx, and may run
-// them again when its follower reads the same change.
+// Handlers subscribe by kind (Subscribe) and must be safe for concurrent
+// use; each change is applied once per replica (on the changing replica by
+// InTx, or by its follower if that read the change first, InTx then waiting
+// for it). They should still be idempotent: a reset re-reads state anyway.
 package cluster
 
 import (
@@ -97,6 +98,8 @@ type Log struct {
 	subs   map[string][]Handler
 	resets []func(ctx context.Context)
 	local  map[int64]struct{} // published here, applied, not yet passed by the follower
+	follow map[int64]struct{} // being applied by the follower (InTx waits for it on cond)
+	cond   *sync.Cond         // on mu: signalled when the follower finishes a change
 	last   int64              // the follower's cursor: every change up to it is applied
 	begun  bool               // last is set
 
@@ -118,7 +121,9 @@ func New(cfg Config) *Log {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Log{cfg: cfg, subs: map[string][]Handler{}, local: map[int64]struct{}{}}
+	l := &Log{cfg: cfg, subs: map[string][]Handler{}, local: map[int64]struct{}{}, follow: map[int64]struct{}{}}
+	l.cond = sync.NewCond(&l.mu)
+	return l
 }
 
 // Subscribe calls h for every change of kind ("" = every kind), published
@@ -178,14 +183,28 @@ func (l *Log) InStoreTx(ctx context.Context, st store.Store, fn func(q store.Que
 	if err != nil {
 		return err
 	}
+	// Each change is applied here exactly once: by this call, or, when the
+	// follower (woken by the commit's notification) got to it first, by
+	// the follower, whose handlers have then returned before this does.
+	var mine []Change
 	l.mu.Lock()
 	for _, c := range pub.changes {
-		if l.begun && c.ID > l.last {
+		for {
+			if _, busy := l.follow[c.ID]; !busy {
+				break
+			}
+			l.cond.Wait()
+		}
+		if l.begun && c.ID <= l.last {
+			continue // the follower applied it
+		}
+		if l.begun {
 			l.local[c.ID] = struct{}{} // the follower need not apply it again
 		}
+		mine = append(mine, c)
 	}
 	l.mu.Unlock()
-	for _, c := range pub.changes {
+	for _, c := range mine {
 		l.dispatch(context.WithoutCancel(ctx), c)
 	}
 	return nil
@@ -255,12 +274,17 @@ func (l *Log) Sync(ctx context.Context) error {
 			l.mu.Lock()
 			_, mine := l.local[c.ID]
 			delete(l.local, c.ID)
+			if !mine {
+				l.follow[c.ID] = struct{}{}
+			}
 			l.mu.Unlock()
 			if !mine {
 				l.dispatch(ctx, c)
 			}
 			l.mu.Lock()
+			delete(l.follow, c.ID)
 			l.last = c.ID
+			l.cond.Broadcast()
 			l.mu.Unlock()
 		}
 		if len(cs) < pageSize {

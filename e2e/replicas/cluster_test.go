@@ -81,7 +81,10 @@ func (c *cluster) serverArgs() []string {
 func (c *cluster) restart(i int) {
 	p := startServer(c.t, c.env, c.serverArgs()...)
 	c.mu.Lock()
+	// A call that took the dead replica's address while it was down fails
+	// after the restart too: a new generation excuses it.
 	c.procs[i], c.down[i] = p, false
+	c.gen[i]++
 	c.mu.Unlock()
 }
 
