@@ -147,6 +147,13 @@ type ProjectAccess struct {
 	At            time.Time
 }
 
+// ProjectSample is the newest version of one project's key wrapped by an
+// external key, with the project's recorded refusal (nil: none).
+type ProjectSample struct {
+	Key    ProjectKey
+	Denied *ProjectAccess
+}
+
 // ProbeTarget is an external key in use and one project key it wraps.
 type ProbeTarget struct {
 	Key    ExternalKey
@@ -293,6 +300,18 @@ type Queries interface {
 	// the health probe decrypts when the key's type can refuse single
 	// projects. One query.
 	ProjectSamples(ctx context.Context, orgID, extKeyID string, limit int) ([]ProjectKey, error)
+	// ProjectProbeBatch lists, in project id order after after ("" = from
+	// the start), up to limit non-archived projects of an org whose key is
+	// extKeyID, each with the newest version of its key and its recorded
+	// refusal: one step of the per-project probe of a type whose customer
+	// can refuse single projects. One query.
+	ProjectProbeBatch(ctx context.Context, orgID, extKeyID, after string, limit int) ([]ProjectSample, error)
+	// ProjectProbeCursor returns where the per-project probe of an external
+	// key resumes: the last project id it probed ("" = from the start; also
+	// for an unknown key). SetProjectProbeCursor moves it (ErrNotFound for
+	// an unknown key). Every replica that probes the key shares it.
+	ProjectProbeCursor(ctx context.Context, orgID, extKeyID string) (string, error)
+	SetProjectProbeCursor(ctx context.Context, orgID, extKeyID, after string) error
 	// DenyProject records that a project's key refuses it (replacing any
 	// earlier record); AllowProject removes the record and reports whether
 	// there was one. GetProjectAccess returns the record (ErrNotFound if
@@ -352,7 +371,16 @@ type Queries interface {
 	// renew, already held by holder. It returns the leases taken (in no
 	// particular order); one statement, so of several replicas asking at
 	// once exactly one takes each lease.
+	//
+	// now and until come from the caller's clock, so replicas whose clocks
+	// disagree disagree on leases: only for callers with a clock of their
+	// own (tests). Replicas use AcquireLeasesFor.
 	AcquireLeases(ctx context.Context, holder string, names []string, now, until time.Time, renew bool) ([]Lease, error)
+	// AcquireLeasesFor is AcquireLeases on the database's clock: now is the
+	// database's time when the statement runs, until is now + ttl. Whatever
+	// the replicas' clocks say, one of them holds a lease until it expires
+	// by the one clock all share.
+	AcquireLeasesFor(ctx context.Context, holder string, names []string, ttl time.Duration, renew bool) ([]Lease, error)
 	// ReleaseLeases expires the leases of names that holder holds (nil
 	// names: all of them), so that another replica may take them at once.
 	ReleaseLeases(ctx context.Context, holder string, names []string) error

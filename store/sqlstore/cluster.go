@@ -116,23 +116,49 @@ func (q *queries) PruneChanges(ctx context.Context, before time.Time) (int64, er
 // against the row it wrote, so exactly one replica takes a free lease.
 // Names are sorted, so that replicas lock rows in one order (no deadlock).
 func (q *queries) AcquireLeases(ctx context.Context, holder string, names []string, now, until time.Time, renew bool) ([]store.Lease, error) {
+	return q.acquireLeases(ctx, holder, names, "?", []any{ms(until)}, "?", []any{ms(now)}, renew)
+}
+
+// AcquireLeasesFor is AcquireLeases with now read from the database's
+// clock once for the statement (PostgreSQL's statement_timestamp(),
+// SQLite's 'now', both constant within one statement): a row is free if it
+// expired by then, and a lease taken lasts until then + ttl. The free test
+// reads now back from the row being written (excluded.expires_at - ttl), so
+// both use the very same instant.
+func (q *queries) AcquireLeasesFor(ctx context.Context, holder string, names []string, ttl time.Duration, renew bool) ([]store.Lease, error) {
+	t := ttl.Milliseconds()
+	return q.acquireLeases(ctx, holder, names, q.dbNowMS()+" + ?", []any{t}, "excluded.expires_at - ?", []any{t}, renew)
+}
+
+// dbNowMS is the database's clock in Unix milliseconds, as SQL.
+func (q *queries) dbNowMS() string {
+	if q.d == dialectPostgres {
+		return `CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)`
+	}
+	return `CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)`
+}
+
+// acquireLeases builds the upsert: until is the SQL of the new expiry (with
+// its arguments), now that of the instant a lease must have expired by.
+func (q *queries) acquireLeases(ctx context.Context, holder string, names []string, until string, untilArgs []any, now string, nowArgs []any, renew bool) ([]store.Lease, error) {
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	if len(names) == 0 {
 		return nil, nil
 	}
 	var b strings.Builder
-	args := make([]any, 0, 3*len(names)+1)
+	args := make([]any, 0, (2+len(untilArgs))*len(names)+len(nowArgs))
 	b.WriteString(`INSERT INTO leases (name, holder, expires_at, taken) VALUES `)
 	for i, n := range names {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(?, ?, ?, 1)")
-		args = append(args, n, holder, ms(until))
+		b.WriteString("(?, ?, " + until + ", 1)")
+		args = append(args, n, holder)
+		args = append(args, untilArgs...)
 	}
 	b.WriteString(` ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, taken = leases.taken + 1
-		WHERE leases.expires_at <= ?`)
-	args = append(args, ms(now))
+		WHERE leases.expires_at <= ` + now)
+	args = append(args, nowArgs...)
 	if renew {
 		b.WriteString(` OR leases.holder = excluded.holder`)
 	}

@@ -694,6 +694,57 @@ func (q *queries) ProjectSamples(ctx context.Context, orgID, extKeyID string, li
 	return out, nil
 }
 
+// ProjectProbeBatch walks the projects by their key (index
+// projects_by_external_key), each joined to the newest version of its key
+// and to its refusal, if recorded.
+func (q *queries) ProjectProbeBatch(ctx context.Context, orgID, extKeyID, after string, limit int) ([]store.ProjectSample, error) {
+	cols := "pk." + strings.ReplaceAll(projectKeyCols, ", ", ", pk.")
+	out, err := queryAll(ctx, q, func(r scanner) (store.ProjectSample, error) {
+		var s store.ProjectSample
+		var ext, aKey, aCode, aMessage sql.NullString
+		var created int64
+		var aAt sql.NullInt64
+		k := &s.Key
+		if err := r.Scan(&k.OrgID, &k.ProjectID, &k.Version, &ext, &k.KEKVersion, &k.Algorithm, &k.Wrapped, &created,
+			&aKey, &aCode, &aMessage, &aAt); err != nil {
+			return store.ProjectSample{}, err
+		}
+		k.ExternalKeyID, k.CreatedAt = ext.String, fromMS(created)
+		if aKey.Valid {
+			s.Denied = &store.ProjectAccess{OrgID: k.OrgID, ProjectID: k.ProjectID, ExternalKeyID: aKey.String,
+				Code: aCode.String, Message: aMessage.String, At: fromMS(aAt.Int64)}
+		}
+		return s, nil
+	}, `SELECT `+cols+`, pa.external_key_id, pa.code, pa.message, pa.at FROM projects p
+		JOIN project_keys pk ON pk.org_id = p.org_id AND pk.project_id = p.id AND pk.version = (
+			SELECT MAX(pk2.version) FROM project_keys pk2
+			WHERE pk2.org_id = p.org_id AND pk2.project_id = p.id AND pk2.external_key_id = ?)
+		LEFT JOIN project_access pa ON pa.org_id = p.org_id AND pa.project_id = p.id
+		WHERE p.org_id = ? AND p.external_key_id = ? AND p.archived_at IS NULL AND p.id > ?
+		ORDER BY p.id LIMIT ?`, extKeyID, orgID, extKeyID, after, limit)
+	if err != nil {
+		return nil, listErr("project probe batch", err)
+	}
+	return out, nil
+}
+
+func (q *queries) ProjectProbeCursor(ctx context.Context, orgID, extKeyID string) (string, error) {
+	var after string
+	err := q.queryRow(ctx, `SELECT project_probe_after FROM external_keys WHERE org_id = ? AND id = ?`, orgID, extKeyID).Scan(&after)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("sqlstore: project probe cursor: %w", err)
+	}
+	return after, nil
+}
+
+func (q *queries) SetProjectProbeCursor(ctx context.Context, orgID, extKeyID, after string) error {
+	n, err := q.exec(ctx, `UPDATE external_keys SET project_probe_after = ? WHERE org_id = ? AND id = ?`, after, orgID, extKeyID)
+	return changed("update", "external key", n, err)
+}
+
 const projectAccessCols = `org_id, project_id, external_key_id, code, message, at`
 
 func scanProjectAccess(r scanner) (store.ProjectAccess, error) {

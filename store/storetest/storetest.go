@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"OrgSettings", testOrgSettings},
 		{"ProbeTargets", testProbeTargets},
 		{"ProjectSamples", testProjectSamples},
+		{"ProjectProbeBatch", testProjectProbeBatch},
 		{"ProjectAccess", testProjectAccess},
 		{"ProjectKeysToRewrap", testProjectKeysToRewrap},
 		{"ProjectsDueForRotation", testProjectsDueForRotation},
@@ -49,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Changes", testChanges},
 		{"ChangesCommitOrder", testChangesCommitOrder},
 		{"Leases", testLeases},
+		{"LeasesOnDBClock", testLeasesOnDBClock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
