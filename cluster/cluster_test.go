@@ -348,11 +348,17 @@ type killable struct {
 	dead atomic.Bool
 }
 
+// AcquireLeases times leases by the caller's clock: the leader must not use
+// it (L4: replicas' clocks may disagree), only AcquireLeasesFor.
 func (k *killable) AcquireLeases(ctx context.Context, holder string, names []string, now, until time.Time, renew bool) ([]store.Lease, error) {
+	return nil, errors.New("the leader lease must be timed by the database's clock (AcquireLeasesFor)")
+}
+
+func (k *killable) AcquireLeasesFor(ctx context.Context, holder string, names []string, ttl time.Duration, renew bool) ([]store.Lease, error) {
 	if k.dead.Load() {
 		return nil, errors.New("dead")
 	}
-	return k.Store.AcquireLeases(ctx, holder, names, now, until, renew)
+	return k.Store.AcquireLeasesFor(ctx, holder, names, ttl, renew)
 }
 
 func (k *killable) ReleaseLeases(ctx context.Context, holder string, names []string) error {

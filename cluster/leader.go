@@ -41,11 +41,15 @@ type LeaderConfig struct {
 
 // Leader runs jobs on one replica at a time: the holder of the "leader"
 // lease. Every replica runs one; each tries to take the lease every Renew;
-// the holder renews it. A leader that cannot renew stops its jobs one Renew
-// before its lease expires (by its own clock), so two replicas' jobs never
-// overlap while the replicas' clocks agree to within Renew; another replica
-// takes over once the lease has expired. On a clean stop the lease is
-// released at once.
+// the holder renews it. The lease is timed by the database's clock
+// (store.Queries.AcquireLeasesFor), so replicas whose clocks disagree still
+// agree on who holds it. A leader that cannot renew stops its jobs one Renew
+// before its lease expires: its deadline is counted on its own clock from
+// before the statement was sent, which is no later than the database's
+// instant of the lease (only elapsed time is compared, never two clocks'
+// readings), so two replicas' jobs never overlap whatever the clocks' offsets;
+// another replica takes over once the lease has expired. On a clean stop
+// the lease is released at once.
 type Leader struct {
 	cfg     LeaderConfig
 	leading atomic.Bool
@@ -87,12 +91,13 @@ func (l *Leader) Run(ctx context.Context, jobs func(ctx context.Context)) {
 	}
 }
 
-// acquire takes or renews the lease; deadline is when jobs must stop
-// unless renewed again: one Renew before the lease expires, counted from
-// before the statement was sent.
+// acquire takes or renews the lease (for TTL on the database's clock);
+// deadline is when jobs must stop unless renewed again: one Renew before the
+// lease expires, counted on this replica's clock from before the statement
+// was sent (the database's instant of the lease is no earlier).
 func (l *Leader) acquire(ctx context.Context) (deadline time.Time, ok bool) {
 	start := time.Now()
-	ls, err := l.cfg.Store.AcquireLeases(ctx, l.cfg.Holder, []string{LeaderLease}, start, start.Add(l.cfg.TTL), true)
+	ls, err := l.cfg.Store.AcquireLeasesFor(ctx, l.cfg.Holder, []string{LeaderLease}, l.cfg.TTL, true)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.cfg.Logger.Warn("leader lease: acquire failed", "err", err)

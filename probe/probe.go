@@ -65,8 +65,14 @@ type Config struct {
 	Concurrency int
 	// PerOrg bounds keys of one org checked at once (default 4).
 	PerOrg int
-	// CheckTimeout bounds one key's check (default the interval, at least
-	// 5s): a KMS slower than that is degraded for this round.
+	// CheckTimeout bounds one key's check (default 2/3 of LeaseTTL, at
+	// least 5s without a Holder): a KMS slower than that is degraded for
+	// this round. With a Holder it must be below LeaseTTL, so that a check
+	// never outlives its lease (another replica could then check the key at
+	// once): New lowers a larger value to 2/3 of LeaseTTL and logs it; and
+	// each check also ends a tenth of LeaseTTL before its lease expires
+	// (counted from before the lease statement was sent), however long it
+	// waited for a slot.
 	CheckTimeout time.Duration
 	// PageSize is how many keys one store query reads (default 500).
 	PageSize int
@@ -77,9 +83,12 @@ type Config struct {
 	// LeaseTTL is how long a probe lease lasts (default 0.9 × Interval, so
 	// that the holder's next round, at least 0.9 × Interval later, finds it
 	// expired: no key is probed twice within LeaseTTL across the cluster).
+	// Leases are timed by the database's clock (store AcquireLeasesFor), so
+	// replicas' clocks need not agree.
 	LeaseTTL time.Duration
-	// Now is the clock of lease times (default time.Now). Replicas' clocks
-	// must agree to well within LeaseTTL (NTP).
+	// Now, for tests only, times the probe leases by this clock instead of
+	// the database's (store AcquireLeases), so that a test can move time.
+	// Leave it nil in a server: replicas' clocks may disagree.
 	Now     func() time.Time
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
@@ -114,9 +123,6 @@ func New(cfg Config) *Prober {
 	if cfg.PerOrg <= 0 {
 		cfg.PerOrg = 4
 	}
-	if cfg.CheckTimeout <= 0 {
-		cfg.CheckTimeout = max(cfg.Interval, 5*time.Second)
-	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 500
 	}
@@ -126,8 +132,15 @@ func New(cfg Config) *Prober {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = cfg.Interval * 9 / 10
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = max(cfg.LeaseTTL*2/3, 5*time.Second)
+	}
+	if cfg.Holder != "" && cfg.CheckTimeout >= cfg.LeaseTTL {
+		// A check that outlived its lease could overlap another replica's
+		// check of the same key.
+		ct := cfg.LeaseTTL * 2 / 3
+		cfg.Logger.Warn("probe: check timeout not below the probe lease; lowered", "check_timeout", cfg.CheckTimeout, "lease_ttl", cfg.LeaseTTL, "now", ct)
+		cfg.CheckTimeout = ct
 	}
 	return &Prober{cfg: cfg, round: map[string]int{}}
 }
@@ -173,7 +186,14 @@ func (p *Prober) Round(ctx context.Context) {
 			break
 		}
 		var leased map[string]int64
+		var leaseEnd time.Time // on this clock: when the checks of this page's leases must end
 		if p.cfg.Holder != "" {
+			// Counted from before the statement is sent: the database's
+			// instant of the leases is no earlier, so they last at least
+			// until sent + LeaseTTL in real time; a tenth is kept for
+			// recording what a check found.
+			sent := time.Now()
+			leaseEnd = sent.Add(p.cfg.LeaseTTL - p.cfg.LeaseTTL/10)
 			if leased, err = p.lease(ctx, page); err != nil {
 				if ctx.Err() == nil {
 					p.cfg.Logger.Warn("probe: taking probe leases failed", "err", err)
@@ -217,7 +237,10 @@ func (p *Prober) Round(ctx context.Context) {
 					return
 				}
 				defer func() { <-global }()
-				res := p.check(ctx, t, deep)
+				res, ok := p.check(ctx, t, deep, leaseEnd)
+				if !ok {
+					return // its lease ran out while it waited for a slot
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				counts[res.Status]++
@@ -264,8 +287,14 @@ func (p *Prober) lease(ctx context.Context, page []store.ProbeTarget) (map[strin
 	for i, t := range page {
 		names[i] = LeasePrefix + t.Key.ID
 	}
-	now := p.cfg.Now()
-	ls, err := p.cfg.Store.AcquireLeases(ctx, p.cfg.Holder, names, now, now.Add(p.cfg.LeaseTTL), false)
+	var ls []store.Lease
+	var err error
+	if p.cfg.Now != nil {
+		now := p.cfg.Now()
+		ls, err = p.cfg.Store.AcquireLeases(ctx, p.cfg.Holder, names, now, now.Add(p.cfg.LeaseTTL), false)
+	} else {
+		ls, err = p.cfg.Store.AcquireLeasesFor(ctx, p.cfg.Holder, names, p.cfg.LeaseTTL, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -300,24 +329,40 @@ type rewrap struct {
 	current string
 }
 
-// check runs one key's check within CheckTimeout. A panic below it (a bug
+// check runs one key's check within CheckTimeout, and, when the key was
+// leased (leaseEnd not zero), ending by leaseEnd: a check never outlives its
+// lease. ok is false if less than a quarter of CheckTimeout was left of the
+// lease when the check could start (the key is checked by whoever takes its
+// lease next). A panic below it (a bug
 // in a KMS provider or its SDK) must not end the process, which would stop
 // every tenant's service on this replica: it is logged (what panicked and
 // where, never the panic's value, which could hold anything) and counted
 // as an outage of that key in the round's figures. It never closes the
 // gate or marks the key unavailable: a panic is not the customer
 // withdrawing access.
-func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool) (res lifecycle.ProbeResult) {
+func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leaseEnd time.Time) (res lifecycle.ProbeResult, ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.cfg.Logger.Error("probe: a key's check panicked; counted as an outage, the key's gate and health are left as they were",
 				"org_id", t.Key.OrgID, "external_key_id", t.Key.ID, "type", t.Key.Type, "panic", describePanic(v), "stack", panicStack())
-			res = lifecycle.ProbeResult{Status: store.StatusDegraded}
+			res, ok = lifecycle.ProbeResult{Status: store.StatusDegraded}, true
 		}
 	}()
-	cctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
+	deadline := time.Now().Add(p.cfg.CheckTimeout)
+	if !leaseEnd.IsZero() {
+		if time.Until(leaseEnd) < p.cfg.CheckTimeout/4 {
+			// Too little of the lease is left for a fair check (one cut
+			// short would record an outage that is only this replica's
+			// backlog): the lease's next holder checks the key.
+			return lifecycle.ProbeResult{}, false
+		}
+		if leaseEnd.Before(deadline) {
+			deadline = leaseEnd
+		}
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: deep})
+	return p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: deep}), true
 }
 
 // rewrap runs the rewraps of one rotated key; a panic is logged as in check
