@@ -21,21 +21,35 @@ type entry struct {
 	key      secret.Key
 	extKeyID string // "" = operator default key
 	expires  time.Time
-	elem     *list.Element
+	elem     *list.Element // in cache.lru
+	org      *list.List    // cache.orgs[k.orgID]
+	orgElem  *list.Element // in org
 }
 
 // cache holds unwrapped project keys: bounded (LRU), with a hard TTL, and
 // evictable by the external key that wraps them. Evicted keys are zeroed.
 // Callers only ever receive copies, so zeroing never pulls a key out from
 // under a request that is using it.
+//
+// The cache is shared by every org, so it also caps each org's share: when
+// a put must evict (the cache is full) and the putting org holds more than
+// orgMax entries, the org's own least recently used entry goes, not the
+// global one. One org touching many projects therefore recycles its own
+// share and cannot push other orgs' keys out (which would cost them KMS
+// calls and latency, and let one tenant amplify KMS traffic on another's
+// key): whatever one org does, the others keep at least max−orgMax entries
+// between them, by LRU among themselves. While the cache is not full the
+// cap does not bind, so a lone org can use all of it.
 type cache struct {
-	mu   sync.Mutex
-	ttl  time.Duration
-	max  int
-	now  func() time.Time
-	m    map[cacheKey]*entry
-	lru  *list.List // front = most recently used
-	byEK map[string]map[cacheKey]struct{}
+	mu     sync.Mutex
+	ttl    time.Duration
+	max    int
+	orgMax int // entries one org may hold once the cache is full (≥ 1)
+	now    func() time.Time
+	m      map[cacheKey]*entry
+	lru    *list.List            // front = most recently used
+	orgs   map[string]*list.List // per org, front = most recently used
+	byEK   map[string]map[cacheKey]struct{}
 	// gens counts evictions per project (ids are unique across orgs), so that an unwrap that
 	// started before a re-key is not cached after it. Bounded: at maxGens
 	// entries it is cleared and epoch bumped, which makes every fill in flight
@@ -50,8 +64,25 @@ const maxGens = 10000
 // generation is a project's eviction count, valid within one epoch.
 type generation struct{ epoch, n uint64 }
 
+// DefaultCacheOrgShare is the share of the project-key cache one org may
+// hold once the cache is full (Config.CacheOrgShare): the other orgs keep
+// at least three quarters of it between them.
+const DefaultCacheOrgShare = 0.25
+
 func newCache(ttl time.Duration, max int, now func() time.Time) *cache {
-	return &cache{ttl: ttl, max: max, now: now, m: map[cacheKey]*entry{}, lru: list.New(), byEK: map[string]map[cacheKey]struct{}{}, gens: map[string]uint64{}}
+	c := &cache{ttl: ttl, max: max, now: now, m: map[cacheKey]*entry{}, lru: list.New(), orgs: map[string]*list.List{},
+		byEK: map[string]map[cacheKey]struct{}{}, gens: map[string]uint64{}}
+	return c.withOrgShare(DefaultCacheOrgShare)
+}
+
+// withOrgShare sets the share of the cache one org may hold once it is full:
+// share of max, at least one entry; a share of 1 or more disables the cap.
+func (c *cache) withOrgShare(share float64) *cache {
+	c.orgMax = c.max
+	if share > 0 && share < 1 {
+		c.orgMax = max(1, int(share*float64(c.max)))
+	}
+	return c
 }
 
 // get returns a copy of the cached key and the external key that wraps it.
@@ -67,6 +98,7 @@ func (c *cache) get(k cacheKey) (secret.Key, string, bool) {
 		return secret.Key{}, "", false
 	}
 	c.lru.MoveToFront(e.elem)
+	e.org.MoveToFront(e.orgElem)
 	cp, _ := secret.FromBytes(e.key.Bytes())
 	return cp, e.extKeyID, true
 }
@@ -94,6 +126,12 @@ func (c *cache) putLocked(k cacheKey, extKeyID string, key secret.Key) {
 	}
 	e := &entry{k: k, key: cp, extKeyID: extKeyID, expires: c.now().Add(c.ttl)}
 	e.elem = c.lru.PushFront(e)
+	ol := c.orgs[k.orgID]
+	if ol == nil {
+		ol = list.New()
+		c.orgs[k.orgID] = ol
+	}
+	e.org, e.orgElem = ol, ol.PushFront(e)
 	c.m[k] = e
 	set := c.byEK[extKeyID]
 	if set == nil {
@@ -102,13 +140,23 @@ func (c *cache) putLocked(k cacheKey, extKeyID string, key secret.Key) {
 	}
 	set[k] = struct{}{}
 	for c.lru.Len() > c.max {
-		c.removeLocked(c.lru.Back().Value.(*entry))
+		victim := c.lru.Back()
+		if ol.Len() > c.orgMax {
+			// Over its share: the org makes room from its own entries
+			// (never e itself: orgMax ≥ 1 and e is at the front).
+			victim = ol.Back()
+		}
+		c.removeLocked(victim.Value.(*entry))
 	}
 }
 
 func (c *cache) removeLocked(e *entry) {
 	e.key.Zero()
 	c.lru.Remove(e.elem)
+	e.org.Remove(e.orgElem)
+	if e.org.Len() == 0 {
+		delete(c.orgs, e.k.orgID)
+	}
 	delete(c.m, e.k)
 	if set := c.byEK[e.extKeyID]; set != nil {
 		delete(set, e.k)

@@ -16,9 +16,14 @@
 package keyring
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,8 +46,16 @@ type Config struct {
 	CacheTTL time.Duration
 	// CacheSize bounds the number of cached project key versions (default 10000).
 	CacheSize int
-	Now       func() time.Time
-	Metrics   *metrics.Metrics
+	// CacheOrgShare is the share of CacheSize one org may hold once the
+	// cache is full (default DefaultCacheOrgShare, a quarter): an org over
+	// it evicts its own least recently used keys, never other orgs'. 1 or
+	// more turns the cap off (one LRU for all orgs).
+	CacheOrgShare float64
+	Now           func() time.Time
+	Metrics       *metrics.Metrics
+	// Logger receives what only an operator should see: a panic recovered
+	// below an unwrap (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // RevocationHandler learns that an unwrap found access to ek withdrawn. The
@@ -59,17 +72,28 @@ type Keyring struct {
 
 	mu        sync.Mutex
 	gates     map[string]*gate // by external key id
-	projects  map[projectGate]*UnavailableError
+	projects  map[projectGate]*closedProject
+	closed    *list.List           // of projectGate, front = most recently closed or confirmed
+	maxClosed int                  // bound of projects (maxProjectGates; tests lower it)
 	inflight  map[cacheKey]*flight // coalesced unwraps
 	onRevoked RevocationHandler    // may be nil
+	joined    func()               // tests: called when a caller joins an unwrap in flight
 }
 
 // projectGate names one project's use of one external key: closed when the
 // customer's policy refuses that project only (kms.ScopeProject).
 type projectGate struct{ extKeyID, projectID string }
 
+// closedProject is a closed project gate: its error and its place in the
+// eviction order.
+type closedProject struct {
+	u    *UnavailableError
+	elem *list.Element
+}
+
 // maxProjectGates bounds the closed project gates kept (each is a project
-// the customer refuses; far more than any org has).
+// the customer refuses; far more than any org has). Past it the oldest
+// closed gate is forgotten (see MarkProjectUnavailable).
 const maxProjectGates = 100000
 
 // gate is this replica's view of an external key's health.
@@ -86,12 +110,18 @@ func New(cfg Config) *Keyring {
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 10000
 	}
+	if cfg.CacheOrgShare == 0 {
+		cfg.CacheOrgShare = DefaultCacheOrgShare
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	cfg.Default.ID, cfg.Default.OrgID = "", ""
-	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now), gates: map[string]*gate{},
-		projects: map[projectGate]*UnavailableError{}, inflight: map[cacheKey]*flight{}}
+	return &Keyring{cfg: cfg, cache: newCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now).withOrgShare(cfg.CacheOrgShare), gates: map[string]*gate{},
+		projects: map[projectGate]*closedProject{}, closed: list.New(), maxClosed: maxProjectGates, inflight: map[cacheKey]*flight{}}
 }
 
 // SetRevocationHandler installs h (package lifecycle does, once).
@@ -167,9 +197,9 @@ func (k *Keyring) Forget(extKeyID string) {
 	k.cfg.Keys.Forget(extKeyID)
 	k.mu.Lock()
 	delete(k.gates, extKeyID)
-	for g := range k.projects {
+	for g, cp := range k.projects {
 		if g.extKeyID == extKeyID {
-			delete(k.projects, g)
+			k.openProjectLocked(g, cp)
 		}
 	}
 	k.mu.Unlock()
@@ -221,11 +251,7 @@ func (k *Keyring) key(ctx context.Context, orgID, projectID string, version int,
 	// Coalesce concurrent misses for one version into a single KMS call.
 	c, leader := k.join(ck)
 	if leader {
-		c.key, c.extKeyID, c.err = k.fill(context.WithoutCancel(ctx), orgID, projectID, version)
-		k.mu.Lock()
-		delete(k.inflight, ck)
-		k.mu.Unlock()
-		close(c.done)
+		k.lead(ctx, ck, c)
 	} else {
 		select {
 		case <-c.done:
@@ -246,6 +272,82 @@ func (k *Keyring) key(ctx context.Context, orgID, projectID string, version int,
 	return secret.FromBytes(c.key.Bytes())
 }
 
+// lead runs the unwrap of c for every caller that joins it, and always
+// completes it, whatever happens below: the flight leaves the inflight map
+// and done is closed, so no waiter blocks forever and the next request for
+// this key version starts a new unwrap.
+//
+// A panic below it (a bug in a KMS provider, its SDK or the store) is
+// recovered and becomes c.err, the same retryable outage for the leader and
+// every waiter (ErrPanicked inside an UnavailableError of class kms.Outage:
+// never a revocation, so no gate closes and the key's health is left as it
+// is; nothing is cached). It is logged here, with where it happened and
+// without its value, which could hold anything. It is not re-raised:
+// the leader is just whichever caller came first, and not every caller is
+// an HTTP handler under the server's per-request recovery — rewraps (after
+// a KEK rotation, on a re-key) and `ekm reencrypt` read keys here outside
+// any request, where a panic would end the process and, for a server, every
+// tenant's service on this replica. An HTTP caller also gets a 503 with
+// Retry-After this way rather than a 500, like every waiter.
+func (k *Keyring) lead(ctx context.Context, ck cacheKey, c *flight) {
+	completed := false
+	defer func() {
+		if !completed {
+			// A panic, or runtime.Goexit (recover returns nil then).
+			v := recover()
+			c.key, c.extKeyID = secret.Key{}, ""
+			c.err = &UnavailableError{Class: kms.Outage, Code: kms.CodeUnreachable,
+				Message: "Reading this project's key failed unexpectedly; retry later.", Err: ErrPanicked}
+			k.cfg.Logger.Error("keyring: reading a project key panicked; every caller waiting for it gets a retryable error, no gate or health changes",
+				"org_id", ck.orgID, "project_id", ck.projectID, "version", ck.version, "panic", describePanic(v), "stack", panicStack())
+		}
+		k.mu.Lock()
+		delete(k.inflight, ck)
+		k.mu.Unlock()
+		close(c.done)
+	}()
+	c.key, c.extKeyID, c.err = k.fill(context.WithoutCancel(ctx), ck.orgID, ck.projectID, ck.version)
+	completed = true
+}
+
+// ErrPanicked is inside the error every caller of a coalesced unwrap gets
+// when reading the key panicked (see lead).
+var ErrPanicked = errors.New("keyring: reading the project key panicked")
+
+// describePanic says what panicked without the value's contents: a runtime
+// error's own message (fixed text and indexes), else only the value's type.
+func describePanic(v any) string {
+	if v == nil {
+		return "runtime.Goexit"
+	}
+	if e, ok := v.(runtime.Error); ok {
+		return e.Error()
+	}
+	return fmt.Sprintf("panic value of type %T", v)
+}
+
+// panicStack lists the panicking goroutine's frames as function and
+// file:line, without the argument words a runtime stack trace prints.
+// Called from a deferred function, it starts at the panic site.
+func panicStack() string {
+	var pcs [32]uintptr
+	n := runtime.Callers(3, pcs[:])
+	frames := runtime.CallersFrames(pcs[:n])
+	var b strings.Builder
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			if b.Len() > 0 {
+				b.WriteString(" < ")
+			}
+			fmt.Fprintf(&b, "%s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
+		}
+		if !more {
+			return b.String()
+		}
+	}
+}
+
 // flight is one coalesced unwrap. The last waiter to leave zeroes the key.
 type flight struct {
 	done     chan struct{}
@@ -260,6 +362,9 @@ func (k *Keyring) join(ck cacheKey) (*flight, bool) {
 	defer k.mu.Unlock()
 	if c, ok := k.inflight[ck]; ok {
 		c.refs++
+		if k.joined != nil {
+			k.joined()
+		}
 		return c, false
 	}
 	c := &flight{done: make(chan struct{}), refs: 1}
@@ -382,8 +487,8 @@ func (k *Keyring) checkGates(extKeyID, projectID string) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if u := k.projects[projectGate{extKeyID, projectID}]; u != nil {
-		return u
+	if cp := k.projects[projectGate{extKeyID, projectID}]; cp != nil {
+		return cp.u
 	}
 	return nil
 }
@@ -391,17 +496,49 @@ func (k *Keyring) checkGates(extKeyID, projectID string) error {
 // MarkProjectUnavailable refuses every use of ek for one project (the
 // customer's policy refuses it; other projects keep working) and evicts
 // the project's cached keys. It reports whether the project's gate was open.
+//
+// Closed project gates are bounded (maxProjectGates). At the bound the
+// gate closed (or confirmed by this call) longest ago is forgotten, one per
+// new gate — never all at once. A forgotten gate is not a decision that the
+// project may use its key again: the stored project-access row (written
+// when the refusal was first seen, removed only when access is seen back)
+// stays the source of truth, and the data plane's check of that row must
+// still refuse the project. In this keyring it only means the refusal is
+// no longer known from memory. Nothing of the project is cached (closing
+// the gate evicted its keys; while it is closed fills refuse before the
+// unwrap, and one already in flight is not cached, its generation having
+// changed; forgetting it evicts the project once more): the next use of the
+// project asks the customer's KMS, and while the KMS still refuses, that
+// unwrap fails as a project-scoped revocation, which closes the gate again
+// (Fail).
 func (k *Keyring) MarkProjectUnavailable(extKeyID, projectID string, u *UnavailableError) bool {
 	k.mu.Lock()
 	g := projectGate{extKeyID, projectID}
-	_, was := k.projects[g]
-	if !was && len(k.projects) >= maxProjectGates {
-		clear(k.projects) // the probe closes what is still refused within a round
+	var forgot []string
+	cp, was := k.projects[g]
+	if was {
+		cp.u = u
+		k.closed.MoveToFront(cp.elem)
+	} else {
+		for len(k.projects) >= max(1, k.maxClosed) {
+			old := k.closed.Back().Value.(projectGate)
+			k.openProjectLocked(old, k.projects[old])
+			forgot = append(forgot, old.projectID)
+		}
+		k.projects[g] = &closedProject{u: u, elem: k.closed.PushFront(g)}
 	}
-	k.projects[g] = u
 	k.mu.Unlock()
 	k.cache.evictProject(projectID)
+	for _, p := range forgot {
+		k.cache.evictProject(p)
+	}
 	return !was
+}
+
+// openProjectLocked forgets a closed project gate. k.mu is held.
+func (k *Keyring) openProjectLocked(g projectGate, cp *closedProject) {
+	k.closed.Remove(cp.elem)
+	delete(k.projects, g)
 }
 
 // MarkProjectAvailable opens a project's gate again; it reports whether it
@@ -410,8 +547,10 @@ func (k *Keyring) MarkProjectAvailable(extKeyID, projectID string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	g := projectGate{extKeyID, projectID}
-	_, was := k.projects[g]
-	delete(k.projects, g)
+	cp, was := k.projects[g]
+	if was {
+		k.openProjectLocked(g, cp)
+	}
 	return was
 }
 
@@ -420,6 +559,7 @@ func (k *Keyring) MarkProjectAvailable(extKeyID, projectID string) bool {
 func (k *Keyring) ClearProjectGates() {
 	k.mu.Lock()
 	clear(k.projects)
+	k.closed.Init()
 	k.mu.Unlock()
 }
 
@@ -427,7 +567,18 @@ func (k *Keyring) ClearProjectGates() {
 func (k *Keyring) ProjectUnavailable(extKeyID, projectID string) *UnavailableError {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.projects[projectGate{extKeyID, projectID}]
+	if cp := k.projects[projectGate{extKeyID, projectID}]; cp != nil {
+		return cp.u
+	}
+	return nil
+}
+
+// ClosedProjectGates is the number of closed project gates this keyring
+// holds (at most maxProjectGates).
+func (k *Keyring) ClosedProjectGates() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.projects)
 }
 
 // CheckGate returns the gate's error if the external key is marked

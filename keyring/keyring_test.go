@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -365,5 +368,180 @@ func TestEvictAll(t *testing.T) {
 	}
 	if n := e.drv.Unwraps.Load(); n != 3 {
 		t.Fatalf("%d unwraps, want 3 (the evicted key read again)", n)
+	}
+}
+
+// panicky serves kmsfake keys through e.Fake, but its Unwrap can be made to
+// panic (a bug in a provider or its SDK). Unwrap signals entered and waits
+// for release before it does anything.
+type panicky struct {
+	*kmsfake.Driver
+	broken  atomic.Bool
+	unwraps atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (d *panicky) Open(org string, p kms.Params) (kms.Provider, error) {
+	inner, err := d.Driver.Open(org, p)
+	return &panickyProvider{Provider: inner, d: d}, err
+}
+
+type panickyProvider struct {
+	kms.Provider
+	d *panicky
+}
+
+func (p *panickyProvider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
+	p.d.unwraps.Add(1)
+	select {
+	case p.d.entered <- struct{}{}:
+	default:
+	}
+	<-p.d.release
+	if p.d.broken.Load() {
+		var m map[string]int
+		m["provider bug"]++ // a nil map write: a runtime panic
+	}
+	return p.Provider.Unwrap(ctx, w, aad)
+}
+
+// A coalesced unwrap whose provider panics completes for every caller: the
+// leader and the waiters all get the same retryable outage (never a
+// revocation: no gate closes, nothing is cached), the panic is logged
+// without its value, and once the provider works again the next call
+// unwraps afresh (the flight did not stay in the inflight map).
+func TestPanickingUnwrapReleasesWaiters(t *testing.T) {
+	e := newEnv(t, 100)
+	pid, want := e.newProject(t, &e.ek)
+	d := &panicky{Driver: e.drv, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	d.broken.Store(true)
+	var logs safeBuffer
+	kr := keyring.New(keyring.Config{Store: e.st, Keys: kms.NewKeys(kms.KeysConfig{Registry: kms.NewRegistry(d)}),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	const waiters = 20
+	joined := make(chan struct{}, waiters)
+	keyring.SetJoinedHook(kr, func() { joined <- struct{}{} })
+
+	ctx := context.Background()
+	errs := make(chan error, waiters+1)
+	call := func() { _, err := kr.Key(ctx, e.org, pid, 1); errs <- err }
+	go call() // the leader
+	<-d.entered
+	for range waiters {
+		go call()
+	}
+	for range waiters {
+		<-joined
+	}
+	close(d.release)
+	for range waiters + 1 {
+		err := <-errs
+		var u *keyring.UnavailableError
+		if !errors.As(err, &u) || u.Class != kms.Outage || !u.Retryable() || !errors.Is(err, keyring.ErrPanicked) {
+			t.Fatalf("a caller of a panicking unwrap got %v, want a retryable outage wrapping ErrPanicked", err)
+		}
+	}
+	if n := d.unwraps.Load(); n != 1 {
+		t.Fatalf("%d unwraps, want 1 (coalesced)", n)
+	}
+	if kr.Unavailable(e.ek.ID) != nil || kr.ProjectUnavailable(e.ek.ID, pid) != nil || kr.CachedKeys() != 0 {
+		t.Fatal("a panic closed a gate or cached a key")
+	}
+	if l := logs.String(); !strings.Contains(l, "panicked") || !strings.Contains(l, "assignment to entry in nil map") ||
+		!strings.Contains(l, "panickyProvider") {
+		t.Fatalf("panic not logged with its kind and place: %s", l)
+	}
+
+	d.broken.Store(false)
+	got, err := kr.Key(ctx, e.org, pid, 1)
+	if err != nil || !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("after the provider is fixed: %v", err)
+	}
+	if n := d.unwraps.Load(); n != 2 {
+		t.Fatalf("%d unwraps, want 2", n)
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// At the bound of closed project gates the oldest closed (or confirmed)
+// gate is forgotten, one per new gate — not all of them at once.
+func TestProjectGatesEvictOldestOnly(t *testing.T) {
+	e := newEnv(t, 100)
+	keyring.SetMaxProjectGates(e.kr, 3)
+	deny := func(pid string) bool {
+		return e.kr.MarkProjectUnavailable(e.ek.ID, pid, &keyring.UnavailableError{ExternalKeyID: e.ek.ID, ProjectID: pid, Class: kms.Revoked, Code: "x", Message: "denied"})
+	}
+	closed := func(pid string) bool { return e.kr.ProjectUnavailable(e.ek.ID, pid) != nil }
+	for _, p := range []string{"p1", "p2", "p3"} {
+		if !deny(p) {
+			t.Fatalf("%s: gate was already closed", p)
+		}
+	}
+	if deny("p1") { // confirmed again: now the most recent
+		t.Fatal("p1: a second close reported a transition")
+	}
+	deny("p4")
+	if closed("p2") || !closed("p1") || !closed("p3") || !closed("p4") || e.kr.ClosedProjectGates() != 3 {
+		t.Fatalf("after p4: p1 %v p2 %v p3 %v p4 %v (%d closed); want only p2, the oldest, forgotten",
+			closed("p1"), closed("p2"), closed("p3"), closed("p4"), e.kr.ClosedProjectGates())
+	}
+	if !e.kr.MarkProjectAvailable(e.ek.ID, "p3") || e.kr.ClosedProjectGates() != 2 {
+		t.Fatal("opening p3")
+	}
+	deny("p5")
+	if !closed("p1") || !closed("p4") || !closed("p5") {
+		t.Fatal("a gate was forgotten below the bound")
+	}
+}
+
+// A forgotten project gate fails closed where it matters: nothing of the
+// project is served from memory, the next use asks the KMS, and the KMS's
+// refusal closes the gate again.
+func TestForgottenProjectGateClosesAgain(t *testing.T) {
+	e := newEnv(t, 100)
+	ctx := context.Background()
+	keyring.SetMaxProjectGates(e.kr, 2)
+	pid, _ := e.newProject(t, &e.ek)
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.drv.DenyProject(pid)
+	e.kr.EvictProject(pid) // its key expired, say
+	var u *keyring.UnavailableError
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); !errors.As(err, &u) || u.Class != kms.Revoked || u.ProjectID != pid {
+		t.Fatalf("denied project: %v", err)
+	}
+	if e.kr.ProjectUnavailable(e.ek.ID, pid) == nil {
+		t.Fatal("the refusal did not close the project's gate")
+	}
+	for _, p := range []string{"other1", "other2"} {
+		e.kr.MarkProjectUnavailable(e.ek.ID, p, &keyring.UnavailableError{ExternalKeyID: e.ek.ID, ProjectID: p, Class: kms.Revoked, Code: "x", Message: "denied"})
+	}
+	if e.kr.ProjectUnavailable(e.ek.ID, pid) != nil {
+		t.Fatal("the oldest gate was not forgotten")
+	}
+	before := e.drv.Unwraps.Load()
+	if _, err := e.kr.Key(ctx, e.org, pid, 1); !errors.As(err, &u) || u.Class != kms.Revoked {
+		t.Fatalf("a project whose gate was forgotten: %v, want the KMS's refusal", err)
+	}
+	if e.drv.Unwraps.Load() != before+1 || e.kr.ProjectUnavailable(e.ek.ID, pid) == nil {
+		t.Fatal("the KMS was not asked, or its refusal did not close the gate again")
 	}
 }
