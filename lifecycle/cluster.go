@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/keyring"
 	"github.com/ekm-dev/ekm/kms"
@@ -19,17 +20,26 @@ import (
 //     stored health (Follow);
 //   - external_key.deleted: the key is forgotten;
 //   - project.archived / .rekeyed: the project's cached keys are evicted;
+//     on a re-key the project's gate follows its stored refusal (none);
+//   - project.access_denied / .access_restored: the project's gate follows
+//     its stored refusal (followProject);
 //   - reset (changes may have been missed): every cached key is evicted;
 //     gates are brought back in line by the next probe round (Follow).
 func (s *Service) follow(l *cluster.Log) {
 	health := func(ctx context.Context, c cluster.Change) { s.followStored(ctx, c.OrgID, c.ObjectID) }
 	l.Subscribe(cluster.ExternalKeyUnavailable, health)
 	l.Subscribe(cluster.ExternalKeyAvailable, health)
-	l.Subscribe(cluster.ExternalKeyDeleted, func(_ context.Context, c cluster.Change) { s.kr.Forget(c.ObjectID) })
+	l.Subscribe(cluster.ExternalKeyDeleted, func(_ context.Context, c cluster.Change) { s.forget(c.ObjectID) })
 	evict := func(_ context.Context, c cluster.Change) { s.kr.EvictProject(c.ObjectID) }
 	l.Subscribe(cluster.ProjectArchived, evict)
-	l.Subscribe(cluster.ProjectRekeyed, evict)
 	access := func(ctx context.Context, c cluster.Change) { s.followProject(ctx, c.OrgID, c.ObjectID) }
+	// A re-key also brings the project's gate on its new key in line with
+	// the stored refusal (none, after a re-key): a gate left closed from an
+	// earlier time on that key must not refuse it.
+	l.Subscribe(cluster.ProjectRekeyed, func(ctx context.Context, c cluster.Change) {
+		evict(ctx, c)
+		access(ctx, c)
+	})
 	l.Subscribe(cluster.ProjectAccessDenied, access)
 	l.Subscribe(cluster.ProjectAccessRestored, access)
 	l.OnReset(func(ctx context.Context) {
@@ -98,15 +108,23 @@ func (s *Service) Follow(ctx context.Context, ek store.ExternalKey) {
 }
 
 // followStored reads an external key's stored health and moves the gate.
-// A gate is only opened if nothing closed it since the read began (a
-// request that just saw a revocation is newer news than the row).
+//   - unavailable: the gate closes (a gate this replica closed itself keeps
+//     its own, richer error);
+//   - valid: the gate opens only if the valid status was recorded after the
+//     revocation that closed it (its StatusAt is later than the closure's)
+//     and nothing closed it since the read began (a request that just saw a
+//     revocation is newer news than the row). A stale valid — this
+//     replica saw a revocation the store does not show, its record having
+//     failed or not yet landed — keeps the gate closed and records the
+//     revocation again, so the key's prober confirms or restores it;
+//   - degraded leaves the gate as it is.
 func (s *Service) followStored(ctx context.Context, orgID, id string) {
 	epoch := s.kr.GateEpoch(id)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	ek, err := s.st.GetExternalKey(ctx, orgID, id)
 	if isNotFound(err) {
-		s.kr.Forget(id)
+		s.forget(id)
 		return
 	}
 	if err != nil {
@@ -115,13 +133,54 @@ func (s *Service) followStored(ctx context.Context, orgID, id string) {
 	}
 	switch ek.Status {
 	case store.StatusUnavailable:
-		// A gate this replica closed itself keeps its own, richer error.
 		if s.kr.Unavailable(id) == nil {
 			s.kr.MarkUnavailable(id, &keyring.UnavailableError{ExternalKeyID: id, Class: kms.Revoked, Code: ek.StatusCode, Message: ek.StatusMessage})
 		}
+		s.markClosed(id, ek.StatusAt)
 	case store.StatusValid:
-		s.kr.MarkAvailableSince(id, epoch)
+		u := s.kr.Unavailable(id)
+		if u == nil {
+			return
+		}
+		if at, ok := s.closedSince(id); ok && !ek.StatusAt.After(at) {
+			s.setHealthIf(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message, At: at}, audit.TypeExternalKeyUnavailable,
+				func(cur store.ExternalKey) bool { return cur.Status == store.StatusValid && !cur.StatusAt.After(at) })
+			return
+		}
+		if s.kr.MarkAvailableSince(id, epoch) {
+			s.markOpen(id)
+		}
 	}
+}
+
+// markClosed notes when the revocation behind a closed gate happened (the
+// latest such news wins).
+func (s *Service) markClosed(id string, at time.Time) {
+	s.closedMu.Lock()
+	defer s.closedMu.Unlock()
+	if prev, ok := s.closedAt[id]; !ok || at.After(prev) {
+		s.closedAt[id] = at.Truncate(time.Millisecond)
+	}
+}
+
+// markOpen forgets the closure time of a gate that opened.
+func (s *Service) markOpen(id string) {
+	s.closedMu.Lock()
+	defer s.closedMu.Unlock()
+	delete(s.closedAt, id)
+}
+
+func (s *Service) closedSince(id string) (time.Time, bool) {
+	s.closedMu.Lock()
+	defer s.closedMu.Unlock()
+	at, ok := s.closedAt[id]
+	return at, ok
+}
+
+// forget drops everything this replica holds of a removed external key.
+func (s *Service) forget(id string) {
+	s.kr.Forget(id)
+	s.markOpen(id)
 }
 
 // publishHealth announces a change of an external key's stored status from

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/ekm-dev/ekm/audit"
@@ -39,7 +40,22 @@ type ProbeOptions struct {
 	// Deep also describes the key (detecting a KEK rotation) and does an
 	// encrypt; otherwise the check is one decrypt.
 	Deep bool
+	// ProjectsPerCheck and ProjectConcurrency bound the per-project part of
+	// the check of a type whose customer can refuse single projects: at
+	// most ProjectsPerCheck projects (default DefaultProjectsPerCheck),
+	// decrypted at most ProjectConcurrency at once (default
+	// DefaultProjectConcurrency).
+	ProjectsPerCheck   int
+	ProjectConcurrency int
 }
+
+// DefaultProjectsPerCheck and DefaultProjectConcurrency are the defaults of
+// ProbeOptions: a key with N projects has each probed once every
+// ceil(N/100) checks.
+const (
+	DefaultProjectsPerCheck   = 100
+	DefaultProjectConcurrency = 8
+)
 
 // Probe checks one external key in use and applies what it finds: a decrypt
 // of a stored project key (the exact KEK version data depends on); with
@@ -49,13 +65,23 @@ type ProbeOptions struct {
 //   - any other failure: degraded, cached keys keep serving;
 //   - success: restored if it was not valid, a new current KEK version is
 //     recorded, and project keys on older versions are rewrapped.
+//
+// For a type whose customer can refuse single projects (kms.Spec
+// ProjectScoped: AWS, whose key policy can deny one project's encryption
+// context), the key's health is decided by an org-level check only: an
+// encrypt and a decrypt under the org's associated data alone, which no
+// per-project statement concerns. Then, if the key is valid and time is
+// left, one batch of its projects is probed (probeProjects): a project's
+// refusal closes that project only and never degrades the key.
 func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptions) ProbeResult {
 	ek := t.Key
 	epoch := s.kr.GateEpoch(ek.ID)
+	began := s.cfg.Now()
 	key, err := s.kr.KMS(&ek)
-	if spec, _, _ := s.cfg.Registry.Spec(ek.Type); err == nil && spec.ProjectScoped {
-		// The customer's policy can refuse single projects: check each.
-		err = s.probeProjects(ctx, key, ek)
+	spec, _, _ := s.cfg.Registry.Spec(ek.Type)
+	scoped := err == nil && spec.ProjectScoped
+	if scoped {
+		err = s.orgCheck(ctx, key, ek)
 	} else if err == nil {
 		err = s.decryptSample(ctx, key, "probe_decrypt", t.Sample)
 		if kms.ClassOf(err) == kms.Revoked {
@@ -80,53 +106,161 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 	}
 	// A check that ran out of time is an outage, recorded with a fresh
 	// bound (the check's own context may be spent).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	switch kms.ClassOf(err) {
 	case "":
-		return s.healthy(ctx, ek, info, epoch)
+		res := s.healthy(rctx, ek, info, epoch, began)
+		if scoped && res.Status == store.StatusValid && ctx.Err() == nil {
+			s.probeProjects(ctx, key, ek, opt)
+		}
+		return res
 	case kms.Revoked:
-		s.revoked(ctx, ek, keyring.NewUnavailable(ek.ID, err))
+		s.revoked(rctx, ek, keyring.NewUnavailable(ek.ID, err))
 		return ProbeResult{Status: store.StatusUnavailable}
 	default: // Outage, Operator, Invalid: not the customer withdrawing access
-		s.degraded(ctx, ek, err)
-		return ProbeResult{Status: store.StatusDegraded}
+		return ProbeResult{Status: s.degraded(rctx, ek, err)}
 	}
 }
 
-// maxProjectSamples bounds the projects of one key a check decrypts for.
-const maxProjectSamples = 10000
-
-// probeProjects decrypts the newest key version of every active project of
-// ek (for a type whose customer can refuse single projects), opening or
-// closing each project's gate on what it finds. It returns the first
-// failure that concerns the whole key (nil if none): that one decides the
-// key's health as a single decrypt would.
-func (s *Service) probeProjects(ctx context.Context, key *kms.Key, ek store.ExternalKey) error {
-	samples, err := s.st.ProjectSamples(ctx, ek.OrgID, ek.ID, maxProjectSamples)
-	if err != nil {
-		return err
-	}
-	for _, rec := range samples {
-		err := s.decryptSample(ctx, key, "probe_decrypt", rec)
-		d, _ := kms.Diagnose(err)
-		switch {
-		case err == nil:
-			// Every replica's gates follow the stored record (the change
-			// log), so this replica's gate says whether it was refused.
-			if s.kr.ProjectUnavailable(ek.ID, rec.ProjectID) != nil {
-				s.projectAllowed(ctx, ek, rec.ProjectID)
-			}
-		case d.Class == kms.Revoked && d.Scope == kms.ScopeProject:
-			u := keyring.NewUnavailable(ek.ID, err)
-			u.ProjectID = rec.ProjectID
-			s.kr.MarkProjectUnavailable(ek.ID, rec.ProjectID, u)
-			s.projectDenied(context.WithoutCancel(ctx), ek, rec.ProjectID, u)
-		default:
+// orgCheck is the check of a key whose customer can refuse single
+// projects: an encrypt and a decrypt of a fresh random key under the org's
+// associated data alone (no project), as the provider's own test of a
+// refusal's scope does. A per-project statement does not concern it; a
+// refusal here is the key's.
+func (s *Service) orgCheck(ctx context.Context, key *kms.Key, ek store.ExternalKey) error {
+	return key.Do(ctx, "probe_org_check", func(ctx context.Context, p kms.Provider) error {
+		k := secret.New()
+		defer k.Zero()
+		aad := kms.AAD{OrgID: ek.OrgID}
+		w, err := p.Wrap(ctx, k.Bytes(), aad)
+		if err != nil {
 			return err
 		}
+		pt, err := p.Unwrap(ctx, w, aad)
+		secret.Wipe(pt)
+		return err
+	})
+}
+
+// probeProjects probes one batch of the projects of ek (a type whose
+// customer can refuse single projects): up to opt.ProjectsPerCheck of them,
+// in project id order from the key's stored cursor (shared by every
+// replica: whichever holds the key's probe lease goes on where the last
+// one stopped), decrypting the newest key version of each, at most
+// opt.ProjectConcurrency at once, within what is left of the check's time.
+// The cursor then moves past every project probed; after the last project
+// it starts over. So with N projects every project is probed once every
+// ceil(N/ProjectsPerCheck) checks of the key.
+//
+// What a project's decrypt finds only ever concerns that project:
+//   - success: its refusal, if stored, is cleared (project.access_restored);
+//   - a refusal of that project alone (kms.ScopeProject): it is denied
+//     (project.access_denied), its gate closed;
+//   - anything else (an outage, a timeout, a refusal of the whole key that
+//     the next org-level check will see): nothing is decided; a stored
+//     refusal stays enforced (this replica's gate is closed again from the
+//     stored row if it had forgotten it).
+//
+// None of it changes the key's health.
+func (s *Service) probeProjects(ctx context.Context, key *kms.Key, ek store.ExternalKey, opt ProbeOptions) {
+	limit, conc := opt.ProjectsPerCheck, opt.ProjectConcurrency
+	if limit <= 0 {
+		limit = DefaultProjectsPerCheck
 	}
-	return nil
+	if conc <= 0 {
+		conc = DefaultProjectConcurrency
+	}
+	after, err := s.st.ProjectProbeCursor(ctx, ek.OrgID, ek.ID)
+	var batch []store.ProjectSample
+	if err == nil {
+		batch, err = s.st.ProjectProbeBatch(ctx, ek.OrgID, ek.ID, after, limit)
+		if err == nil && len(batch) == 0 && after != "" {
+			after = "" // the last check ended the cycle exactly: start over
+			batch, err = s.st.ProjectProbeBatch(ctx, ek.OrgID, ek.ID, after, limit)
+		}
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("probe: reading the projects to probe failed; the next check retries", "external_key_id", ek.ID, "err", err)
+		}
+		return
+	}
+	done := make([]bool, len(batch))
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for i, smp := range batch {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			done[i] = s.probeProject(ctx, key, ek, smp)
+		})
+	}
+	wg.Wait()
+	if len(batch) == 0 {
+		return
+	}
+	// Past the projects probed in order; those the check's time did not
+	// reach are probed first by the next check.
+	next := after
+	for i, smp := range batch {
+		if !done[i] {
+			break
+		}
+		next = smp.Key.ProjectID
+	}
+	if len(batch) < limit && next == batch[len(batch)-1].Key.ProjectID {
+		next = "" // the cycle is complete
+	}
+	if next == after {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.st.SetProjectProbeCursor(wctx, ek.OrgID, ek.ID, next); err != nil && !isNotFound(err) {
+		s.log.Warn("probe: moving the project probe cursor failed; the next check probes the same projects", "external_key_id", ek.ID, "err", err)
+	}
+}
+
+// probeProject decrypts the newest key version of one project and applies
+// what it finds to that project only (see probeProjects). It reports
+// whether the project was probed (false: the check's time ran out first).
+func (s *Service) probeProject(ctx context.Context, key *kms.Key, ek store.ExternalKey, smp store.ProjectSample) bool {
+	pid := smp.Key.ProjectID
+	err := s.decryptSample(ctx, key, "probe_decrypt", smp.Key)
+	if err != nil && ctx.Err() != nil {
+		return false
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	d, _ := kms.Diagnose(err)
+	switch {
+	case err == nil:
+		// Decided from the stored row (memory may have lost the gate), and
+		// from this replica's gate (a refusal seen on a request path whose
+		// record failed).
+		if smp.Denied != nil || s.kr.ProjectUnavailable(ek.ID, pid) != nil {
+			s.projectAllowed(wctx, ek, pid)
+		}
+	case d.Class == kms.Revoked && d.Scope == kms.ScopeProject:
+		u := keyring.NewUnavailable(ek.ID, err)
+		u.ProjectID = pid
+		s.kr.MarkProjectUnavailable(ek.ID, pid, u)
+		s.projectDenied(wctx, ek, pid, u)
+	default:
+		// Not the project's verdict: an outage never denies a project, and
+		// never lifts a refusal.
+		if smp.Denied != nil && smp.Denied.ExternalKeyID == ek.ID && s.kr.ProjectUnavailable(ek.ID, pid) == nil {
+			s.kr.MarkProjectUnavailable(ek.ID, pid, deniedError(*smp.Denied))
+		}
+	}
+	return true
 }
 
 func (s *Service) decryptSample(ctx context.Context, key *kms.Key, op string, rec store.ProjectKey) error {
@@ -156,17 +290,42 @@ func (s *Service) describeAndEncrypt(ctx context.Context, key *kms.Key, ek store
 	return info, err
 }
 
-func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo, epoch uint64) ProbeResult {
+// healthy records a successful check that began at began (gate epoch
+// epoch): a revocation seen or stored since it began is newer news, and
+// stands.
+func (s *Service) healthy(ctx context.Context, ek store.ExternalKey, info kms.KeyInfo, epoch uint64, began time.Time) ProbeResult {
 	if s.kr.GateEpoch(ek.ID) != epoch && s.kr.Unavailable(ek.ID) != nil {
 		// A request saw a revocation while we probed: trust the newer news.
 		return ProbeResult{Status: store.StatusUnavailable}
 	}
-	if s.kr.MarkAvailableSince(ek.ID, epoch) || ek.Status != store.StatusValid {
-		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusValid, CurrentKEKVersion: info.CurrentVersion}, audit.TypeExternalKeyRestored)
+	if closed := s.kr.Unavailable(ek.ID) != nil; closed || ek.Status != store.StatusValid {
+		if closed && s.kr.GateEpoch(ek.ID) == epoch {
+			// This success is newer than the revocation that closed the
+			// gate (nothing closed it since the check began): the change
+			// this records must open it (followStored), even when both
+			// fall within one millisecond of the stored times.
+			s.markOpen(ek.ID)
+		}
+		stale := false
+		// Dated when the check began: a revocation seen during it is later.
+		s.setHealthIf(ctx, ek, store.KeyHealth{Status: store.StatusValid, At: began, CurrentKEKVersion: info.CurrentVersion}, audit.TypeExternalKeyRestored,
+			func(cur store.ExternalKey) bool {
+				stale = revokedSince(cur, began)
+				return !stale
+			})
+		if stale {
+			// Another replica recorded a revocation after this check began:
+			// the gate follows it, whatever this check found.
+			s.followStored(ctx, ek.OrgID, ek.ID)
+			return ProbeResult{Status: store.StatusUnavailable}
+		}
+		if closed && s.kr.MarkAvailableSince(ek.ID, epoch) {
+			s.markOpen(ek.ID)
+		}
 		s.cfg.Metrics.KeyEvent("restored")
 	}
 	if info.CurrentVersion != "" && info.CurrentVersion != ek.CurrentKEKVersion {
-		s.rotated(ctx, ek, info.CurrentVersion)
+		s.rotated(ctx, ek, info.CurrentVersion, began)
 	}
 	cur := info.CurrentVersion
 	if cur == "" {
@@ -182,23 +341,38 @@ func (s *Service) requestRevoked(ctx context.Context, ek store.ExternalKey, proj
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if projectID != "" {
+		// Only a stored project of this key has a refusal to record; the
+		// keyring closed a gate for whatever id the failed use named (a
+		// project being created, not stored yet): reopen it, so that no
+		// gate is kept for an id the store does not know.
+		p, err := s.st.GetProject(ctx, ek.OrgID, projectID)
+		if err != nil || p.ExternalKeyID != ek.ID {
+			if err == nil || isNotFound(err) {
+				s.kr.MarkProjectAvailable(ek.ID, projectID)
+			}
+			return
+		}
 		s.projectDenied(ctx, ek, projectID, u)
 		return
 	}
+	at := s.cfg.Now()
+	s.markClosed(ek.ID, at)
 	if first {
 		s.cfg.Metrics.KeyEvent("unavailable")
 		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
 	}
-	s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message}, audit.TypeExternalKeyUnavailable)
+	s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message, At: at}, audit.TypeExternalKeyUnavailable)
 }
 
 // revoked closes ek's gate (evicting its cached keys) and records the
 // revocation, once per transition.
 func (s *Service) revoked(ctx context.Context, ek store.ExternalKey, u *keyring.UnavailableError) {
 	first := s.kr.MarkUnavailable(ek.ID, u)
+	at := s.cfg.Now()
+	s.markClosed(ek.ID, at)
 	if first || ek.Status != store.StatusUnavailable {
 		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
-		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message}, audit.TypeExternalKeyUnavailable)
+		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message, At: at}, audit.TypeExternalKeyUnavailable)
 		s.cfg.Metrics.KeyEvent("unavailable")
 	}
 }
@@ -264,40 +438,70 @@ func (s *Service) projectAllowed(ctx context.Context, ek store.ExternalKey, proj
 	}
 }
 
-func (s *Service) degraded(ctx context.Context, ek store.ExternalKey, err error) {
-	// An outage never evicts and never closes the gate; but if this replica
-	// had the key marked revoked, it stays so until a success proves access.
+// degraded records an outage-class failure and returns the key's status
+// after it: an outage never evicts, never closes the gate, and never
+// overwrites a revocation — a key this replica has closed, or whose stored
+// status is unavailable, stays so until a success proves access.
+func (s *Service) degraded(ctx context.Context, ek store.ExternalKey, err error) string {
 	if s.kr.Unavailable(ek.ID) != nil {
-		return
-	}
-	// The status the round started with may be stale (another replica).
-	if cur, gerr := s.st.GetExternalKey(ctx, ek.OrgID, ek.ID); gerr == nil {
-		ek.Status = cur.Status
-	}
-	if ek.Status == store.StatusDegraded {
-		return
+		return store.StatusUnavailable
 	}
 	d, ok := kms.Diagnose(err)
 	if !ok {
 		d = kms.Diagnosis{Class: kms.Outage, Code: "kms_unreachable", Message: "the customer's key management service could not be reached"}
 	}
-	s.log.Warn("external key degraded", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", d.Code, "class", d.Class)
-	s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusDegraded, Code: d.Code, Message: d.Message}, audit.TypeExternalKeyDegraded)
-	s.cfg.Metrics.KeyEvent("degraded")
+	// The status the round started with may be stale (another replica):
+	// the stored one decides, in the transaction that writes.
+	status := store.StatusDegraded
+	changed := s.setHealthIf(ctx, ek, store.KeyHealth{Status: store.StatusDegraded, Code: d.Code, Message: d.Message}, audit.TypeExternalKeyDegraded,
+		func(cur store.ExternalKey) bool {
+			switch cur.Status {
+			case store.StatusUnavailable:
+				status = store.StatusUnavailable
+				return false
+			case store.StatusDegraded:
+				return false
+			}
+			return true
+		})
+	if changed {
+		s.log.Warn("external key degraded", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", d.Code, "class", d.Class)
+		s.cfg.Metrics.KeyEvent("degraded")
+	}
+	return status
+}
+
+// revokedSince reports whether cur records a revocation made after t (by
+// the recording replica's clock; stored times have millisecond precision):
+// newer news than a success that began at t.
+func revokedSince(cur store.ExternalKey, t time.Time) bool {
+	return cur.Status == store.StatusUnavailable && cur.StatusAt.After(t.Truncate(time.Millisecond))
 }
 
 // setHealth stores an external key's health and, when its status changes,
 // an audit event of type event — once across replicas: only the
 // transaction that changes the stored status writes the event.
 func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.KeyHealth, event string) {
+	s.setHealthIf(ctx, ek, h, event, nil)
+}
+
+// setHealthIf is setHealth, done only if ok (nil: always) accepts the
+// stored key as read in the transaction. It reports whether the stored
+// status changed.
+func (s *Service) setHealthIf(ctx context.Context, ek store.ExternalKey, h store.KeyHealth, event string, ok func(cur store.ExternalKey) bool) bool {
 	if h.At.IsZero() {
 		h.At = s.cfg.Now()
 	}
 	ev := audit.KeyHealth{Event: event, ExternalKeyID: ek.ID, Status: h.Status, Code: h.Code, Message: h.Message}
+	changed := false
 	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
+		changed = false
 		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
 		if err != nil {
 			return err
+		}
+		if ok != nil && !ok(cur) {
+			return nil
 		}
 		if cur.Status == h.Status && cur.StatusCode == h.Code && (h.CurrentKEKVersion == "" || h.CurrentKEKVersion == cur.CurrentKEKVersion) {
 			return nil
@@ -308,6 +512,7 @@ func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.K
 		if cur.Status == h.Status {
 			return nil
 		}
+		changed = true
 		if err := q.AppendAudit(ctx, audit.Record(audit.Entry{OrgID: ek.OrgID, At: h.At}, ev)); err != nil {
 			return err
 		}
@@ -316,17 +521,19 @@ func (s *Service) setHealth(ctx context.Context, ek store.ExternalKey, h store.K
 	if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("recording external key health failed", "external_key_id", ek.ID, "err", err)
 	}
+	return changed && err == nil
 }
 
-// rotated records a new current KEK version reported by the KMS.
-func (s *Service) rotated(ctx context.Context, ek store.ExternalKey, current string) {
+// rotated records a new current KEK version reported by the KMS in a check
+// that began at began (a revocation recorded since stays recorded).
+func (s *Service) rotated(ctx context.Context, ek store.ExternalKey, current string, began time.Time) {
 	ev := audit.ExternalKeyRotated{ExternalKeyID: ek.ID, PreviousVersion: ek.CurrentKEKVersion, CurrentVersion: current}
 	err := s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
 		cur, err := q.GetExternalKey(ctx, ek.OrgID, ek.ID)
 		if err != nil {
 			return err
 		}
-		if cur.CurrentKEKVersion == current {
+		if cur.CurrentKEKVersion == current || revokedSince(cur, began) {
 			return nil
 		}
 		if err := q.SetExternalKeyHealth(ctx, ek.OrgID, ek.ID, store.KeyHealth{Status: store.StatusValid, At: s.cfg.Now(), CurrentKEKVersion: current}); err != nil {

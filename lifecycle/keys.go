@@ -143,13 +143,18 @@ func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Val
 	if err != nil {
 		return Validation{}, err
 	}
+	// A success only counts for what happened before it began: a revocation
+	// seen or recorded since is newer news (compared on the gate's epoch
+	// and on the stored status time).
+	epoch, began := s.kr.GateEpoch(id), s.cfg.Now()
 	kctx, cancel := s.kmsContext(ctx)
 	info, verr := s.validate(kctx, &k)
 	if verr == nil {
 		verr = s.validateStored(kctx, &k)
 	}
 	cancel()
-	h := store.KeyHealth{Status: store.StatusValid, At: s.cfg.Now(), CurrentKEKVersion: info.CurrentVersion}
+	// A success is dated when it began (a revocation seen during it is later).
+	h := store.KeyHealth{Status: store.StatusValid, At: began, CurrentKEKVersion: info.CurrentVersion}
 	v := Validation{Valid: true, Status: store.StatusValid}
 	ev := audit.ExternalKeyValidated{ID: id, Data: audit.ValidationState{Status: "valid"}}
 	if verr != nil {
@@ -160,14 +165,29 @@ func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Val
 			s.log.Warn("external key validation failed", "external_key_id", id, "err", verr)
 		}
 		v = Validation{Diagnosis: d, Status: StatusOf(d)}
-		h = store.KeyHealth{Status: v.Status, Code: d.Code, Message: d.Message, At: h.At}
+		h = store.KeyHealth{Status: v.Status, Code: d.Code, Message: d.Message, At: s.cfg.Now()}
 		ev.Data = audit.ValidationState{Status: "invalid", Code: &d.Code, Step: &d.Step}
 	}
+	if v.Valid && s.kr.GateEpoch(id) == epoch {
+		s.markOpen(id) // newer than what closed the gate (see healthy)
+	}
+	stale := false
 	err = s.changes.InTx(ctx, func(q store.Queries, pub *cluster.Publisher) error {
-		if err := q.SetExternalKeyHealth(ctx, orgID, id, h); err != nil {
-			return err
+		stale = false
+		if v.Valid {
+			cur, err := q.GetExternalKey(ctx, orgID, id)
+			if err != nil {
+				return err
+			}
+			stale = revokedSince(cur, began)
 		}
 		if err := q.AppendAudit(ctx, audit.Record(s.entry(orgID, actor, ""), ev)); err != nil {
+			return err
+		}
+		if stale {
+			return nil // revoked after this validation began: that stands
+		}
+		if err := q.SetExternalKeyHealth(ctx, orgID, id, h); err != nil {
 			return err
 		}
 		// Every replica's gate moves as this one's does below.
@@ -183,10 +203,19 @@ func (s *Service) ValidateKey(ctx context.Context, actor, orgID, id string) (Val
 		return Validation{}, err
 	}
 	switch {
+	case stale:
+		v.Status = store.StatusUnavailable
+		s.followStored(ctx, orgID, id)
 	case v.Valid:
-		s.kr.MarkAvailable(id)
+		if s.kr.MarkAvailableSince(id, epoch) {
+			s.markOpen(id)
+		} else if s.kr.Unavailable(id) != nil {
+			// A request on this replica saw a revocation meanwhile.
+			v.Status = store.StatusUnavailable
+		}
 	case v.Diagnosis.Class == kms.Revoked:
 		s.kr.MarkUnavailable(id, &keyring.UnavailableError{ExternalKeyID: id, Class: v.Diagnosis.Class, Code: v.Diagnosis.Code, Message: v.Diagnosis.Message, Err: verr})
+		s.markClosed(id, h.At)
 	}
 	return v, nil
 }
@@ -226,7 +255,7 @@ func (s *Service) RemoveKey(ctx context.Context, actor, orgID, id string) (store
 	if err != nil {
 		return store.ExternalKey{}, err
 	}
-	s.kr.Forget(id)
+	s.forget(id)
 	return k, nil
 }
 

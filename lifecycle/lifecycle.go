@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ekm-dev/ekm/audit"
@@ -61,6 +62,14 @@ type Service struct {
 	kr      *keyring.Keyring
 	log     *slog.Logger
 	changes *cluster.Log
+
+	closedMu sync.Mutex
+	// closedAt: per external key whose gate this service closed, when the
+	// revocation behind it happened (its stored StatusAt, or this replica's
+	// clock when it saw it first). A stored `valid` older than that is stale
+	// and does not reopen the gate (followStored). Entries go when the gate
+	// opens or the key is forgotten: at most one per closed gate.
+	closedAt map[string]time.Time
 }
 
 // New assembles the service with its KMS call layer and keyring.
@@ -74,7 +83,7 @@ func New(cfg Config) *Service {
 	if cfg.ValidateTimeout <= 0 {
 		cfg.ValidateTimeout = 30 * time.Second
 	}
-	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger}
+	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, closedAt: map[string]time.Time{}}
 	s.keys = kms.NewKeys(kms.KeysConfig{Registry: cfg.Registry, Timeout: cfg.KMSTimeout,
 		Observer: &callRecorder{st: cfg.Store, metrics: cfg.Metrics, now: cfg.Now, log: cfg.Logger}})
 	s.kr = keyring.New(keyring.Config{Store: cfg.Store, Keys: s.keys, Default: cfg.Default, CacheTTL: cfg.CacheTTL, CacheSize: cfg.CacheSize,

@@ -261,9 +261,14 @@ func (s *Service) updateProject(ctx context.Context, actor string, p store.Proje
 					return err
 				}
 			}
-			// A refusal recorded for the old key does not carry over.
-			if _, err := q.AllowProject(ctx, orgID, id); err != nil {
+			// A refusal recorded for the old key does not carry over: it is
+			// cleared, and every replica opens the project's gate.
+			if was, err := q.AllowProject(ctx, orgID, id); err != nil {
 				return err
+			} else if was {
+				if err := pub.Publish(ctx, cluster.ProjectAccessRestored, orgID, id); err != nil {
+					return err
+				}
 			}
 			cur.ExternalKeyID = *u.ExternalKeyID
 		}
@@ -286,6 +291,10 @@ func (s *Service) updateProject(ctx context.Context, actor string, p store.Proje
 	})
 	if err != nil {
 		return store.Project{}, err
+	}
+	if rekey && p.ExternalKeyID != "" {
+		// This replica's gate of the project on its old key, if closed.
+		s.kr.MarkProjectAvailable(p.ExternalKeyID, id)
 	}
 	return out, nil
 }

@@ -74,6 +74,15 @@ type Config struct {
 	// (counted from before the lease statement was sent), however long it
 	// waited for a slot.
 	CheckTimeout time.Duration
+	// ProjectsPerCheck and ProjectConcurrency bound the per-project part of
+	// a check of a key whose customer can refuse single projects (AWS): at
+	// most ProjectsPerCheck of its projects per check (default
+	// lifecycle.DefaultProjectsPerCheck, 100), at most ProjectConcurrency
+	// decrypts at once (default lifecycle.DefaultProjectConcurrency, 8),
+	// resuming from the key's stored cursor; a key with N projects has each
+	// probed once every ceil(N/ProjectsPerCheck) checks (docs/aws.md).
+	ProjectsPerCheck   int
+	ProjectConcurrency int
 	// PageSize is how many keys one store query reads (default 500).
 	PageSize int
 	// Holder, if set, is this replica in the probe leases
@@ -362,7 +371,8 @@ func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leas
 	}
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return p.cfg.Service.Probe(cctx, t, lifecycle.ProbeOptions{Deep: deep}), true
+	opt := lifecycle.ProbeOptions{Deep: deep, ProjectsPerCheck: p.cfg.ProjectsPerCheck, ProjectConcurrency: p.cfg.ProjectConcurrency}
+	return p.cfg.Service.Probe(cctx, t, opt), true
 }
 
 // rewrap runs the rewraps of one rotated key; a panic is logged as in check
