@@ -101,8 +101,8 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 	if err == nil && opt.Deep {
 		info, err = s.describeAndEncrypt(ctx, key, ek)
 	}
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return ProbeResult{Status: ek.Status} // the prober is stopping
+	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		return ProbeResult{Status: ek.Status} // the prober is stopping (not a check cut short: that is an outage)
 	}
 	// A check that ran out of time is an outage, recorded with a fresh
 	// bound (the check's own context may be spent).

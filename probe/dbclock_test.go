@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func (dbClockOnly) AcquireLeases(context.Context, string, []string, time.Time, t
 
 // dbCluster is newCluster without a test clock: leases on the database's
 // clock, with the given lease TTL and check timeout.
-func dbCluster(t *testing.T, dsn string, n int, ttl, checkTimeout time.Duration) *cluster {
+func dbCluster(t *testing.T, dsn string, n int, ttl, checkTimeout time.Duration, wrap func(store.Store) store.Store) *cluster {
 	t.Helper()
 	open := func() store.Store {
 		st, err := sqlstore.Open(context.Background(), dsn)
@@ -41,7 +42,10 @@ func dbCluster(t *testing.T, dsn string, n int, ttl, checkTimeout time.Duration)
 	c := &cluster{st: open(), drv: kmsfake.New(), org: ids.New("org-")}
 	root := secret.New()
 	for i := range n {
-		st := dbClockOnly{open()}
+		var st store.Store = dbClockOnly{open()}
+		if wrap != nil {
+			st = wrap(st)
+		}
 		svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(root), c.drv),
 			Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
 		if err := svc.Changes().Sync(context.Background()); err != nil {
@@ -62,7 +66,7 @@ func dbCluster(t *testing.T, dsn string, n int, ttl, checkTimeout time.Duration)
 // held for its TTL whatever the replicas' clocks say.
 func TestProbeLeasesOnDatabaseClock(t *testing.T) {
 	clusterBackends(t, func(t *testing.T, dsn string) {
-		c := dbCluster(t, dsn, 3, time.Hour, 0)
+		c := dbCluster(t, dsn, 3, time.Hour, 0, nil)
 		const n = 6
 		eks, _ := c.keys(t, n)
 		if got := c.round(0, 1, 2); got != n {
@@ -81,17 +85,71 @@ func TestProbeLeasesOnDatabaseClock(t *testing.T) {
 	})
 }
 
-// A check cannot outlive its probe lease (L4): a check timeout not below
-// the lease TTL is lowered, and a check held up by its KMS ends before the
-// lease expires, as the database's clock counts it.
-func TestCheckEndsWithinItsLease(t *testing.T) {
+// A check cannot outlive its probe lease (L4): a check longer than the
+// lease TTL keeps its lease by renewing it, so no other replica takes the
+// key meanwhile (however many rounds it runs) and the KMS sees one check.
+func TestCheckRenewsItsLease(t *testing.T) {
 	clusterBackends(t, func(t *testing.T, dsn string) {
-		const ttl = 900 * time.Millisecond
-		c := dbCluster(t, dsn, 1, ttl, time.Minute)
+		const ttl, checkTimeout = 300 * time.Millisecond, 1200 * time.Millisecond
+		c := dbCluster(t, dsn, 2, ttl, checkTimeout, nil)
 		eks, _ := c.keys(t, 1)
 		release := c.drv.Hold()
 		defer release()
-		c.round(0) // returns when the held check is cut short
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { defer close(done); c.rs[0].p.Round(context.Background()) }()
+		for c.drv.Unwraps.Load() == 0 { // replica 0's check is held
+			runtime.Gosched()
+		}
+		// Replica 1 runs rounds for three lease TTLs while the check runs
+		// (it ends at checkTimeout, four TTLs in; after that replica 1 may
+		// take the lease, rightly).
+		rounds := 0
+		for time.Since(start) < checkTimeout-ttl {
+			c.rs[1].p.Round(context.Background())
+			rounds++
+		}
+		<-done
+		took := time.Since(start)
+		release()
+		if took < checkTimeout {
+			t.Fatalf("the held check ended after %v, before its timeout %v", took, checkTimeout)
+		}
+		if n := c.drv.Unwraps.Load(); n != 1 {
+			t.Fatalf("%d probe decrypts while one check held its lease for %v (lease TTL %v, %d rounds of the other replica)", n, took, ttl, rounds)
+		}
+		l, err := c.st.GetLease(context.Background(), probe.LeasePrefix+eks[0].ID)
+		// (replica 1's last round may have taken the lease once the check
+		// ended: only the decrypts count.)
+		if err != nil || l.Taken < 3 {
+			t.Fatalf("lease %+v (%v), want it renewed", l, err)
+		}
+		t.Logf("check held %v under a %v lease (taken %d times); the other replica ran %d rounds without probing", took.Round(time.Millisecond), ttl, l.Taken, rounds)
+	})
+}
+
+// renewalFails is a store whose lease renewals fail (the database lost
+// while a check runs).
+type renewalFails struct{ store.Store }
+
+func (r renewalFails) AcquireLeasesFor(ctx context.Context, holder string, names []string, ttl time.Duration, renew bool) ([]store.Lease, error) {
+	if renew {
+		return nil, errors.New("database unreachable")
+	}
+	return r.Store.AcquireLeasesFor(ctx, holder, names, ttl, renew)
+}
+
+// A check whose lease cannot be renewed is cancelled before the lease
+// expires, as the database's clock counts it (L4), and counts as an
+// outage.
+func TestCheckEndsWithinItsLease(t *testing.T) {
+	clusterBackends(t, func(t *testing.T, dsn string) {
+		const ttl = 600 * time.Millisecond
+		c := dbCluster(t, dsn, 1, ttl, time.Minute, func(s store.Store) store.Store { return renewalFails{s} })
+		eks, _ := c.keys(t, 1)
+		release := c.drv.Hold()
+		defer release()
+		c.round(0) // returns when the held check is cancelled
 		ended := time.Now()
 		release()
 		l, err := c.st.GetLease(context.Background(), probe.LeasePrefix+eks[0].ID)
@@ -105,7 +163,6 @@ func TestCheckEndsWithinItsLease(t *testing.T) {
 		if took := ended.Sub(l.Expires.Add(-ttl)); took > ttl {
 			t.Fatalf("the round took %v, longer than the lease", took)
 		}
-		// The check timed out: an outage, not a revocation.
 		got, _ := c.st.GetExternalKey(context.Background(), c.org, eks[0].ID)
 		if got.Status != store.StatusDegraded {
 			t.Fatalf("status %q after a check cut short, want degraded", got.Status)

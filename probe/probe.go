@@ -65,14 +65,12 @@ type Config struct {
 	Concurrency int
 	// PerOrg bounds keys of one org checked at once (default 4).
 	PerOrg int
-	// CheckTimeout bounds one key's check (default 2/3 of LeaseTTL, at
-	// least 5s without a Holder): a KMS slower than that is degraded for
-	// this round. With a Holder it must be below LeaseTTL, so that a check
-	// never outlives its lease (another replica could then check the key at
-	// once): New lowers a larger value to 2/3 of LeaseTTL and logs it; and
-	// each check also ends a tenth of LeaseTTL before its lease expires
-	// (counted from before the lease statement was sent), however long it
-	// waited for a slot.
+	// CheckTimeout bounds one key's check (default the interval, at least
+	// 5s): a KMS slower than that is degraded for this round. A check never
+	// outlives its probe lease: while it runs, its lease is renewed every
+	// LeaseTTL/3, and a check whose lease could not be renewed is cancelled
+	// a tenth of LeaseTTL before the lease ends (counted on this replica's
+	// clock from before the statement that took or renewed it).
 	CheckTimeout time.Duration
 	// ProjectsPerCheck and ProjectConcurrency bound the per-project part of
 	// a check of a key whose customer can refuse single projects (AWS): at
@@ -142,14 +140,7 @@ func New(cfg Config) *Prober {
 		cfg.LeaseTTL = cfg.Interval * 9 / 10
 	}
 	if cfg.CheckTimeout <= 0 {
-		cfg.CheckTimeout = max(cfg.LeaseTTL*2/3, 5*time.Second)
-	}
-	if cfg.Holder != "" && cfg.CheckTimeout >= cfg.LeaseTTL {
-		// A check that outlived its lease could overlap another replica's
-		// check of the same key.
-		ct := cfg.LeaseTTL * 2 / 3
-		cfg.Logger.Warn("probe: check timeout not below the probe lease; lowered", "check_timeout", cfg.CheckTimeout, "lease_ttl", cfg.LeaseTTL, "now", ct)
-		cfg.CheckTimeout = ct
+		cfg.CheckTimeout = max(cfg.Interval, 5*time.Second)
 	}
 	return &Prober{cfg: cfg, round: map[string]int{}}
 }
@@ -195,14 +186,9 @@ func (p *Prober) Round(ctx context.Context) {
 			break
 		}
 		var leased map[string]int64
-		var leaseEnd time.Time // on this clock: when the checks of this page's leases must end
+		var leaseEnd time.Time // on this clock: when the checks of this page's leases must end unless renewed
 		if p.cfg.Holder != "" {
-			// Counted from before the statement is sent: the database's
-			// instant of the leases is no earlier, so they last at least
-			// until sent + LeaseTTL in real time; a tenth is kept for
-			// recording what a check found.
-			sent := time.Now()
-			leaseEnd = sent.Add(p.cfg.LeaseTTL - p.cfg.LeaseTTL/10)
+			leaseEnd = p.leaseEnd(time.Now())
 			if leased, err = p.lease(ctx, page); err != nil {
 				if ctx.Err() == nil {
 					p.cfg.Logger.Warn("probe: taking probe leases failed", "err", err)
@@ -248,7 +234,7 @@ func (p *Prober) Round(ctx context.Context) {
 				defer func() { <-global }()
 				res, ok := p.check(ctx, t, deep, leaseEnd)
 				if !ok {
-					return // its lease ran out while it waited for a slot
+					return // its lease ran out while it waited for a slot, and another replica took it
 				}
 				mu.Lock()
 				defer mu.Unlock()
@@ -338,11 +324,12 @@ type rewrap struct {
 	current string
 }
 
-// check runs one key's check within CheckTimeout, and, when the key was
-// leased (leaseEnd not zero), ending by leaseEnd: a check never outlives its
-// lease. ok is false if less than a quarter of CheckTimeout was left of the
-// lease when the check could start (the key is checked by whoever takes its
-// lease next). A panic below it (a bug
+// check runs one key's check within CheckTimeout. When the key was leased
+// (leaseEnd not zero: when its lease ends, on this clock, less a tenth of
+// LeaseTTL) the check never outlives its lease: a lease that ran out while
+// the check waited for a slot is taken again first (ok is false if another
+// replica has it), and while the check runs holdLease renews it, or
+// cancels the check if it cannot. A panic below it (a bug
 // in a KMS provider or its SDK) must not end the process, which would stop
 // every tenant's service on this replica: it is logged (what panicked and
 // where, never the panic's value, which could hold anything) and counted
@@ -357,22 +344,79 @@ func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leas
 			res, ok = lifecycle.ProbeResult{Status: store.StatusDegraded}, true
 		}
 	}()
-	deadline := time.Now().Add(p.cfg.CheckTimeout)
-	if !leaseEnd.IsZero() {
-		if time.Until(leaseEnd) < p.cfg.CheckTimeout/4 {
-			// Too little of the lease is left for a fair check (one cut
-			// short would record an outage that is only this replica's
-			// backlog): the lease's next holder checks the key.
-			return lifecycle.ProbeResult{}, false
-		}
-		if leaseEnd.Before(deadline) {
-			deadline = leaseEnd
-		}
-	}
-	cctx, cancel := context.WithDeadline(ctx, deadline)
+	cctx, cancelTimeout := context.WithTimeout(ctx, p.cfg.CheckTimeout)
+	defer cancelTimeout()
+	// A check cut short for its lease ran out of time, as one that reached
+	// CheckTimeout: an outage (lifecycle tells it from the prober stopping
+	// by this cause).
+	cctx, cancelCause := context.WithCancelCause(cctx)
+	cancel := func() { cancelCause(context.DeadlineExceeded) }
 	defer cancel()
+	if !leaseEnd.IsZero() {
+		name := LeasePrefix + t.Key.ID
+		if !time.Now().Before(leaseEnd) {
+			sent := time.Now()
+			if !p.renew(ctx, name) {
+				return lifecycle.ProbeResult{}, false
+			}
+			leaseEnd = p.leaseEnd(sent)
+		}
+		held := make(chan struct{})
+		go func() { defer close(held); p.holdLease(cctx, cancel, name, leaseEnd) }()
+		defer func() { cancel(); <-held }()
+	}
 	opt := lifecycle.ProbeOptions{Deep: deep, ProjectsPerCheck: p.cfg.ProjectsPerCheck, ProjectConcurrency: p.cfg.ProjectConcurrency}
 	return p.cfg.Service.Probe(cctx, t, opt), true
+}
+
+// leaseEnd is when a check must have ended under a lease taken or renewed
+// by a statement sent at sent: the database's instant of the lease is no
+// earlier, so the lease lasts at least until sent + LeaseTTL in real time;
+// a tenth is kept for recording what the check found.
+func (p *Prober) leaseEnd(sent time.Time) time.Time {
+	return sent.Add(p.cfg.LeaseTTL - p.cfg.LeaseTTL/10)
+}
+
+// holdLease renews the probe lease name every LeaseTTL/3 until ctx ends;
+// if the lease reaches end (see leaseEnd) without a renewal (the database
+// unreachable, or the lease taken by another replica) it cancels the check.
+func (p *Prober) holdLease(ctx context.Context, cancel context.CancelFunc, name string, end time.Time) {
+	for {
+		wait := min(p.cfg.LeaseTTL/3, time.Until(end))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !time.Now().Before(end) {
+			p.cfg.Logger.Warn("probe: a check outlasted its probe lease, which could not be renewed; cancelled", "lease", name)
+			cancel()
+			return
+		}
+		sent := time.Now()
+		if p.renew(ctx, name) {
+			end = p.leaseEnd(sent)
+		}
+	}
+}
+
+// renew takes the probe lease name again for LeaseTTL if it is free or
+// held by this replica; it reports whether this replica holds it now.
+func (p *Prober) renew(ctx context.Context, name string) bool {
+	var ls []store.Lease
+	var err error
+	if p.cfg.Now != nil {
+		now := p.cfg.Now()
+		ls, err = p.cfg.Store.AcquireLeases(ctx, p.cfg.Holder, []string{name}, now, now.Add(p.cfg.LeaseTTL), true)
+	} else {
+		ls, err = p.cfg.Store.AcquireLeasesFor(ctx, p.cfg.Holder, []string{name}, p.cfg.LeaseTTL, true)
+	}
+	if err != nil && ctx.Err() == nil {
+		p.cfg.Logger.Warn("probe: renewing a probe lease failed", "lease", name, "err", err)
+	}
+	return err == nil && len(ls) == 1
 }
 
 // rewrap runs the rewraps of one rotated key; a panic is logged as in check
