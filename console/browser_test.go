@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -373,22 +374,71 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.axeCheck(t, "audit log")
 	})
 
-	t.Run("DisabledTypePreview", func(t *testing.T) {
-		// A type whose driver is not configured: its steps and fields from
-		// the Spec, no command templates, registration off.
-		b.goTo(t, "#/register/aws", "Register an AWS KMS key")
-		var got struct {
-			Steps    int  `json:"steps"`
-			Fields   int  `json:"fields"`
-			Disabled bool `json:"disabled"`
-			Cmds     int  `json:"cmds"`
+	t.Run("OtherCloudWizards", func(t *testing.T) {
+		// The types whose driver is not configured on this server: each
+		// wizard shows its driver's steps and fields and its template's
+		// commands with the customer's values and the org id filled in,
+		// prefills the form, checks it live, and keeps registration off.
+		for _, w := range otherClouds(env.OrgID) {
+			t.Run(w.typ, func(t *testing.T) {
+				tpl := readTemplate(t, w.typ)
+				b.goTo(t, "#/register/"+w.typ, w.heading)
+				b.wait(t, 10*time.Second, "the wizard", fmt.Sprintf(`document.querySelectorAll('li.step').length === %d && !!document.querySelector('form input[name=%q]')`, len(tpl.Steps), w.bad[0]))
+				for _, in := range w.inputs {
+					b.typeInto(t, `input[data-var="`+in[0]+`"]`, in[1])
+				}
+				var got struct {
+					Steps    int               `json:"steps"`
+					Cmds     int               `json:"cmds"`
+					Disabled bool              `json:"disabled"`
+					Commands map[string]string `json:"commands"`
+					Register string            `json:"register"`
+					Form     map[string]string `json:"form"`
+					Invalid  []string          `json:"invalid"`
+				}
+				b.eval(t, `({steps: document.querySelectorAll('li.step').length, cmds: document.querySelectorAll('li.step .cmd').length,
+				  disabled: document.querySelector('form button[type="submit"]').disabled,
+				  commands: Object.fromEntries([...document.querySelectorAll('li.step')].map(li => [li.dataset.step, [...li.querySelectorAll('pre')].map(p => p.textContent).join('\n')])),
+				  register: document.querySelector('section[aria-labelledby="w-register"] details pre')?.textContent || '',
+				  form: Object.fromEntries([...document.querySelectorAll('form input')].map(i => [i.name, i.value])),
+				  invalid: [...document.querySelectorAll('[aria-invalid="true"]')].map(e => e.name || e.dataset.var || e.id)})`, &got)
+				cmds := 0
+				for _, s := range tpl.Steps {
+					cmds += len(s.Commands)
+				}
+				if got.Steps != len(tpl.Steps) || got.Cmds != cmds || !got.Disabled || len(got.Invalid) != 0 {
+					t.Fatalf("%s wizard: %d steps, %d commands, submit disabled %v, invalid %v; want %d steps, %d commands, disabled, none invalid",
+						w.typ, got.Steps, got.Cmds, got.Disabled, got.Invalid, len(tpl.Steps), cmds)
+				}
+				for step, wants := range w.commands {
+					for _, want := range wants {
+						if !strings.Contains(got.Commands[step], want) {
+							t.Errorf("%s step %s commands lack %q:\n%s", w.typ, step, want, got.Commands[step])
+						}
+					}
+				}
+				if !strings.Contains(got.Register, env.URL+"/v1/organization/external_keys") {
+					t.Errorf("%s register command does not name this server: %s", w.typ, got.Register)
+				}
+				if w.orgField != "" && !regexp.MustCompile(`\\?"`+w.orgField+`\\?":\\?"`+regexp.QuoteMeta(env.OrgID)).MatchString(got.Register) {
+					t.Errorf("%s register command does not send the org id as %s: %s", w.typ, w.orgField, got.Register)
+				}
+				for name, want := range w.form {
+					if got.Form[name] != want {
+						t.Errorf("%s form %s = %q, want %q", w.typ, name, got.Form[name], want)
+					}
+				}
+				// A live check flags a value the server would refuse.
+				sel := `form input[name="` + w.bad[0] + `"]`
+				b.typeInto(t, sel, w.bad[1])
+				b.eval(t, `(document.querySelector('`+sel+`').blur(), true)`, nil)
+				b.wait(t, 2*time.Second, "the live check on "+w.bad[0], `document.querySelector('`+sel+`').getAttribute('aria-invalid') === 'true'`)
+				// Every collapsed part open, then axe on the whole wizard.
+				b.eval(t, `(document.querySelectorAll('main details').forEach(d => { d.open = true; }), true)`, nil)
+				b.screenshot(t, "wizard-"+w.typ)
+				b.axeCheck(t, w.typ+" wizard")
+			})
 		}
-		b.eval(t, `({steps: document.querySelectorAll('li.step').length, fields: document.querySelectorAll('form input[name="kms_arn"], form input[name="role_arn"], form input[name="external_id"]').length,
-		  disabled: document.querySelector('form button[type="submit"]').disabled, cmds: document.querySelectorAll('.cmd').length})`, &got)
-		if got.Steps != 4 || got.Fields != 3 || !got.Disabled || got.Cmds != 0 {
-			t.Fatalf("aws preview: %+v", got)
-		}
-		b.axeCheck(t, "aws preview")
 	})
 
 	t.Run("RekeyAndArchive", func(t *testing.T) {
@@ -429,7 +479,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.do(t, "viewport", chromedpViewport(1024, 640))
 		defer b.do(t, "viewport", chromedpViewport(1280, 900))
 		for _, pg := range [][2]string{{"#/", "Overview"}, {"#/keys", "External keys"}, {"#/keys/" + keyID, "primary (kb)"},
-			{"#/register/azure", "Register an Azure"}, {"#/projects", "Projects"}, {"#/projects/" + projectID, xssName}, {"#/audit", "Audit log"}} {
+			{"#/register/azure", "Register an Azure"}, {"#/register/aws", "Register an AWS"}, {"#/register/gcp", "Register a Google"},
+			{"#/register/oci", "Register an OCI"}, {"#/projects", "Projects"}, {"#/projects/" + projectID, xssName}, {"#/audit", "Audit log"}} {
 			b.goTo(t, pg[0], pg[1])
 			var over int
 			b.eval(t, `document.documentElement.scrollWidth - document.documentElement.clientWidth`, &over)
@@ -503,4 +554,69 @@ func postJSON(u, key, body string) (map[string]any, error) {
 		return out, fmt.Errorf("POST %s: %d %v", u, res.StatusCode, out)
 	}
 	return out, nil
+}
+
+// otherCloud is what the browser test types into a cloud's wizard and
+// expects to see: inputs (data-var, value), texts each step's commands
+// must contain, prefilled form fields, the field that carries the org id
+// (none for OCI, whose key carries it in a tag), and a field with a value
+// its live check refuses.
+type otherCloud struct {
+	typ, heading string
+	orgField     string
+	inputs       [][2]string
+	commands     map[string][]string
+	form         map[string]string
+	bad          [2]string
+}
+
+func otherClouds(org string) []otherCloud {
+	return []otherCloud{
+		{typ: "aws", heading: "Register an AWS KMS key", orgField: "external_id",
+			inputs: [][2]string{{"REGION", "eu-west-1"}, {"ACCOUNT_ID", "111122223333"}},
+			commands: map[string][]string{
+				"1": {`aws kms create-key --region eu-west-1 --description "ekm KEK"`},
+				"2": {`"Action": ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"]`, "POLICY_ARN=$(aws iam create-policy"},
+				"3": {`"sts:ExternalId": "<ORGANIZATION_ID>"`, `-e "s|<ORGANIZATION_ID>|` + org + `|"`, "$EKM_PRINCIPAL_ARN"},
+				"4": {"aws iam attach-role-policy --role-name ekm-kms-access --policy-arn $POLICY_ARN"},
+			},
+			form: map[string]string{"role_arn": "arn:aws:iam::111122223333:role/ekm-kms-access", "kms_arn": "", "external_id": org},
+			bad:  [2]string{"external_id", "org-someoneelse"}},
+		{typ: "gcp", heading: "Register a Google Cloud KMS key", orgField: "audience",
+			inputs: [][2]string{{"PROJECT_ID", "acme-prod"}, {"PROJECT_NUMBER", "123456789012"}, {"POOL_ID", "ekm-pool"}, {"PROVIDER_ID", "ekm-oidc"},
+				{"LOCATION", "us-east1"}, {"KEY_RING", "ekm"}, {"KEY", "kek"}},
+			commands: map[string][]string{
+				"1": {"gcloud iam workload-identity-pools create ekm-pool --project=acme-prod", `--allowed-audiences="` + org + `"`, `--issuer-uri="$EKM_ISSUER"`},
+				"2": {"gcloud kms keys create kek --keyring=ekm --location=us-east1 --project=acme-prod"},
+				"3": {"principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/ekm-pool/subject/$EKM_SUBJECT"},
+			},
+			form: map[string]string{"audience": org, "kms_project_id": "acme-prod", "kms_key_location": "us-east1", "kms_key_ring_name": "ekm", "kms_key_name": "kek",
+				"workload_identity_pool_id": "ekm-pool", "workload_identity_provider_id": "ekm-oidc", "workload_identity_project_number": "123456789012"},
+			bad: [2]string{"kms_project_id", "123456789012"}},
+		{typ: "oci", heading: "Register an OCI Vault key",
+			inputs: [][2]string{{"REGION", "us-ashburn-1"}, {"TENANCY", "ocid1.tenancy.oc1..aaaaaaaaexample"}},
+			commands: map[string][]string{
+				"1": {"oci iam compartment create --compartment-id ocid1.tenancy.oc1..aaaaaaaaexample --name ekm", `--freeform-tags "{\"ekm-org\":\"` + org + `\"}"`},
+				"2": {"Admit group ekm_kms of tenancy ekm to use keys", "oci iam policy create --compartment-id ocid1.tenancy.oc1..aaaaaaaaexample", "$EKM_TENANCY"},
+			},
+			form: map[string]string{"key_ocid": "", "vault_ocid": "", "region": "us-ashburn-1"},
+			bad:  [2]string{"key_ocid", "ocid1.vault.oc1.iad.aaaa.bbbb"}},
+	}
+}
+
+// readTemplate reads the steps of a cloud's onboarding template.
+func readTemplate(t *testing.T, typ string) (tpl struct {
+	Steps map[string]struct {
+		Commands []struct{ Label, Text string } `json:"commands"`
+	} `json:"steps"`
+}) {
+	t.Helper()
+	b, err := os.ReadFile("assets/clouds/" + typ + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &tpl); err != nil {
+		t.Fatal(err)
+	}
+	return tpl
 }

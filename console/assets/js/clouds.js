@@ -1,8 +1,8 @@
 // Per-cloud onboarding templates (assets/clouds/<type>.json): the
 // customer's commands for each onboarding step, exactly as in the cloud's
-// doc (docs/azure.md), with $VARIABLES the console fills in, and the fix
-// for each diagnosis code. Key types without a template show their steps
-// and fields only.
+// doc (docs/azure.md, aws.md, gcp.md, oci.md), with $VARIABLES the console
+// fills in, and the fix for each diagnosis code. Key types without a
+// template show their steps and fields only.
 import { h } from './dom.js';
 
 const cache = new Map();

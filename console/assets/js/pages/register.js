@@ -254,7 +254,7 @@ export async function wizardPage(ctx) {
       h('h2', { id: 'w-register' }, 'Register the key'),
       h('p', { class: 'small muted' }, 'ekm checks the values, then proves the key works with a wrap/unwrap round trip before storing anything.'),
       form, result,
-      tpl && tpl.register ? h('details', null, h('summary', null, tpl.register.label), commandBlock('Register with curl', () => fill(tpl.register.text, values, tpl.placeholders), refreshers)) : null));
+      tpl && tpl.register ? h('details', null, h('summary', null, tpl.register.label), commandBlock(tpl.register.title || 'Register with curl', () => fill(tpl.register.text, values, tpl.placeholders), refreshers)) : null));
 }
 
 // commandBlock is one copyable command whose text follows the values.
