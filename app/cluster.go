@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ekm-dev/ekm/internal/filelock"
+
 	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -77,8 +79,8 @@ func (a *App) singleServer() (release func(), err error) {
 		return func() {}, nil
 	}
 	path := filepath.Join(a.Config.DataDir, "serve.lock")
-	release, holder, err := lockFile(path)
-	if errors.Is(err, errLocked) {
+	release, holder, err := filelock.Lock(path)
+	if errors.Is(err, filelock.ErrLocked) {
 		if holder != "" {
 			holder = " (pid " + holder + ")"
 		}
@@ -92,5 +94,3 @@ func (a *App) singleServer() (release func(), err error) {
 	}
 	return release, nil
 }
-
-var errLocked = errors.New("locked")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -69,16 +70,42 @@ func GCPIssuerKeyFile(c Config) string {
 	return filepath.Join(dir, "gcp-issuer.json")
 }
 
-// GCPIssuer opens ekm's OIDC issuer of c, creating its key file if absent.
+// GCPIssuer opens ekm's OIDC issuer of c over its existing key file.
 func GCPIssuer(c Config) (*issuer.Issuer, error) {
 	if c.GCP.IssuerURL == "" {
 		return nil, errors.New("gcp: the issuer identity needs --gcp-issuer-url (an https URL that reaches this server)")
 	}
 	file := GCPIssuerKeyFile(c)
-	if _, err := issuer.EnsureKeyFile(file, time.Now()); err != nil {
+	if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("gcp: the issuer key file %s does not exist; create it with `ekm issuer init` (same --data-dir "+
+			"or --gcp-issuer-key-file as the server)", file)
+	}
+	return issuer.New(issuer.Config{URL: c.GCP.IssuerURL, Subject: c.GCP.Subject, KeyFile: file, Logger: c.Logger})
+}
+
+// serverGCPIssuer opens the issuer for a server. A server on SQLite is the
+// only one, so it creates the key file on first start (zero setup).
+// Replicas on PostgreSQL must all sign with the keys customers trust: a
+// replica that created its own would sign tokens Google refuses, which
+// ekm would take for the customer revoking access. So they refuse to
+// start until the operator created the one shared file.
+func serverGCPIssuer(c Config) (*issuer.Issuer, error) {
+	file := GCPIssuerKeyFile(c)
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		return GCPIssuer(c)
+	}
+	if c.Database != "" {
+		return nil, fmt.Errorf("gcp: the issuer key file %s does not exist. Replicas on PostgreSQL share one: create it once "+
+			"(ekm issuer init --gcp-issuer-key-file %s) and give every replica the same file", file, file)
+	}
+	created, err := issuer.EnsureKeyFile(file, time.Now())
+	if err != nil {
 		return nil, fmt.Errorf("gcp issuer key file: %w", err)
 	}
-	return issuer.New(issuer.Config{URL: c.GCP.IssuerURL, Subject: c.GCP.Subject, KeyFile: file})
+	if created && c.Logger != nil {
+		c.Logger.Info("created the GCP issuer's key file with a new signing key", "file", file)
+	}
+	return GCPIssuer(c)
 }
 
 // gcpDriver builds the gcp driver c configures, or nil when the gcp type
@@ -103,7 +130,7 @@ func gcpDriver(c Config) (kms.Driver, error) {
 	case GCPIdentityMetadata:
 		id, err = gcp.NewMetadataIdentity(gcp.MetadataIdentityConfig{Subject: g.Subject, ServiceAccount: g.ServiceAccount})
 	case GCPIdentityIssuer:
-		id, err = GCPIssuer(c)
+		id, err = serverGCPIssuer(c)
 	default:
 		return nil, fmt.Errorf("gcp: unknown identity %q (want google, metadata or issuer)", g.Identity)
 	}

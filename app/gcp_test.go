@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ekm-dev/ekm/issuer"
 	"github.com/ekm-dev/ekm/kms/gcp"
 )
 
@@ -65,5 +67,27 @@ func TestGCPConfigRefusals(t *testing.T) {
 	// Not enabled: the type says how to enable it.
 	if s, enabled, ok := Registry(nil).Spec(gcp.Type); !ok || enabled || !strings.Contains(s.Enable, "--gcp-identity") || !strings.Contains(s.Enable, "ekm dev --cloud gcp") {
 		t.Fatalf("gcp without a driver: enabled %v, %q", enabled, s.Enable)
+	}
+}
+
+// Replicas on PostgreSQL share one issuer key file: one that finds none
+// refuses to start (and creates nothing) rather than signing with a key of
+// its own that customers' providers do not trust.
+func TestGCPIssuerReplicasNeedTheSharedKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{DataDir: dir, Database: "postgres://ekm@127.0.0.1:5432/ekm",
+		GCP: GCPConfig{Identity: GCPIdentityIssuer, IssuerURL: "https://ekm.example.com"}}
+	file := filepath.Join(dir, "gcp-issuer.json")
+	if _, err := gcpDriver(c); err == nil || !strings.Contains(err.Error(), "ekm issuer init") {
+		t.Fatalf("a replica without the key file: %v", err)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("a replica created the key file: %v", err)
+	}
+	if _, err := issuer.EnsureKeyFile(file, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := gcpDriver(c); err != nil || d == nil {
+		t.Fatalf("a replica with the shared key file: %v %v", d, err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -51,7 +52,8 @@ type Config struct {
 	// Subject is the sub of every token (default "ekm"); customers'
 	// attribute conditions pin it.
 	Subject string
-	// KeyFile holds the signing keys (see EnsureKeyFile).
+	// KeyFile holds the signing keys (created by EnsureKeyFile, changed
+	// by Update).
 	KeyFile string
 	// TokenLifetime is exp - iat (default 15 min; Google STS accepts
 	// tokens up to 24 h old and recommends less than 6 h).
@@ -60,6 +62,9 @@ type Config struct {
 	// (default 1 s).
 	ReloadInterval time.Duration
 	Now            func() time.Time
+	// Logger hears of a key file that stops (and starts again) being
+	// readable, and of one other users may read. Nil: discarded.
+	Logger *slog.Logger
 }
 
 // Issuer signs ID tokens and serves its metadata. Safe for concurrent use.
@@ -67,6 +72,7 @@ type Issuer struct {
 	url, subject, file string
 	lifetime, reload   time.Duration
 	now                func() time.Time
+	log                *slog.Logger
 
 	mu        sync.Mutex
 	keys      *KeySet
@@ -94,7 +100,10 @@ func New(c Config) (*Issuer, error) {
 	if c.KeyFile == "" {
 		return nil, errors.New("issuer: a key file is required")
 	}
-	i := &Issuer{url: u, subject: c.Subject, file: c.KeyFile, lifetime: c.TokenLifetime, reload: c.ReloadInterval, now: c.Now}
+	i := &Issuer{url: u, subject: c.Subject, file: c.KeyFile, lifetime: c.TokenLifetime, reload: c.ReloadInterval, now: c.Now, log: c.Logger}
+	if i.log == nil {
+		i.log = slog.New(slog.DiscardHandler)
+	}
 	if i.subject == "" {
 		i.subject = DefaultSubject
 	}
@@ -153,11 +162,25 @@ func (i *Issuer) keySet() (*KeySet, error) {
 		ks, err = ReadKeySet(i.file)
 	}
 	if err != nil {
-		i.loadError = fmt.Errorf("issuer key file %s: %w", i.file, err)
+		err = fmt.Errorf("issuer key file %s: %w", i.file, err)
 		if i.keys != nil {
+			// Loud, once per failure: an edit meant to drop a compromised
+			// key that left the file broken keeps that key signing.
+			if i.loadError == nil {
+				i.log.Error("the issuer key file cannot be read; ekm keeps signing with, and publishing, the keys it read before until the file is fixed",
+					"err", err)
+			}
+			i.loadError = err
 			return i.keys, nil
 		}
-		return nil, i.loadError
+		i.loadError = err
+		return nil, err
+	}
+	if i.loadError != nil && i.keys != nil {
+		i.log.Info("the issuer key file is readable again", "file", i.file)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		i.log.Warn("other users may read the issuer key file (it holds signing keys); run chmod 600 on it", "file", i.file, "mode", fmt.Sprintf("%#o", perm))
 	}
 	i.keys, i.fileInfo, i.loadError = ks, fi, nil
 	return ks, nil

@@ -1,12 +1,14 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -264,5 +266,83 @@ func TestRoutes(t *testing.T) {
 	}
 	if st, _ := get("/.well-known/openid-configuration"); st != 404 {
 		t.Fatalf("discovery outside the issuer path: %d", st)
+	}
+}
+
+// A key file that turns bad is logged once (it keeps old keys signing,
+// which the operator must know), its repair once; a file other users may
+// read is warned about.
+func TestKeyFileTroubleIsLogged(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "issuer.json")
+	if _, err := EnsureKeyFile(file, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(file)
+	var logs bytes.Buffer
+	i, err := New(Config{URL: "https://ekm.example.com", KeyFile: file, ReloadInterval: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("a good file logged: %s", logs.String())
+	}
+	if err := os.WriteFile(file, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := i.IDToken(context.Background(), "org-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 || !strings.Contains(logs.String(), "keeps signing") {
+		t.Fatalf("a broken file: %d error lines: %s", n, logs.String())
+	}
+	if err := os.WriteFile(file+".new", good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(file+".new", file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := i.IDToken(context.Background(), "org-a"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "readable again") || !strings.Contains(logs.String(), "chmod 600") || i.Err() != nil {
+		t.Fatalf("after the repair (mode 0644): %v %s", i.Err(), logs.String())
+	}
+}
+
+// Two rollovers at once: the second is refused while the first holds the
+// file, rather than one silently dropping the other's key.
+func TestUpdateIsExclusive(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "issuer.json")
+	if _, err := EnsureKeyFile(file, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	inside, done := make(chan struct{}), make(chan error)
+	release := make(chan struct{})
+	go func() {
+		done <- Update(file, func(ks *KeySet) error {
+			close(inside)
+			<-release
+			_, err := ks.Add(time.Now())
+			return err
+		})
+	}()
+	<-inside
+	err := Update(file, func(ks *KeySet) error { t.Error("a second update ran"); return nil })
+	if err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Fatalf("concurrent update: %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := Update(file, func(ks *KeySet) error { _, err := ks.Activate(time.Now(), 0); return err }); err != nil {
+		t.Fatalf("update after the first: %v", err)
+	}
+	ks, err := ReadKeySet(file)
+	if err != nil || len(ks.Keys) != 2 {
+		t.Fatalf("keys after both: %v %v", ks, err)
 	}
 }

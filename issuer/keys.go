@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ekm-dev/ekm/internal/filelock"
 )
 
 // Key states. Every key in the file is published in the JWKS; exactly one
@@ -269,6 +271,29 @@ func (ks *KeySet) Save(path string) error {
 		return fmt.Errorf("installing issuer key file: %w", err)
 	}
 	return nil
+}
+
+// Update applies change to the key file at path and saves the result,
+// holding a lock (path + ".lock") so that two rollovers run one after the
+// other rather than one losing the other's key. A second Update while one
+// runs fails at once, naming the holder's pid.
+func Update(path string, change func(*KeySet) error) error {
+	release, holder, err := filelock.Lock(path + ".lock")
+	if errors.Is(err, filelock.ErrLocked) {
+		return fmt.Errorf("another process (pid %s) is changing the issuer key file %s; wait for it and try again", holder, path)
+	}
+	if err != nil {
+		return fmt.Errorf("locking the issuer key file: %w", err)
+	}
+	defer release()
+	ks, err := ReadKeySet(path)
+	if err != nil {
+		return err
+	}
+	if err := change(ks); err != nil {
+		return err
+	}
+	return ks.Save(path)
 }
 
 // EnsureKeyFile creates the key file with one active key unless it

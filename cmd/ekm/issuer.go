@@ -2,8 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,7 @@ func issuerCmd() *cobra.Command {
 		Use:   "issuer",
 		Short: "ekm's own OIDC issuer (Google workload identity federation): print its JWKS and discovery document, roll its keys over",
 		Long: "ekm signs the ID tokens it presents to Google STS with the keys in --gcp-issuer-key-file (default\n" +
-			"<data-dir>/gcp-issuer.json, created 0600 on first use) and publishes them at <issuer>/.well-known/jwks.json.\n" +
+			"<data-dir>/gcp-issuer.json: created 0600 by ekm issuer init, or by a server on SQLite on its first start) and publishes them at <issuer>/.well-known/jwks.json.\n" +
 			"Customers whose provider cannot fetch that URL upload the JWKS (ekm issuer jwks) as the provider's jwksJson.\n" +
 			"Rollover never breaks them: `rotate add` publishes a new key next to the signing one; after the overlap (and\n" +
 			"after customers who uploaded the JWKS uploaded the new one), `rotate activate` makes it sign while the old\n" +
@@ -35,17 +36,35 @@ func issuerCmd() *cobra.Command {
 	documentEnv(pf)
 	env := func(cmd *cobra.Command, _ []string) error { return applyEnv(cmd.Flags()) }
 
-	keySet := func(w io.Writer) (*issuer.KeySet, string, error) {
+	// Every command but init works on an existing file: one created here
+	// by a wrong --data-dir would be a new issuer customers do not trust.
+	keySet := func() (*issuer.KeySet, string, error) {
 		file := app.GCPIssuerKeyFile(c)
-		created, err := issuer.EnsureKeyFile(file, time.Now())
-		if err != nil {
-			return nil, "", err
-		}
-		if created {
-			fmt.Fprintf(w, "created %s with a new signing key\n", file)
-		}
 		ks, err := issuer.ReadKeySet(file)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, "", fmt.Errorf("no issuer key file at %s: pass the server's --data-dir or --gcp-issuer-key-file, "+
+				"or create one with ekm issuer init", file)
+		}
 		return ks, file, err
+	}
+	initCmd := &cobra.Command{
+		Use:     "init",
+		Short:   "Create the issuer key file with one signing key (once; replicas on PostgreSQL share it and refuse to start without it)",
+		Args:    cobra.NoArgs,
+		PreRunE: env,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			file := app.GCPIssuerKeyFile(c)
+			created, err := issuer.EnsureKeyFile(file, time.Now())
+			if err != nil {
+				return err
+			}
+			if !created {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s already exists; left as it is (ekm issuer status lists its keys)\n", file)
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "created %s (mode 0600) with a new signing key; give every replica this file\n", file)
+			return err
+		},
 	}
 	jwks := &cobra.Command{
 		Use:     "jwks",
@@ -53,7 +72,7 @@ func issuerCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		PreRunE: env,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ks, _, err := keySet(cmd.ErrOrStderr())
+			ks, _, err := keySet()
 			if err != nil {
 				return err
 			}
@@ -81,7 +100,7 @@ func issuerCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		PreRunE: env,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ks, file, err := keySet(cmd.ErrOrStderr())
+			ks, file, err := keySet()
 			if err != nil {
 				return err
 			}
@@ -117,37 +136,39 @@ func issuerCmd() *cobra.Command {
 		PreRunE:   env,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
-			ks, file, err := keySet(cmd.ErrOrStderr())
-			if err != nil {
+			if _, _, err := keySet(); err != nil {
 				return err
 			}
 			now := time.Now()
 			var msg string
-			switch args[0] {
-			case "add":
-				k, err := ks.Add(now)
-				if err != nil {
-					return err
+			err := issuer.Update(app.GCPIssuerKeyFile(c), func(ks *issuer.KeySet) error {
+				switch args[0] {
+				case "add":
+					k, err := ks.Add(now)
+					if err != nil {
+						return err
+					}
+					msg = fmt.Sprintf("added key %s: published, not signing yet.\nNext: customers who uploaded ekm's JWKS upload the new one (ekm issuer jwks);\n"+
+						"after at least %s, run: ekm issuer rotate activate", k.ID, minOverlap)
+				case "activate":
+					old := ks.Active().ID
+					k, err := ks.Activate(now, minOverlap)
+					if err != nil {
+						return err
+					}
+					msg = fmt.Sprintf("key %s now signs; key %s stays published.\nAfter at least %s, run: ekm issuer rotate retire", k.ID, old, minAge)
+				case "retire":
+					ids, err := ks.Retire(now, minAge)
+					if err != nil {
+						return err
+					}
+					msg = fmt.Sprintf("dropped key(s) %v; the JWKS now holds only the keys in use", ids)
+				default:
+					return fmt.Errorf("unknown step %q: want add, activate or retire", args[0])
 				}
-				msg = fmt.Sprintf("added key %s: published, not signing yet.\nNext: customers who uploaded ekm's JWKS upload the new one (ekm issuer jwks);\n"+
-					"after at least %s, run: ekm issuer rotate activate", k.ID, minOverlap)
-			case "activate":
-				old := ks.Active().ID
-				k, err := ks.Activate(now, minOverlap)
-				if err != nil {
-					return err
-				}
-				msg = fmt.Sprintf("key %s now signs; key %s stays published.\nAfter at least %s, run: ekm issuer rotate retire", k.ID, old, minAge)
-			case "retire":
-				ids, err := ks.Retire(now, minAge)
-				if err != nil {
-					return err
-				}
-				msg = fmt.Sprintf("dropped key(s) %v; the JWKS now holds only the keys in use", ids)
-			default:
-				return fmt.Errorf("unknown step %q: want add, activate or retire", args[0])
-			}
-			if err := ks.Save(file); err != nil {
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 			_, err = fmt.Fprintln(w, msg)
@@ -156,6 +177,6 @@ func issuerCmd() *cobra.Command {
 	}
 	rotate.Flags().DurationVar(&minOverlap, "min-overlap", issuer.DefaultMinOverlap, "activate: how long the new key must have been published")
 	rotate.Flags().DurationVar(&minAge, "min-age", time.Hour, "retire: how long ago the previous key must have stopped signing")
-	cmd.AddCommand(jwks, discovery, status, rotate)
+	cmd.AddCommand(initCmd, jwks, discovery, status, rotate)
 	return cmd
 }

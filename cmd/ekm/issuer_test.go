@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,7 +43,27 @@ func TestIssuerCommands(t *testing.T) {
 		}
 		return ids
 	}
+	// No command but init creates the file: a wrong --data-dir would mint a
+	// new issuer customers do not trust.
+	for _, c := range [][]string{{"jwks"}, {"status"}, {"discovery"}, {"rotate", "add"}} {
+		out, err := runCmd(t, rootCmd(), append(append([]string{"issuer"}, c...), "--data-dir", dir)...)
+		if err == nil || !strings.Contains(err.Error()+out, "ekm issuer init") {
+			t.Fatalf("issuer %v without a key file: %v %s", c, err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gcp-issuer.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a command other than init created the key file: %v", err)
+	}
+	if out, err := runCmd(t, rootCmd(), "issuer", "init", "--data-dir", dir); err != nil || !strings.Contains(out, "created") {
+		t.Fatalf("init: %v %s", err, out)
+	}
 	first := keys()
+	if out, err := runCmd(t, rootCmd(), "issuer", "init", "--data-dir", dir); err != nil || !strings.Contains(out, "already exists") {
+		t.Fatalf("init again: %v %s", err, out)
+	}
+	if ks := keys(); len(ks) != 1 || ks[0] != first[0] {
+		t.Fatalf("init again changed the keys: %v, was %v", ks, first)
+	}
 	if len(first) != 1 {
 		t.Fatalf("keys %v", first)
 	}

@@ -17,7 +17,7 @@ func gcpFlags(fs *pflag.FlagSet, c *app.GCPConfig) {
 	fs.StringVar(&c.ServiceAccount, "gcp-service-account", "", "email of the service account whose ID tokens ekm presents (default: the key file's); ekm impersonates it when ADC is another principal")
 	fs.StringVar(&c.Subject, "gcp-subject", "", "sub of ekm's ID tokens: the service account's unique id (google: default the key file's; metadata: required) or the issuer's subject (default ekm)")
 	fs.StringVar(&c.IssuerURL, "gcp-issuer-url", "", "https URL of ekm's own OIDC issuer (--gcp-identity issuer), reaching this server: ekm serves <url>/.well-known/openid-configuration and <url>/.well-known/jwks.json")
-	fs.StringVar(&c.IssuerKeyFile, "gcp-issuer-key-file", "", "the issuer's signing keys (default <data-dir>/gcp-issuer.json, created 0600; replicas must share it; ekm issuer rotate rolls it over)")
+	fs.StringVar(&c.IssuerKeyFile, "gcp-issuer-key-file", "", "the issuer's signing keys (default <data-dir>/gcp-issuer.json; created 0600 on SQLite; replicas on PostgreSQL share one made by ekm issuer init; ekm issuer rotate rolls it over)")
 	fs.DurationVar(&c.TrustRecheck, "gcp-trust-recheck", 0, "longest a federated token is used without a new token exchange, so that a disabled provider is noticed (default: 4/5 of the probe interval: every probe exchanges anew)")
 	fs.StringVar(&c.DialOverride, "gcp-dial-override", "", "send every Google connection to this host:port (the GCP emulator); TLS still verifies the real host names")
 	fs.StringVar(&c.CAFile, "gcp-ca-file", "", "extra CA (PEM) to trust for Google hosts (the emulator's ca.pem)")

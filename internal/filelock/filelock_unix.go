@@ -1,6 +1,6 @@
 //go:build unix
 
-package app
+package filelock
 
 import (
 	"errors"
@@ -10,11 +10,11 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive flock on path (created 0600), writing this
+// Lock takes an exclusive flock on path (created 0600), writing this
 // process's id into it. The kernel releases the lock when the process ends,
-// however it ends. If another process holds it, the error is errLocked and
+// however it ends. If another process holds it, the error is ErrLocked and
 // holder is what that process wrote (its pid).
-func lockFile(path string) (release func(), holder string, err error) {
+func Lock(path string) (release func(), holder string, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, "", err
@@ -24,7 +24,7 @@ func lockFile(path string) (release func(), holder string, err error) {
 		n, _ := f.ReadAt(b, 0)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, strings.TrimSpace(string(b[:n])), errLocked
+			return nil, strings.TrimSpace(string(b[:n])), ErrLocked
 		}
 		return nil, "", err
 	}
@@ -32,6 +32,6 @@ func lockFile(path string) (release func(), holder string, err error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	// Closing the file releases the lock; the file stays (removing it
-	// would race with the next server taking it).
+	// would race with the next process taking it).
 	return func() { f.Close() }, "", nil
 }
