@@ -101,13 +101,20 @@ func TestFaults(t *testing.T) {
 	c := onboard(t, e, "faulty", roleKVCryptoOfficer)
 	ctx := context.Background()
 	cred := secretCred(t, e, c.ID)
-	opts := sdkOpts(e)
-	opts.Retry.TryTimeout = 300 * time.Millisecond
-	kc, err := azkeys.NewClient(c.vaultURL, cred, &azkeys.ClientOptions{ClientOptions: opts})
+	// The key is made without a short per-try timeout: RSA key generation
+	// on a loaded machine can take longer than the one the latency fault
+	// needs (the fault holds its try for a minute; 2 s cuts it short).
+	kcCreate, err := azkeys.NewClient(c.vaultURL, cred, &azkeys.ClientOptions{ClientOptions: sdkOpts(e)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := kc.CreateKey(ctx, "k", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeRSA)}, nil)
+	created, err := kcCreate.CreateKey(ctx, "k", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeRSA)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := sdkOpts(e)
+	opts.Retry.TryTimeout = 2 * time.Second
+	kc, err := azkeys.NewClient(c.vaultURL, cred, &azkeys.ClientOptions{ClientOptions: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
