@@ -683,14 +683,15 @@ func (a *App) rotator() *rotation.Rotator {
 }
 
 // sweepBlobs removes, at start and then hourly, blobs that no record points
-// to and that are older than an hour (left by a crash between writing a blob
-// and committing its record, or after a failed delete). The hour of grace
-// keeps uploads and re-encryptions in flight safe.
+// to and that are older than files.SweepGrace (left by a crash between
+// writing a blob and committing its record, or after a failed delete). The
+// grace exceeds the longest a write may take (files.DefaultMaxWrite), so
+// uploads and re-encryptions in flight are safe however slow.
 func (a *App) sweepBlobs(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		res, err := files.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-time.Hour))
+		res, err := files.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-files.SweepGrace))
 		if err != nil && ctx.Err() == nil {
 			a.Logger.Warn("blob sweep failed", "err", err)
 		} else if err == nil {

@@ -242,8 +242,10 @@ func (d *Dir) List(ctx context.Context, fn func(Info) error) error {
 // RemoveStaleTemps deletes temporary objects last modified before cutoff:
 // leftovers of writes that crashed before Commit or Abort. Writes in progress
 // keep their temporary file's modification time fresh, so a cutoff well in
-// the past (e.g. an hour) never removes one.
-func (d *Dir) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, error) {
+// the past (e.g. an hour) never removes one. ours is not consulted: a
+// temporary has no key yet, and the directory <root>/tmp and the names
+// upload-* in it are this store's own, so nothing else is ever removed.
+func (d *Dir) RemoveStaleTemps(ctx context.Context, cutoff time.Time, ours func(key string) bool) (int, error) {
 	entries, err := os.ReadDir(d.tmp)
 	if err != nil {
 		return 0, fmt.Errorf("blob: list temporaries: %w", err)
@@ -268,9 +270,13 @@ func (d *Dir) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, erro
 }
 
 // TempSweeper is implemented by stores that keep temporaries needing an
-// explicit sweep (Dir does).
+// explicit sweep (Dir does, and S3 buckets: their multipart uploads).
 type TempSweeper interface {
-	RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, error)
+	// RemoveStaleTemps removes temporaries older than cutoff, and, where a
+	// temporary is named by the key it is for (an S3 multipart upload),
+	// only those whose key ours accepts (files.IsBlobKey: a bucket may
+	// hold other uploads than ekm's). A nil ours accepts no key.
+	RemoveStaleTemps(ctx context.Context, cutoff time.Time, ours func(key string) bool) (int, error)
 }
 
 var _ TempSweeper = (*Dir)(nil)

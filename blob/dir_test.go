@@ -182,10 +182,20 @@ func TestRemoveStaleTemps(t *testing.T) {
 			os.Chtimes(filepath.Join(d.TempDir(), e.Name()), old, old)
 		}
 	}
-	n, err := d.RemoveStaleTemps(ctx, time.Now().Add(-time.Hour))
+	// A file that is not one of the store's temporaries, however old, stays.
+	foreign := filepath.Join(d.TempDir(), "not-ours.bin")
+	if err := os.WriteFile(foreign, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(foreign, old, old)
+	n, err := d.RemoveStaleTemps(ctx, time.Now().Add(-time.Hour), nil)
 	if err != nil || n != 1 {
 		t.Fatalf("removed %d, %v; want 1", n, err)
 	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Fatalf("a file not named upload-* was swept: %v", err)
+	}
+	os.Remove(foreign)
 	if c := tempCount(t, d); c != 1 {
 		t.Fatalf("%d temporaries left, want the fresh one", c)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/ekm-dev/ekm/dataplane"
 	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
 	"github.com/ekm-dev/ekm/files"
+	"github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/store"
 )
 
@@ -157,8 +158,8 @@ func TestSweep(t *testing.T) {
 	}
 	old := time.Now().Add(-2 * time.Hour)
 	objects := filepath.Join(env.DataDir, "blobs", "objects")
-	orphan := p.OrgID + "/" + p.ID + "/file-0000000000000000000000orph"
-	young := p.OrgID + "/" + p.ID + "/file-0000000000000000000000yung"
+	orphan := files.BlobKey(p.OrgID, p.ID, ids.New("file-"))
+	young := files.BlobKey(p.OrgID, p.ID, ids.New("file-"))
 	put(orphan)
 	put(young)
 	os.Chtimes(filepath.Join(objects, filepath.FromSlash(orphan)), old, old)

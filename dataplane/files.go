@@ -197,8 +197,11 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 	// content.
 	committed = true
 	if err := s.files.Commit(r.Context(), u.file, u.bw); err != nil {
-		if errors.Is(err, syscall.ENOSPC) {
+		switch {
+		case errors.Is(err, syscall.ENOSPC):
 			err = errStorageFull()
+		case errors.Is(err, files.ErrWriteTooLong):
+			err = errUploadTooLong()
 		}
 		s.fail(w, r, fmt.Errorf("storing file: %w", err))
 		return
@@ -336,7 +339,17 @@ func storageError(err error) error {
 	if errors.Is(err, syscall.ENOSPC) {
 		return errStorageFull()
 	}
+	if errors.Is(err, files.ErrWriteTooLong) {
+		return errUploadTooLong()
+	}
 	return fmt.Errorf("writing file content: %w", err)
+}
+
+// errUploadTooLong: the upload outlasted files.DefaultMaxWrite (the bound
+// that keeps the sweep of orphan blobs from racing a slow upload).
+func errUploadTooLong() error {
+	return apierr.New(http.StatusRequestTimeout, "invalid_request_error", "request_timeout", "",
+		"The upload took longer than %s and was cut off.", files.DefaultMaxWrite)
 }
 
 func toObject(f *store.File, name string) fileObject {

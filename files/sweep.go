@@ -16,13 +16,37 @@ type SweepResult struct {
 	StaleTemps  int // temporaries of uploads that never finished
 }
 
+// SweepMargin is what the sweep's grace adds to the longest write
+// (DefaultMaxWrite): the clocks of ekm's replicas and of the blob store
+// may disagree, and the record of a write that made its deadline may take
+// a while to commit (Store.Commit bounds that by recordSlack).
+const SweepMargin = time.Hour
+
+// SweepGrace is how old a blob without a record must be before Sweep may
+// remove it: Sweep(ctx, st, blobs, now.Add(-SweepGrace)).
+//
+// Why it is safe: every write through Store.Create has a deadline
+// DefaultMaxWrite after it started, past which its record is never
+// written (Store.Commit, Store.Replace refuse and remove the blob), and a
+// blob is dated no earlier than its write started — at its commit on the
+// local directory, Azure and GCS, at the start of its multipart upload on
+// S3 (which is why the grace cannot be a fixed hour: an S3 upload over
+// 5 GiB, or one whose restamp has not happened yet, is dated by its
+// start however long it took). So a blob older than SweepGrace without a
+// record belongs to a write that ended, one way or the other, at least
+// SweepMargin ago, and will never get one.
+const SweepGrace = DefaultMaxWrite + SweepMargin
+
 // Sweep removes what interrupted uploads, deletes and re-encryptions leave
 // behind: blobs no file record points to (no record, or a record whose
 // BlobKey is another blob: re-encrypted content replaced it) and stale
-// temporaries, both only if older than cutoff. Uploads and re-encryptions
-// commit the blob before the record, so a young blob without a record may
-// be a write in flight: pick a cutoff far beyond any write's commit time
-// (an hour is plenty). Run it at startup.
+// temporaries, both only if older than cutoff, and only under keys ekm
+// makes (ParseBlobKey): anything else in the bucket is not ours to judge
+// and is never deleted. Uploads and re-encryptions commit the blob before
+// the record, so a young blob without a record may be a write in flight:
+// pass now.Add(-SweepGrace) (tests of writers that use a shorter
+// Store.MaxWrite may pass now minus that plus SweepMargin). Run it at
+// startup.
 func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Time) (SweepResult, error) {
 	var res SweepResult
 	var orphans []string
@@ -51,7 +75,7 @@ func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Ti
 		res.OrphanBlobs++
 	}
 	if ts, ok := blobs.(blob.TempSweeper); ok {
-		n, err := ts.RemoveStaleTemps(ctx, cutoff)
+		n, err := ts.RemoveStaleTemps(ctx, cutoff, IsBlobKey)
 		res.StaleTemps = n
 		if err != nil {
 			return res, fmt.Errorf("sweep: %w", err)

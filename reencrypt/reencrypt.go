@@ -267,13 +267,14 @@ func (r *run) once(ctx context.Context, f store.File, version int) (moved bool, 
 	}
 	defer rc.Close()
 	nf.BlobKey = files.RewriteBlobKey(&f, version)
-	if err := r.copy(ctx, rc, keys, &f, &nf, newKey); err != nil {
+	bw, err := r.copy(ctx, rc, keys, &f, &nf, newKey)
+	if err != nil {
 		return false, err
 	}
 
-	// The swap is a compare-and-set on the old blob key; the blob that lost
-	// is removed (files.Store.Replace).
-	err = r.fileStore().Replace(ctx, nf, f)
+	// The blob is committed, then the swap is a compare-and-set on the old
+	// blob key; the blob that lost is removed (files.Store.Replace).
+	err = r.fileStore().Replace(ctx, nf, f, bw)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil // deleted meanwhile
 	}
@@ -287,26 +288,27 @@ func (r *run) fileStore() *files.Store {
 	return &files.Store{Records: r.Store, Blobs: r.Blobs, Logger: r.Logger}
 }
 
-// copy streams f's plaintext from rc, re-encrypted for nf, into nf's blob
-// and commits it. Memory use is two segment buffers whatever the size.
-func (r *run) copy(ctx context.Context, rc io.Reader, keys envelope.KeyFunc, f, nf *store.File, newKey secret.Key) error {
+// copy streams f's plaintext from rc, re-encrypted for nf, into nf's blob,
+// and returns the blob's writer to commit (files.Store.Replace); on error
+// the write is abandoned. Memory use is two segment buffers whatever the
+// size.
+func (r *run) copy(ctx context.Context, rc io.Reader, keys envelope.KeyFunc, f, nf *store.File, newKey secret.Key) (_ blob.Writer, err error) {
 	pr, err := envelope.NewReader(rc, keys, files.ContentContext(f))
 	if err != nil {
-		return classify(err)
+		return nil, classify(err)
 	}
-	bw, err := r.Blobs.Create(ctx, nf.BlobKey)
+	bw, err := r.fileStore().Create(ctx, nf)
 	if err != nil {
-		return fmt.Errorf("creating blob: %w", err)
+		return nil, fmt.Errorf("creating blob: %w", err)
 	}
-	committed := false
 	defer func() {
-		if !committed {
+		if err != nil {
 			_ = bw.Abort()
 		}
 	}()
 	ew, err := envelope.NewWriter(bw, newKey, files.ContentContext(nf))
 	if err != nil {
-		return fmt.Errorf("starting encryption: %w", err)
+		return nil, fmt.Errorf("starting encryption: %w", err)
 	}
 	if r.buf == nil {
 		r.buf = make([]byte, envelope.SegmentSize)
@@ -314,36 +316,32 @@ func (r *run) copy(ctx context.Context, rc io.Reader, keys envelope.KeyFunc, f, 
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 		k, rerr := pr.Read(r.buf)
 		if k > 0 {
 			n += int64(k)
 			if n > f.Bytes {
-				return errBadFile{errors.New("content longer than its record")}
+				return nil, errBadFile{errors.New("content longer than its record")}
 			}
 			if _, err := ew.Write(r.buf[:k]); err != nil {
-				return fmt.Errorf("writing content: %w", err)
+				return nil, fmt.Errorf("writing content: %w", err)
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return classify(rerr)
+			return nil, classify(rerr)
 		}
 	}
 	if n != f.Bytes {
-		return errBadFile{errors.New("content shorter than its record")}
+		return nil, errBadFile{errors.New("content shorter than its record")}
 	}
 	if err := ew.Close(); err != nil {
-		return fmt.Errorf("writing content: %w", err)
+		return nil, fmt.Errorf("writing content: %w", err)
 	}
-	committed = true
-	if err := bw.Commit(); err != nil {
-		return fmt.Errorf("committing content: %w", err)
-	}
-	return nil
+	return bw, nil
 }
 
 // classify marks authentication and format failures of stored data as a

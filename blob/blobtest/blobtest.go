@@ -461,10 +461,11 @@ func testCrashed(t *testing.T, s Suite) {
 	if !ok {
 		return
 	}
-	if n, err := ts.RemoveStaleTemps(context.Background(), time.Now().Add(-time.Hour)); err != nil || n != 0 {
+	ours := func(k string) bool { return k == key }
+	if n, err := ts.RemoveStaleTemps(context.Background(), time.Now().Add(-time.Hour), ours); err != nil || n != 0 {
 		t.Fatalf("a fresh upload was swept: %d, %v", n, err)
 	}
-	n, err := ts.RemoveStaleTemps(context.Background(), time.Now().Add(time.Hour))
+	n, err := ts.RemoveStaleTemps(context.Background(), time.Now().Add(time.Hour), ours)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,11 +80,12 @@ type Options struct {
 	MaxAttempts int
 	MaxBackoff  time.Duration
 	// RestampAfter (S3 only): S3 dates an object written in parts by the
-	// start of its upload, while the sweep of orphan blobs judges an
-	// object by its date. An upload that took longer than this is copied
+	// start of its upload. An upload that took longer than this is copied
 	// onto itself after it completes, which dates it by its completion
-	// (as Azure, GCS and blob.Dir do). Default 10 minutes, well inside
-	// the sweep's hour of grace.
+	// (as Azure, GCS and blob.Dir do). Default 10 minutes. The sweep of
+	// orphan blobs does not rely on it (files.SweepGrace exceeds the
+	// longest a write may take, files.DefaultMaxWrite): it only keeps
+	// List's dates meaning "committed at".
 	RestampAfter time.Duration
 	// GCSEmulatorHost sends gs:// buckets to a Cloud Storage emulator at
 	// this host:port over plain HTTP, without credentials. Default: the
@@ -146,7 +147,7 @@ type Bucket struct {
 var _ blob.Store = (*Bucket)(nil)
 
 // Close releases the bucket's clients.
-func (b *Bucket) Close() error { return b.b.Close() }
+func (b *Bucket) Close() error { return redact(b.b.Close()) }
 
 // Kind is the URL scheme of the bucket: "s3", "azblob" or "gs".
 func (b *Bucket) Kind() string { return b.kind }
@@ -217,7 +218,7 @@ func (w *writer) Commit() error {
 	if w.b.s3 != nil && w.n > int64(w.b.opts.PartSize) && time.Since(w.start) > w.b.opts.RestampAfter {
 		if w.n > maxCopy {
 			// CopyObject stops at 5 GiB: leave the date as it is.
-			w.b.opts.Logger.Warn("blob: an upload over 5 GiB that took long keeps the date of its start; the sweep's grace must exceed its duration", "key", w.key)
+			w.b.opts.Logger.Info("blob: an upload over 5 GiB that took long keeps the date of its start (the sweep's grace covers the longest write)", "key", w.key)
 			return nil
 		}
 		if err := w.b.restamp(w.key); err != nil {
@@ -251,7 +252,7 @@ func (b *Bucket) forget(key string, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := b.b.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-		b.opts.Logger.Warn("blob: removing the object of a failed commit; the sweep will", "key", key, "cause", cause, "err", err)
+		b.opts.Logger.Warn("blob: removing the object of a failed commit; the sweep will", "key", key, "cause", cause, "err", b.classify(err))
 	}
 }
 
@@ -280,7 +281,7 @@ func (r *reader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (r *reader) Close() error { return r.r.Close() }
+func (r *reader) Close() error { return r.b.classify(r.r.Close()) }
 
 // Delete removes an object; blob.ErrNotFound if there is none.
 func (b *Bucket) Delete(ctx context.Context, key string) error {
@@ -312,7 +313,9 @@ func (b *Bucket) List(ctx context.Context, fn func(blob.Info) error) error {
 }
 
 // classify maps a gocloud or SDK error onto blob's errors: not found,
-// exists, unavailable; anything else is returned as it is.
+// exists, unavailable; anything else is returned as it is. Either way the
+// values of secret-bearing query parameters are redacted from its text
+// (redact): every error a Bucket returns or logs passes through here.
 func (b *Bucket) classify(err error) error {
 	if err == nil {
 		return nil
@@ -323,6 +326,7 @@ func (b *Bucket) classify(err error) error {
 	case gcerrors.FailedPrecondition:
 		return blob.ErrExists
 	}
+	err = redact(err)
 	if Retryable(err) {
 		return blob.Unavailable(err)
 	}

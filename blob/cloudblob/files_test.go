@@ -22,6 +22,7 @@ import (
 	"github.com/ekm-dev/ekm/client"
 	"github.com/ekm-dev/ekm/dataplane/dataplanetest"
 	"github.com/ekm-dev/ekm/files"
+	ekmids "github.com/ekm-dev/ekm/ids"
 	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/reencrypt"
 	"github.com/ekm-dev/ekm/store"
@@ -227,7 +228,7 @@ func (fx *filesEnv) reencrypt(t *testing.T, ids map[string][]byte) {
 func (fx *filesEnv) sweep(t *testing.T, ids map[string][]byte) {
 	ctx := context.Background()
 	// A blob whose record never came (a crash between the two).
-	orphan := files.BlobKey(fx.p.OrgID, fx.p.ID, "file-orphan0000000000000000000")
+	orphan := files.BlobKey(fx.p.OrgID, fx.p.ID, ekmids.New("file-"))
 	blobtest.Put(t, fx.st, orphan, []byte("orphan"))
 	// Young: kept (it may be an upload in flight).
 	if res, err := files.Sweep(ctx, fx.env.Store, fx.st, time.Now().Add(-time.Hour)); err != nil || res.OrphanBlobs != 0 {

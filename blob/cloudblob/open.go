@@ -51,7 +51,12 @@ import (
 //
 // Every bucket URL also takes prefix=P/ to keep ekm's objects under a
 // prefix of a shared bucket, and part_size_mib=N and concurrency=N to
-// override Options.PartSize and Options.Concurrency. Credentials are never in the URL: each SDK's
+// override Options.PartSize and Options.Concurrency. A prefix is not
+// required: the sweep of orphans deletes only objects named exactly as
+// ekm names them (files.ParseBlobKey), so a bucket without one, or with a
+// wrong one, loses nothing that is not ekm's; requiring one would stop
+// every deployment that stores at a bucket's root (and adding one hides
+// the objects already there). Credentials are never in the URL: each SDK's
 // default chain finds them (the environment, shared config files, workload
 // identity, instance metadata). The bucket or container must exist.
 func Open(ctx context.Context, rawURL, dataDir string, o Options) (blob.Store, error) {
@@ -61,7 +66,7 @@ func Open(ctx context.Context, rawURL, dataDir string, o Options) (blob.Store, e
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("blob url: %w", err) // url.Parse quotes the URL; it holds no secret by design
+		return nil, fmt.Errorf("blob url: %w", redact(err)) // url.Parse quotes the URL, which should hold no secret
 	}
 	if u.User != nil {
 		return nil, errors.New("blob url: credentials do not belong in the URL; each SDK's default chain finds them")
@@ -110,7 +115,7 @@ func Open(ctx context.Context, rawURL, dataDir string, o Options) (blob.Store, e
 		return nil, fmt.Errorf("blob url: unknown scheme %q (want file, s3, azblob or gs)", u.Scheme)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("blob url %s://%s: %w", u.Scheme, u.Host, err)
+		return nil, fmt.Errorf("blob url %s://%s: %w", u.Scheme, u.Host, redact(err))
 	}
 	if prefix != "" {
 		b.b = gcblob.PrefixedBucket(b.b, prefix)
@@ -289,13 +294,15 @@ func (b *Bucket) restamp(key string) error {
 }
 
 // RemoveStaleTemps aborts S3 multipart uploads under the bucket's prefix
-// started before cutoff and with no part written since: those of processes
-// that crashed mid-upload (a live upload sends a part every PartSize
-// bytes, and ekm cuts off uploads idle for a minute). Other
-// backends have nothing to sweep: Azure and GCS discard abandoned uploads
-// themselves.
-func (b *Bucket) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, error) {
-	if b.s3 == nil {
+// whose key (the prefix taken off) ours accepts, started before cutoff and
+// with no part written since: those of processes that crashed mid-upload
+// (files bounds every write's duration below the sweep's grace, and a
+// live upload sends a part every PartSize bytes). Uploads to any other
+// key — another application's in a shared bucket — are never touched.
+// Other backends have nothing to sweep: Azure and GCS discard abandoned
+// uploads themselves.
+func (b *Bucket) RemoveStaleTemps(ctx context.Context, cutoff time.Time, ours func(key string) bool) (int, error) {
+	if b.s3 == nil || ours == nil {
 		return 0, nil
 	}
 	n := 0
@@ -309,7 +316,8 @@ func (b *Bucket) RemoveStaleTemps(ctx context.Context, cutoff time.Time) (int, e
 			return n, fmt.Errorf("blob: listing multipart uploads: %w", b.classify(err))
 		}
 		for _, up := range out.Uploads {
-			if up.Initiated == nil || !up.Initiated.Before(cutoff) || !blob.ValidKey(strings.TrimPrefix(aws.ToString(up.Key), b.prefix)) {
+			key, under := strings.CutPrefix(aws.ToString(up.Key), b.prefix)
+			if !under || !blob.ValidKey(key) || !ours(key) || up.Initiated == nil || !up.Initiated.Before(cutoff) {
 				continue
 			}
 			// Started long ago, but maybe still going (a slow client):
