@@ -102,6 +102,8 @@ func TestManyProjectsBoundedRounds(t *testing.T) {
 	if n := e.events(t, "external_key.project_restored"); n != 1 {
 		t.Fatalf("%d project_restored events", n)
 	}
+	t.Logf("%d projects, %d per check, %d at once: a cycle of %d rounds, %d decrypts per round (1 org-level + %d); key valid every round; refused project found in round %d, restored %d rounds after access came back; at most %d decrypts at once",
+		projects, perCheck, conc, cycle, perCheck+1, perCheck, found, restored, e.drv.MaxInFlight.Load())
 }
 
 // An outage never denies a project and never lifts a refusal: the key is
