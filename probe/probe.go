@@ -14,15 +14,21 @@
 //
 // Replicas share the work through probe leases: in each round a replica
 // probes only the keys whose lease ("probe/<external key id>", valid for
-// just under an interval) it takes, and makes its gates follow the stored
-// health of the others (lifecycle.Service.Follow), which their prober
-// records and announces through the change log. So the cluster probes each
+// just under an interval, timed by the database's clock) it takes, and
+// makes its gates follow the stored health of the others
+// (lifecycle.Service.Follow), which their prober records and announces
+// through the change log. A check never outlives its lease: a long one
+// renews it, and one whose lease cannot be renewed is cancelled. So the cluster probes each
 // key about once per interval whatever the number of replicas, and the
 // keys of a replica that died are taken over by the next round of another
 // once their leases expire. Without a Holder (one process alone) every
 // key is probed every round. The KMS load is one decrypt per key per
 // interval (plus a describe+encrypt every EncryptEvery probes of the key),
-// independent of request rate and of the number of replicas. A round reads its keys a page at a time (each with the
+// independent of request rate and of the number of replicas; for a type
+// whose customer can refuse single projects (AWS), an org-level encrypt and
+// decrypt plus at most ProjectsPerCheck project decrypts (from a cursor
+// stored with the key, so a key with N projects has each probed once every
+// ceil(N/ProjectsPerCheck) probes). A round reads its keys a page at a time (each with the
 // project key to test-decrypt, in one query) and checks at most Concurrency
 // keys at once, at most PerOrg of one org, each within CheckTimeout; so a
 // slow or throttled KMS of one customer delays the others' checks by at most
