@@ -420,6 +420,22 @@ type fileList struct {
 	HasMore bool         `json:"has_more"`
 }
 
+// unknownListParam returns the first (in sorted order, so the answer does
+// not depend on map order) query parameter GET /v1/files does not take.
+func unknownListParam(q map[string][]string) (string, bool) {
+	first, found := "", false
+	for k := range q {
+		switch k {
+		case "after", "limit", "order", "purpose":
+		default:
+			if !found || k < first {
+				first, found = k, true
+			}
+		}
+	}
+	return first, found
+}
+
 func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 	sc, err := s.project(r)
 	if err != nil {
@@ -427,6 +443,12 @@ func (s *server) listFiles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	// Unknown parameters are refused, as the Admin API refuses them, rather
+	// than silently ignored (a misspelt filter would list everything).
+	if k, ok := unknownListParam(q); ok {
+		s.fail(w, r, apierr.New(http.StatusBadRequest, "invalid_request_error", "unknown_parameter", clip(k), "Unrecognized query parameter: %s", clip(k)))
+		return
+	}
 	page := store.Page{Limit: maxListLimit, Desc: true}
 	if _, ok := q["limit"]; ok {
 		n, err := strconv.Atoi(q.Get("limit"))

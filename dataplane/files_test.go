@@ -408,9 +408,42 @@ func TestListParams(t *testing.T) {
 			t.Errorf("%s: %d", q, res.StatusCode)
 		}
 	}
+	// Unknown parameters are refused, naming the parameter (the first in
+	// sorted order), as the Admin API does, rather than silently ignored.
+	for q, param := range map[string]string{"purpse=batch": "purpse", "limit=5&zeta=1&beta=2": "beta", "before=file-x": "before",
+		"=1": "", "order=asc&Limit=5": "Limit", "purpose[]=batch": "purpose[]"} {
+		req, _ := http.NewRequest("GET", env.URL+"/v1/files?"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+p.APIKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Error struct {
+				Type  string  `json:"type"`
+				Code  string  `json:"code"`
+				Param *string `json:"param"`
+			} `json:"error"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		got := ""
+		if body.Error.Param != nil {
+			got = *body.Error.Param
+		}
+		if err != nil || res.StatusCode != 400 || body.Error.Code != "unknown_parameter" || body.Error.Type != "invalid_request_error" || got != param {
+			t.Errorf("%s: %d %+v (param %q), want 400 unknown_parameter naming %q (%v)", q, res.StatusCode, body.Error, got, param, err)
+		}
+	}
 	page, err := sdkList(env, p.APIKey, context.Background(), openai.FileListParams{})
 	if err != nil || page.HasMore || len(page.Data) != 0 || !strings.Contains(page.RawJSON(), `"object":"list"`) {
 		t.Fatalf("empty list: %v %s", err, page.RawJSON())
+	}
+	// Every parameter the SDK sends is still accepted.
+	page, err = sdkList(env, p.APIKey, context.Background(), openai.FileListParams{Limit: openai.Int(5), Order: openai.FileListParamsOrderAsc,
+		Purpose: openai.String("batch"), After: openai.String("file-" + strings.Repeat("0", 26))})
+	if err != nil || len(page.Data) != 0 {
+		t.Fatalf("list with every parameter: %v", err)
 	}
 }
 
