@@ -187,6 +187,7 @@ func (s *Service) probeProjects(ctx context.Context, key *kms.Key, ek store.Exte
 		return
 	}
 	done := make([]bool, len(batch))
+	odd := make([]error, len(batch)) // failures neither an outage nor the project's refusal
 	sem := make(chan struct{}, conc)
 	var wg sync.WaitGroup
 	for i, smp := range batch {
@@ -199,12 +200,19 @@ func (s *Service) probeProjects(ctx context.Context, key *kms.Key, ek store.Exte
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			done[i] = s.probeProject(ctx, key, ek, smp)
+			done[i], odd[i] = s.probeProject(ctx, key, ek, smp)
 		})
 	}
 	wg.Wait()
 	if len(batch) == 0 {
 		return
+	}
+	if n, first := countErrs(odd); n > 0 {
+		// Not the key's health (its org-level check passed) nor a project's
+		// refusal: shown to the operator, decided nothing.
+		d, _ := kms.Diagnose(first)
+		s.log.Warn("probe: project decrypts failed although the key's org-level check passed; no project denied", "org_id", ek.OrgID,
+			"external_key_id", ek.ID, "failed", n, "probed", len(batch), "code", d.Code, "class", d.Class)
 	}
 	// Past the projects probed in order; those the check's time did not
 	// reach are probed first by the next check.
@@ -228,14 +236,29 @@ func (s *Service) probeProjects(ctx context.Context, key *kms.Key, ek store.Exte
 	}
 }
 
+func countErrs(errs []error) (n int, first error) {
+	for _, err := range errs {
+		if err != nil {
+			if n == 0 {
+				first = err
+			}
+			n++
+		}
+	}
+	return n, first
+}
+
 // probeProject decrypts the newest key version of one project and applies
 // what it finds to that project only (see probeProjects). It reports
-// whether the project was probed (false: the check's time ran out first).
-func (s *Service) probeProject(ctx context.Context, key *kms.Key, ek store.ExternalKey, smp store.ProjectSample) bool {
+// whether the project was probed (false: the check's time ran out first),
+// and a failure that is neither an outage nor the project's refusal (a
+// revocation of the whole key or an invalid wrap, though the org-level
+// check passed), for the operator's log.
+func (s *Service) probeProject(ctx context.Context, key *kms.Key, ek store.ExternalKey, smp store.ProjectSample) (probed bool, odd error) {
 	pid := smp.Key.ProjectID
 	err := s.decryptSample(ctx, key, "probe_decrypt", smp.Key)
 	if err != nil && ctx.Err() != nil {
-		return false
+		return false, nil
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -259,8 +282,11 @@ func (s *Service) probeProject(ctx context.Context, key *kms.Key, ek store.Exter
 		if smp.Denied != nil && smp.Denied.ExternalKeyID == ek.ID && s.kr.ProjectUnavailable(ek.ID, pid) == nil {
 			s.kr.MarkProjectUnavailable(ek.ID, pid, deniedError(*smp.Denied))
 		}
+		if d.Class == kms.Revoked || d.Class == kms.Invalid {
+			odd = err
+		}
 	}
-	return true
+	return true, odd
 }
 
 func (s *Service) decryptSample(ctx context.Context, key *kms.Key, op string, rec store.ProjectKey) error {
