@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/ekm-dev/ekm/apierr"
 	"github.com/ekm-dev/ekm/ids"
@@ -38,10 +39,24 @@ func projectObj(p store.Project) projectObject {
 	return o
 }
 
+// rotateMinInterval is the least time between two rotations of one project
+// through the API (review finding M4). Each rotation is a wrap by the
+// customer's KMS and a stored key version that is never deleted, so a
+// leaked admin key or a looping script must not be able to make them
+// without bound: at one per minute a project gains at most 1,440 versions a
+// day (and its KMS one wrap a minute), far below any cloud KMS's request
+// quota, while an admin rotating on purpose (after an incident, or again
+// after a re-key) never waits more than a minute. The schedule
+// (--project-key-rotation-period, the operator's choice) and the operator's
+// `ekm project rotate` are not bound by it.
+const rotateMinInterval = time.Minute
+
 // rotateProjectKey serves POST /projects/{id}/rotate_key (an ekm
 // extension): a new version of the project's key, under its current
 // external key, becomes the one new data is written under; old versions
-// keep decrypting. The body must be empty or an empty object.
+// keep decrypting. The body must be empty or an empty object. A second
+// rotation of one project within rotateMinInterval is refused with 429
+// rotation_rate_limited and Retry-After, before any KMS call.
 func (a *api) rotateProjectKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id", prefixProject, kindProject)
 	if err != nil {
@@ -68,7 +83,10 @@ func (a *api) rotateProjectKey(w http.ResponseWriter, r *http.Request) error {
 	if p.ArchivedAt != nil {
 		return archivedErr(id)
 	}
-	_, err = a.svc.RotateProjectKey(r.Context(), caller(r).ID, org, id, lifecycle.RotateOptions{Expect: &p})
+	_, err = a.svc.RotateProjectKey(r.Context(), caller(r).ID, org, id, lifecycle.RotateOptions{Expect: &p, MinInterval: rotateMinInterval})
+	if rl := (*lifecycle.RotationRateLimitedError)(nil); errors.As(err, &rl) {
+		return rotationRateLimited(w, rl)
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return apierr.Conflict("concurrent_update", "Project %s's key was changed by another request while rotating; retry.", id)
 	}
@@ -80,6 +98,21 @@ func (a *api) rotateProjectKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, projectObj(p))
+}
+
+// rotationRateLimited is OpenAI's rate limit answer (429, type "requests")
+// with ekm's code. The SDKs are told not to retry it by themselves: a
+// second rotation within the minute is most often a duplicate (a double
+// click, a retried request whose first attempt succeeded), and retrying it
+// after Retry-After would make a version nobody asked for.
+func rotationRateLimited(w http.ResponseWriter, e *lifecycle.RotationRateLimitedError) error {
+	secs := int((e.RetryAfter + time.Second - 1) / time.Second)
+	ae := apierr.New(http.StatusTooManyRequests, "requests", "rotation_rate_limited", "",
+		"Project %s's key was rotated at %s (version %d); a project's key can be rotated at most once every %d seconds. Try again in %d seconds.",
+		e.ProjectID, e.CreatedAt.UTC().Format(time.RFC3339), e.Version, int(e.Interval/time.Second), secs)
+	ae.RetryAfter = secs // ≥ 1: RetryAfter > 0
+	w.Header().Set("X-Should-Retry", "false")
+	return ae
 }
 
 func archivedErr(id string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/ekm-dev/ekm/audit"
 	"github.com/ekm-dev/ekm/cluster"
@@ -405,11 +406,62 @@ type RotateOptions struct {
 	// key and not archived (else store.ErrConflict), so two schedulers that
 	// find one project due rotate it once.
 	Expect *store.Project
+	// MinInterval, if > 0, bounds how often the project can be rotated: the
+	// rotation is refused with a *RotationRateLimitedError, before any KMS
+	// call, while the project's current key version is younger than this.
+	// The age is the stored created_at of that version (set by the replica
+	// that rotated, kept by re-keys), so the bound holds across replicas
+	// and restarts. Version 1 was made by the project's creation, not a
+	// rotation: it never holds back the first rotation. The Admin API sets
+	// it; the schedule and operator commands do not.
+	MinInterval time.Duration
+}
+
+// RotationRateLimitedError refuses a rotation asked for less than
+// RotateOptions.MinInterval after the previous one. Nothing was wrapped,
+// stored or audited.
+type RotationRateLimitedError struct {
+	ProjectID string
+	// Version is the project's current key version and CreatedAt when it
+	// was created.
+	Version   int
+	CreatedAt time.Time
+	// Interval is the bound; RetryAfter how long until a rotation is
+	// allowed (> 0, at most Interval).
+	Interval   time.Duration
+	RetryAfter time.Duration
+}
+
+func (e *RotationRateLimitedError) Error() string {
+	return fmt.Sprintf("project %s: key version %d was created at %s; rotating again is allowed in %s (at most one rotation per %s)",
+		e.ProjectID, e.Version, e.CreatedAt.UTC().Format(time.RFC3339), e.RetryAfter, e.Interval)
+}
+
+// rotationAllowed refuses a rotation of p before interval has passed since
+// its current key version was created (see RotateOptions.MinInterval).
+func (s *Service) rotationAllowed(ctx context.Context, p store.Project, interval time.Duration) error {
+	if interval <= 0 || p.CurrentKeyVersion <= 1 {
+		return nil
+	}
+	rec, err := s.st.GetProjectKey(ctx, p.OrgID, p.ID, p.CurrentKeyVersion)
+	if err != nil {
+		return err
+	}
+	wait := rec.CreatedAt.Add(interval).Sub(s.cfg.Now())
+	if wait <= 0 {
+		return nil
+	}
+	// A version stamped by a replica whose clock runs ahead of this one's
+	// holds rotations back no longer than the interval itself.
+	wait = min(wait, interval)
+	return &RotationRateLimitedError{ProjectID: p.ID, Version: rec.Version, CreatedAt: rec.CreatedAt, Interval: interval, RetryAfter: wait}
 }
 
 // RotateProjectKey creates a new project key version under the project's
 // current external key and makes it the version new data is written under.
-// Old versions stay for reads. It returns the new version.
+// Old versions stay for reads. It returns the new version. With
+// opt.MinInterval, a rotation too soon after the previous one is refused
+// (*RotationRateLimitedError) before anything else is done.
 func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID string, opt RotateOptions) (int, error) {
 	cur, err := s.st.GetProject(ctx, orgID, projectID)
 	if err != nil {
@@ -420,6 +472,9 @@ func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID 
 		// Changed since the caller found it (another replica rotated it):
 		// no KMS call for a version that would not be stored.
 		return 0, fmt.Errorf("project %s changed since it was found due: %w", projectID, store.ErrConflict)
+	}
+	if err := s.rotationAllowed(ctx, cur, opt.MinInterval); err != nil {
+		return 0, err
 	}
 	ek, err := s.externalKey(ctx, s.st, orgID, p.ExternalKeyID)
 	if err != nil {
