@@ -68,11 +68,14 @@ const (
 //
 // For a type whose customer can refuse single projects (kms.Spec
 // ProjectScoped: AWS, whose key policy can deny one project's encryption
-// context), the key's health is decided by an org-level check only: an
-// encrypt and a decrypt under the org's associated data alone, which no
-// per-project statement concerns. Then, if the key is valid and time is
-// left, one batch of its projects is probed (probeProjects): a project's
-// refusal closes that project only and never degrades the key.
+// context), the key's health is decided at the org level only: by the one
+// decrypt above (which also diagnoses what only stored data shows, such as
+// an alias re-pointed to another key), where a refusal of the sample's
+// project alone does not count — then an encrypt and a decrypt under the
+// org's associated data alone, which no per-project statement concerns,
+// decide. Then, if the key is valid and time is left, one batch of its
+// projects is probed (probeProjects): a project's refusal closes that
+// project only and never degrades the key.
 func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptions) ProbeResult {
 	ek := t.Key
 	epoch := s.kr.GateEpoch(ek.ID)
@@ -80,9 +83,7 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 	key, err := s.kr.KMS(&ek)
 	spec, _, _ := s.cfg.Registry.Spec(ek.Type)
 	scoped := err == nil && spec.ProjectScoped
-	if scoped {
-		err = s.orgCheck(ctx, key, ek)
-	} else if err == nil {
+	if err == nil {
 		err = s.decryptSample(ctx, key, "probe_decrypt", t.Sample)
 		if kms.ClassOf(err) == kms.Revoked {
 			// The sample was read at the start of the round: another
@@ -95,6 +96,11 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 				}
 				err = s.decryptSample(ctx, key, "probe_decrypt", cur)
 			}
+		}
+		if d, _ := kms.Diagnose(err); scoped && err != nil && d.Scope == kms.ScopeProject {
+			// The customer refuses the sample's project alone (the project
+			// probe records it): the key is judged at the org level.
+			err = s.orgCheck(ctx, key, ek)
 		}
 	}
 	var info kms.KeyInfo

@@ -26,6 +26,7 @@ import (
 type hangDriver struct {
 	*kmsfake.Driver
 	hang *atomic.Bool
+	fast *atomic.Value // a project id whose decrypts do not hang (the key's sample)
 }
 
 func (hangDriver) Type() string { return "hang" }
@@ -36,16 +37,17 @@ func (d hangDriver) Spec() kms.Spec {
 }
 func (d hangDriver) Open(org string, p kms.Params) (kms.Provider, error) {
 	inner, err := d.Driver.Open(org, p)
-	return hangProvider{inner, d.hang}, err
+	return hangProvider{inner, d.hang, d.fast}, err
 }
 
 type hangProvider struct {
 	kms.Provider
 	hang *atomic.Bool
+	fast *atomic.Value
 }
 
 func (p hangProvider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
-	if aad.ProjectID != "" && p.hang.Load() {
+	if fast, _ := p.fast.Load().(string); aad.ProjectID != "" && aad.ProjectID != fast && p.hang.Load() {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -53,8 +55,8 @@ func (p hangProvider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([
 }
 
 // M1: per-project decrypts that run out of time (100 projects, each
-// hanging) do not make the key degraded: its health is decided by the
-// org-level check before any project is probed; no project is denied
+// hanging but the key's own check) do not make the key degraded: its
+// health is decided before any project is probed; no project is denied
 // and the cursor stays where it was, so the next check probes them first.
 func TestSlowProjectsDoNotDegradeTheKey(t *testing.T) {
 	ctx := context.Background()
@@ -63,8 +65,8 @@ func TestSlowProjectsDoNotDegradeTheKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	hang := &atomic.Bool{}
-	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), hangDriver{kmsfake.New(), hang}),
+	hang, fast := &atomic.Bool{}, &atomic.Value{}
+	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), hangDriver{kmsfake.New(), hang, fast}),
 		Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
 	org := ids.New("org-")
 	if err := st.CreateOrg(ctx, store.Org{ID: org, Name: "o", CreatedAt: time.Now()}); err != nil {
@@ -87,6 +89,7 @@ func TestSlowProjectsDoNotDegradeTheKey(t *testing.T) {
 	if err != nil || len(targets) != 1 {
 		t.Fatalf("targets %d, %v", len(targets), err)
 	}
+	fast.Store(targets[0].Sample.ProjectID) // the key's own check answers
 	hang.Store(true)
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -326,5 +329,31 @@ func TestRefusalOfUnknownProjectLeavesNoGate(t *testing.T) {
 	}
 	if _, err := e.Store.GetProjectAccess(ctx, e.Org, ghost); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("refusal recorded for an unknown project: %v", err)
+	}
+}
+
+// M1: when the key's sample is the project the customer refuses alone, the
+// key is judged by the org-level check: it stays valid, and only that
+// project is denied.
+func TestRefusedSampleProjectLeavesKeyValid(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.Fake.SetProjectScoped(true)
+	pid, pk := e.Project(t, &e.ek)
+	pk.Zero()
+	e.Fake.DenyProject(pid)
+	tg := target(t, e.Store, e.ek.ID)
+	wraps := e.Fake.Wraps.Load()
+	if res := e.Service.Probe(ctx, tg, lifecycle.ProbeOptions{}); res.Status != store.StatusValid {
+		t.Fatalf("check %q, want valid", res.Status)
+	}
+	if e.Fake.Wraps.Load() == wraps {
+		t.Fatal("no org-level encrypt after the sample's project was refused")
+	}
+	if got, _ := e.Store.GetExternalKey(ctx, e.Org, e.ek.ID); got.Status != store.StatusValid {
+		t.Fatalf("key %q", got.Status)
+	}
+	if _, err := e.Store.GetProjectAccess(ctx, e.Org, pid); err != nil {
+		t.Fatalf("the refused project is not denied: %v", err)
 	}
 }
