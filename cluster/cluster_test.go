@@ -378,6 +378,7 @@ func TestLeaderRunsJobsOnce(t *testing.T) {
 		var active, maxActive atomic.Int32
 		var mu sync.Mutex
 		started := map[int]int{}
+		starts := make(chan struct{}, 100) // one per jobs start, after it is counted
 		type replica struct {
 			st     *killable
 			l      *cluster.Leader
@@ -399,6 +400,7 @@ func TestLeaderRunsJobsOnce(t *testing.T) {
 					mu.Lock()
 					started[i]++
 					mu.Unlock()
+					starts <- struct{}{}
 					<-ctx.Done()
 					active.Add(-1)
 				})
@@ -454,6 +456,15 @@ func TestLeaderRunsJobsOnce(t *testing.T) {
 		t.Logf("replica %d took over %v after a clean stop", third, time.Since(stopped).Round(time.Millisecond))
 		if m := maxActive.Load(); m != 1 {
 			t.Fatalf("jobs ran on %d replicas at once", m)
+		}
+		// Leading() turns true just before the jobs start: wait for the
+		// three starts to be counted.
+		for range 3 {
+			select {
+			case <-starts:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the leaders' jobs did not start")
+			}
 		}
 		mu.Lock()
 		defer mu.Unlock()
