@@ -24,6 +24,8 @@ func toolFlags(fs *pflag.FlagSet, c *app.Config) {
 	fs.DurationVar(&c.KMSTimeout, "kms-timeout", 0, "timeout of one KMS call (default 30s)")
 	azureFlags(fs, &c.Azure)
 	awsFlags(fs, &c.AWS)
+	gcpFlags(fs, &c.GCP)
+	ociFlags(fs, &c.OCI)
 }
 
 // openTool opens the server's store, keyring and blobs for an operator

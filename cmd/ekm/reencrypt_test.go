@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,36 @@ func TestServeHelpDocumentsRotationPeriod(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "--project-key-rotation-period") || !strings.Contains(out.String(), "EKM_PROJECT_KEY_ROTATION_PERIOD") {
 		t.Fatal("serve --help lacks --project-key-rotation-period")
+	}
+}
+
+// The operator commands that unwrap or validate project keys take every
+// KMS identity flag serve takes (and its environment variable): without
+// them a key of that type could not be reached.
+func TestToolsTakeEveryKMSFlagOfServe(t *testing.T) {
+	help := func(args ...string) string {
+		var out bytes.Buffer
+		root := rootCmd()
+		root.SetOut(&out)
+		root.SetArgs(append(args, "--help"))
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	var kmsFlags []string
+	for _, f := range regexp.MustCompile(`--((?:azure|aws|gcp|oci)[a-z-]*)`).FindAllStringSubmatch(help("serve"), -1) {
+		kmsFlags = append(kmsFlags, f[1])
+	}
+	if len(kmsFlags) < 30 {
+		t.Fatalf("found only %d KMS flags in serve --help", len(kmsFlags))
+	}
+	for _, cmd := range [][]string{{"reencrypt"}, {"project", "rotate-key"}, {"org", "set-key"}, {"org", "settings"}} {
+		h := help(cmd...)
+		for _, f := range kmsFlags {
+			if !strings.Contains(h, "--"+f+" ") || !strings.Contains(h, envName(f)) {
+				t.Errorf("ekm %s lacks --%s or %s", strings.Join(cmd, " "), f, envName(f))
+			}
+		}
 	}
 }
