@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -72,6 +73,9 @@ type KeysConfig struct {
 	Observer Observer
 	// MaxOpen bounds the cache of open providers (default 10000).
 	MaxOpen int
+	// Logger receives the report of a provider that panicked (default:
+	// slog.Default()).
+	Logger *slog.Logger
 }
 
 // Keys opens registered KEKs and runs every operation on them through one
@@ -94,6 +98,9 @@ func NewKeys(cfg KeysConfig) *Keys {
 	}
 	if cfg.MaxOpen <= 0 {
 		cfg.MaxOpen = 10000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	return &Keys{cfg: cfg, open: map[string]openKey{}}
 }
@@ -221,12 +228,34 @@ func (k *Key) Do(ctx context.Context, op string, fn func(ctx context.Context, p 
 	ci := &CallInfo{}
 	cctx, cancel := context.WithTimeout(WithCallInfo(ctx, ci), k.ks.cfg.Timeout)
 	start := time.Now()
-	err := wrapError(fn(cctx, k.p))
+	err := wrapError(k.run(cctx, op, fn))
 	d := time.Since(start)
 	cancel()
 	if o := k.ks.cfg.Observer; o != nil {
 		o.ObserveCall(ctx, Call{Key: k.ref, Op: op, Err: err, Duration: d, RequestID: ci.RequestID, RequestIDs: ci.RequestIDs})
 	}
+	return err
+}
+
+// run calls fn, turning a panic of the provider or its SDK into an
+// outage: every caller (a request, the probe's per-project checks, a
+// scheduled rotation, the org migration) gets an error it already handles,
+// and one bug in a provider cannot end the process of every replica that
+// uses the key. The panic value is not logged (it could hold anything).
+func (k *Key) run(ctx context.Context, op string, fn func(ctx context.Context, p Provider) error) (err error) {
+	completed := false
+	defer func() {
+		if completed {
+			return
+		}
+		v := recover()
+		k.ks.cfg.Logger.Error("kms: the provider panicked during a call; answered as an outage",
+			"type", k.ref.Type, "external_key_id", k.ref.ID, "op", op, "panic", DescribePanic(v), "stack", PanicStack())
+		err = &Error{Class: Outage, Code: CodeUnreachable,
+			Message: "ekm's connector to the customer's key management service failed unexpectedly; retry later", Err: ErrProviderPanicked}
+	}()
+	err = fn(ctx, k.p)
+	completed = true
 	return err
 }
 

@@ -3,6 +3,7 @@ package kms_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -158,3 +159,76 @@ func TestAAD(t *testing.T) {
 		t.Fatal("collision")
 	}
 }
+
+// panicDriver serves local keys whose Unwrap panics with a value that
+// must never reach a log.
+type panicDriver struct{ *local.Driver }
+
+func (d panicDriver) Type() string { return "panicky" }
+func (d panicDriver) Spec() kms.Spec {
+	s := d.Driver.Spec()
+	s.Type = "panicky"
+	return s
+}
+func (d panicDriver) Open(org string, p kms.Params) (kms.Provider, error) {
+	inner, err := d.Driver.Open(org, p)
+	return panicProvider{inner}, err
+}
+
+type panicProvider struct{ kms.Provider }
+
+func (panicProvider) Unwrap(context.Context, kms.Wrapped, kms.AAD) ([]byte, error) {
+	panic("SECRET-KEY-MATERIAL")
+}
+
+// A provider that panics is answered as an outage, observed like any
+// failure, and logged without the panic value; the caller's goroutine (a
+// request, a probe worker, a leader job) goes on.
+func TestProviderPanicIsAnOutage(t *testing.T) {
+	rec := &recorder{}
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	keys := kms.NewKeys(kms.KeysConfig{Registry: kms.NewRegistry(panicDriver{local.NewDriver(secret.New())}), Observer: rec, Logger: logger})
+	k, err := keys.Open(kms.Ref{ID: "extkey_p", OrgID: "org-a", Type: "panicky", Params: kms.Params{local.ParamKeyID: "k", local.ParamKeyVersion: "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := kms.AAD{OrgID: "org-a", ProjectID: "proj_a", Version: 1}
+	w, err := k.Wrap(context.Background(), make([]byte, 32), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From another goroutine, as the probe's per-project workers call it:
+	// an unrecovered panic there would end the test binary.
+	errc := make(chan error)
+	go func() {
+		_, err := k.Unwrap(context.Background(), w, aad)
+		errc <- err
+	}()
+	err = <-errc
+	var ke *kms.Error
+	if !errors.As(err, &ke) || ke.Class != kms.Outage || !errors.Is(err, kms.ErrProviderPanicked) {
+		t.Fatalf("Unwrap of a panicking provider: %v, want an outage wrapping ErrProviderPanicked", err)
+	}
+	if n := len(rec.calls); n != 2 || rec.calls[1].Outcome() != string(kms.Outage) {
+		t.Fatalf("observed %+v", rec.calls)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if strings.Contains(out, "SECRET-KEY-MATERIAL") || strings.Contains(err.Error(), "SECRET-KEY-MATERIAL") {
+		t.Fatalf("the panic value leaked: %s / %v", out, err)
+	}
+	if !strings.Contains(out, "panic value of type string") || !strings.Contains(out, "panicProvider.Unwrap") || !strings.Contains(out, "extkey_p") {
+		t.Fatalf("the log does not say what panicked where: %s", out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

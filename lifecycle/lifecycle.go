@@ -84,10 +84,10 @@ func New(cfg Config) *Service {
 		cfg.ValidateTimeout = 30 * time.Second
 	}
 	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, closedAt: map[string]time.Time{}}
-	s.keys = kms.NewKeys(kms.KeysConfig{Registry: cfg.Registry, Timeout: cfg.KMSTimeout,
+	s.keys = kms.NewKeys(kms.KeysConfig{Registry: cfg.Registry, Timeout: cfg.KMSTimeout, Logger: cfg.Logger,
 		Observer: &callRecorder{st: cfg.Store, metrics: cfg.Metrics, now: cfg.Now, log: cfg.Logger}})
 	s.kr = keyring.New(keyring.Config{Store: cfg.Store, Keys: s.keys, Default: cfg.Default, CacheTTL: cfg.CacheTTL, CacheSize: cfg.CacheSize,
-		Now: cfg.Now, Metrics: cfg.Metrics})
+		Now: cfg.Now, Metrics: cfg.Metrics, Logger: cfg.Logger})
 	s.kr.SetRevocationHandler(s.requestRevoked)
 	s.changes = cfg.Changes
 	if s.changes == nil {
