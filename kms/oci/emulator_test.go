@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -349,7 +350,15 @@ func TestDiagnosisPerStep(t *testing.T) {
 		// (ekm's group is admitted for every organization): refused.
 		c := onboard(t, testOrg, nil)
 		c.org = "org-attacker000000000000000"
-		wantDiag(t, validate(t, c.open(t, d)), CodeKeyOrgTagMismatch, kms.Invalid, StepKey)
+		e := wantDiag(t, validate(t, c.open(t, d)), CodeKeyOrgTagMismatch, kms.Invalid, StepKey)
+		// Nothing of the owner's key shows: not its organization, nor its
+		// state (the tag is judged before anything else).
+		c.keyAction(t, "schedule-deletion")
+		e2 := wantDiag(t, validate(t, c.open(t, d)), CodeKeyOrgTagMismatch, kms.Invalid, StepKey)
+		if strings.Contains(e.Message+e2.Message, testOrg) || e.Message != e2.Message {
+			t.Fatalf("the refusal tells the other organization about the key: %q / %q", e.Message, e2.Message)
+		}
+		c.keyAction(t, "cancel-deletion")
 	})
 	t.Run("step 1 key not AES-256", func(t *testing.T) {
 		c := onboard(t, testOrg, nil)

@@ -161,6 +161,14 @@ func (p *Provider) Preflight(ctx context.Context) error {
 		fail := func(class kms.Class, code, param, msg string) error {
 			return &judgement{&kms.Error{Class: class, Code: code, Step: StepKey, Param: param, Message: msg}}
 		}
+		// The tag first: a key that is not the caller's is refused with one
+		// message whatever its vault, shape, state or tag value, so no
+		// organization learns anything of another's key through ekm (whose
+		// group every customer admits).
+		if got := k.FreeformTags[TagOrg]; got != p.org {
+			return fail(kms.Invalid, CodeKeyOrgTagMismatch, ParamKeyOCID, fmt.Sprintf("%s must carry the freeform tag %s=%s, your organization id, "+
+				"which ties the key to your organization; it does not (onboarding step 1)", p.where(), TagOrg, p.org))
+		}
 		if *k.VaultId != p.p.vault.raw {
 			return fail(kms.Invalid, CodeKeyNotInVault, ParamVaultOCID, fmt.Sprintf("%s is in vault %s, not in %s: register the key's own vault", p.where(), quote(*k.VaultId), p.p.vault.raw))
 		}
@@ -174,17 +182,13 @@ func (p *Provider) Preflight(ctx context.Context) error {
 		if j := p.judgeState(k); j != nil {
 			return &judgement{j}
 		}
-		if got := k.FreeformTags[TagOrg]; got != p.org {
-			msg := fmt.Sprintf("%s must carry the freeform tag %s=%s, your organization id, which ties the key to your organization (onboarding step 1)", p.where(), TagOrg, p.org)
-			if got != "" {
-				msg = fmt.Sprintf("%s is tagged %s=%s, another organization: only that organization can register it (onboarding step 1)", p.where(), TagOrg, quote(got))
-			}
-			return fail(kms.Invalid, CodeKeyOrgTagMismatch, ParamKeyOCID, msg)
-		}
 		if p.p.version == nil {
 			return nil
 		}
-		vc, _ := p.vault(ctx, false)
+		vc, err := p.vault(ctx, false)
+		if err != nil {
+			return err
+		}
 		kv, err := vc.mgmt.GetKeyVersion(sdk(ctx), keymanagement.GetKeyVersionRequest{KeyId: &p.p.key.raw, KeyVersionId: &p.p.version.raw,
 			OpcRequestId: record(ctx), RequestMetadata: noRetry()})
 		if err != nil {
