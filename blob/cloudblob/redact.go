@@ -10,10 +10,10 @@ import "regexp"
 // name follows the start, a separator, or an escaped "?" or "&" (a URL
 // inside a query, or in JSON); the "=" may be escaped; the value ends
 // where a query value (also an escaped one) or a quoted URL in an error
-// message ends.
+// message ends; a JSON-escaped "/" (\/) is part of the value.
 var secretParam = regexp.MustCompile(`(?i)(^|[^a-z0-9_]|%3f|%26|\\u0026)` +
 	`(sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|access_token)` +
-	`(=|%3d)(?:[^&\s"'<>\\%]|%[013-9a-f][0-9a-f]|%2[0-57-9a-f])*`)
+	`(=|%3d)(?:[^&\s"'<>\\%]|\\/|%[013-9a-f][0-9a-f]|%2[0-57-9a-f])*`)
 
 // redacted replaces the value of every secret-bearing query parameter in
 // s (see secretParam).

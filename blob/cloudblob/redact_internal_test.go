@@ -16,6 +16,7 @@ func TestRedacted(t *testing.T) {
 		`u?access_token=ya29.x y X-Goog-Signature=1 'X-Goog-Credential=2'`:              `u?access_token=REDACTED y X-Goog-Signature=REDACTED 'X-Goog-Credential=REDACTED'`,
 		`next=https%3A%2F%2Fh%2Fp%3Fsig%3Dsecret%26a%3Db`:                               `next=https%3A%2F%2Fh%2Fp%3Fsig%3DREDACTED%26a%3Db`,
 		`json "https://h/p?a=1\u0026sig=secret"`:                                        `json "https://h/p?a=1\u0026sig=REDACTED"`,
+		`{"u":"https:\/\/h\/p?a=1\u0026sig=AbC+def\/ghi=\u0026b=2"}`:                    `{"u":"https:\/\/h\/p?a=1\u0026sig=REDACTED\u0026b=2"}`,
 		`signature=kept design=kept xsig=kept`:                                          `signature=kept design=kept xsig=kept`,
 	} {
 		if got := redacted(in); got != want {
