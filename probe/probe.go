@@ -332,10 +332,10 @@ type rewrap struct {
 
 // check runs one key's check within CheckTimeout. When the key was leased
 // (leaseEnd not zero: when its lease ends, on this clock, less a tenth of
-// LeaseTTL) the check never outlives its lease: a lease that ran out while
-// the check waited for a slot is taken again first (ok is false if another
-// replica has it), and while the check runs holdLease renews it, or
-// cancels the check if it cannot. A panic below it (a bug
+// LeaseTTL) the check never outlives its lease: a lease of which less than
+// two thirds is left (the check waited for a slot) is renewed first (ok is
+// false if it ran out and another replica has it), and while the check
+// runs holdLease renews it, or cancels the check if it cannot. A panic below it (a bug
 // in a KMS provider or its SDK) must not end the process, which would stop
 // every tenant's service on this replica: it is logged (what panicked and
 // where, never the panic's value, which could hold anything) and counted
@@ -360,12 +360,16 @@ func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leas
 	defer cancel()
 	if !leaseEnd.IsZero() {
 		name := LeasePrefix + t.Key.ID
-		if !time.Now().Before(leaseEnd) {
+		if time.Until(leaseEnd) < p.cfg.LeaseTTL*2/3 {
+			// The check waited for a slot: renew first, so that the lease
+			// is not lost before holdLease's first renewal.
 			sent := time.Now()
-			if !p.renew(ctx, name) {
-				return lifecycle.ProbeResult{}, false
+			switch {
+			case p.renew(ctx, name):
+				leaseEnd = p.leaseEnd(sent)
+			case !time.Now().Before(leaseEnd):
+				return lifecycle.ProbeResult{}, false // ran out, and another replica has it (or the database is unreachable)
 			}
-			leaseEnd = p.leaseEnd(sent)
 		}
 		held := make(chan struct{})
 		go func() { defer close(held); p.holdLease(cctx, cancel, name, leaseEnd) }()
