@@ -502,8 +502,7 @@ func (k *Keyring) checkGates(extKeyID, projectID string) error {
 // new gate — never all at once. A forgotten gate is not a decision that the
 // project may use its key again: the stored project-access row (written
 // when the refusal was first seen, removed only when access is seen back)
-// stays the source of truth, and the data plane's check of that row must
-// still refuse the project. In this keyring it only means the refusal is
+// stays the source of truth. In this keyring it only means the refusal is
 // no longer known from memory. Nothing of the project is cached (closing
 // the gate evicted its keys; while it is closed fills refuse before the
 // unwrap, and one already in flight is not cached, its generation having

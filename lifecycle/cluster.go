@@ -49,8 +49,13 @@ func (s *Service) follow(l *cluster.Log) {
 }
 
 // followProject brings this replica's gate of one project (on its external
-// key) in line with the stored record of a project-scoped refusal.
+// key) in line with the stored record of a project-scoped refusal. It
+// evicts the project's cached keys first, whatever the read finds: a change
+// is applied once, so should the read fail, the next use of the project
+// still asks the customer's KMS (which enforces a refusal) rather than a
+// cache filled before it.
 func (s *Service) followProject(ctx context.Context, orgID, projectID string) {
+	s.kr.EvictProject(projectID)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	a, err := s.st.GetProjectAccess(ctx, orgID, projectID)
@@ -59,7 +64,7 @@ func (s *Service) followProject(ctx context.Context, orgID, projectID string) {
 		return
 	}
 	if !isNotFound(err) {
-		s.log.Warn("reading a project's key access failed; the next probe round retries", "project_id", projectID, "err", err)
+		s.log.Warn("reading a project's key access failed; its cached keys are evicted, the next use asks the KMS and the next probe round retries", "project_id", projectID, "err", err)
 		return
 	}
 	p, err := s.st.GetProject(ctx, orgID, projectID)

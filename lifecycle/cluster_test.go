@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,5 +184,57 @@ func TestChangesReachOtherReplica(t *testing.T) {
 	syncB(t, r)
 	if r.b.Keyring().Unavailable(unused.ID) != nil {
 		t.Fatal("replica b still holds the removed key's gate")
+	}
+}
+
+// flakyAccess is a replica's store whose next read of a project's access
+// record fails (the database briefly unreachable).
+type flakyAccess struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (f *flakyAccess) GetProjectAccess(ctx context.Context, orgID, projectID string) (store.ProjectAccess, error) {
+	if f.fail.CompareAndSwap(true, false) {
+		return store.ProjectAccess{}, errors.New("connection refused")
+	}
+	return f.Store.GetProjectAccess(ctx, orgID, projectID)
+}
+
+// A replica that applies a project's refusal while its read of the
+// refusal fails still stops serving the project from its cache: the
+// change evicts first, so the next use asks the customer's KMS, which
+// refuses (the change is applied once and not read again).
+func TestProjectRefusalEvictsEvenWhenItsReadFails(t *testing.T) {
+	r := newTwoReplicas(t)
+	ctx := context.Background()
+	r.drv.SetProjectScoped(true)
+	ek := r.key(t, kmsfake.Type)
+	p, err := r.a.CreateProject(ctx, "", r.org, "p", ek.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyAccess{Store: r.st}
+	b := lifecycle.New(lifecycle.Config{Store: flaky, Registry: kms.NewRegistry(r.drv)})
+	if err := b.Changes().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cache(t, b, r.org, p.ID)
+
+	r.drv.DenyProject(p.ID)
+	r.a.Keyring().EvictProject(p.ID)
+	if _, err := r.a.Keyring().Key(ctx, r.org, p.ID, 1); err == nil {
+		t.Fatal("a served a refused project")
+	}
+	flaky.fail.Store(true)
+	if err := b.Changes().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if flaky.fail.Load() {
+		t.Fatal("b did not read the refusal")
+	}
+	var u *keyring.UnavailableError
+	if _, err := b.Keyring().Key(ctx, r.org, p.ID, 1); !errors.As(err, &u) || u.ProjectID != p.ID {
+		t.Fatalf("b, whose read of the refusal failed, served the project: %v", err)
 	}
 }
