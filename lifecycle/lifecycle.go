@@ -70,6 +70,11 @@ type Service struct {
 	// and does not reopen the gate (followStored). Entries go when the gate
 	// opens or the key is forgotten: at most one per closed gate.
 	closedAt map[string]time.Time
+
+	// rotating: projects (org/project) with an Admin API rotation in
+	// progress on this replica. A second one waits for no KMS call: it is
+	// refused as a concurrent update (RotateProjectKey).
+	rotating sync.Map
 }
 
 // New assembles the service with its KMS call layer and keyring.

@@ -3,10 +3,13 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ekm-dev/ekm/lifecycle"
+	"github.com/ekm-dev/ekm/store"
 )
 
 // RotateOptions.MinInterval (the Admin API's bound, finding M4): a second
@@ -64,5 +67,36 @@ func TestRotateMinInterval(t *testing.T) {
 	e.Clock.Advance(-time.Hour)
 	if _, err := e.Service.RotateProjectKey(ctx, "", e.Org, pid, limited); !errors.As(err, &rl) || rl.RetryAfter != time.Minute {
 		t.Fatalf("rotation behind the version's clock: %v", err)
+	}
+}
+
+// Concurrent Admin API rotations of one project make one KMS wrap: the
+// others are refused on this replica before any call (a concurrent
+// update, or, once the first is stored, the interval).
+func TestConcurrentRotationsMakeOneWrap(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pid, _ := e.Project(t, &e.ek)
+	limited := lifecycle.RotateOptions{MinInterval: time.Minute}
+	wraps := e.Fake.Wraps.Load()
+	const n = 32
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for range n {
+		wg.Go(func() {
+			_, err := e.Service.RotateProjectKey(ctx, "", e.Org, pid, limited)
+			var rl *lifecycle.RotationRateLimitedError
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrConflict), errors.As(err, &rl):
+			default:
+				t.Errorf("rotation: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := e.Fake.Wraps.Load() - wraps; ok.Load() != 1 || got != 1 {
+		t.Fatalf("%d rotations stored, %d KMS wraps, want 1 and 1", ok.Load(), got)
 	}
 }
