@@ -105,9 +105,11 @@ func newPanicEnv(t *testing.T) *panicEnv {
 	t.Cleanup(func() { st.Close() })
 	drv := kmsfake.New()
 	pd := &panicDriver{inner: local.NewDriver(secret.New())}
-	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), drv, pd),
-		Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}})
 	log := &syncBuffer{}
+	// The KMS call layer recovers a provider's panic (an outage) and logs
+	// it through the service's logger; the probe recovers what panics above it.
+	svc := lifecycle.New(lifecycle.Config{Store: st, Registry: kms.NewRegistry(local.NewDriver(secret.New()), drv, pd),
+		Default: kms.Ref{Type: local.Type, Params: kms.Params{local.ParamKeyID: "default"}}, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	m := metrics.New()
 	e := &env{st: st, svc: svc, kr: svc.Keyring(), drv: drv, org: ids.New("org-")}
 	e.p = probe.New(probe.Config{Store: st, Service: svc, Interval: time.Hour, EncryptEvery: 1,
@@ -140,8 +142,9 @@ func TestPanickingProviderIsAnOutage(t *testing.T) {
 	e.drv.Fail(kmsfake.ErrRevoked) // the other key's check still runs and finds this
 	e.p.Round(ctx)
 
-	if got := e.status(t, bad.ID); got.Status != store.StatusValid {
-		t.Fatalf("a panicking check changed the key's stored health: %+v", got)
+	// An outage: degraded at most, never unavailable.
+	if got := e.status(t, bad.ID); got.Status != store.StatusValid && got.Status != store.StatusDegraded {
+		t.Fatalf("a panicking check recorded more than an outage: %+v", got)
 	}
 	if u := e.kr.Unavailable(bad.ID); u != nil {
 		t.Fatalf("a panicking check closed the gate: %v", u)
@@ -195,7 +198,7 @@ func TestPanickingRewrapIsRetried(t *testing.T) {
 		t.Fatalf("rewrapped although the provider panicked: %v", counts)
 	}
 	out := e.log.String()
-	if !strings.Contains(out, "rewrapping after a KEK rotation panicked") || !strings.Contains(out, "assignment to entry in nil map") {
+	if !strings.Contains(out, "panicked") || !strings.Contains(out, "assignment to entry in nil map") {
 		t.Fatalf("the panic is not logged:\n%s", out)
 	}
 	if strings.Contains(out, secretMark) {
