@@ -480,7 +480,7 @@ func (s *Service) degraded(ctx context.Context, ek store.ExternalKey, err error)
 	}
 	d, ok := kms.Diagnose(err)
 	if !ok {
-		d = kms.Diagnosis{Class: kms.Outage, Code: "kms_unreachable", Message: "the customer's key management service could not be reached"}
+		d = kms.Diagnosis{Class: kms.Outage, Code: kms.CodeUnreachable, Message: "the customer's key management service could not be reached"}
 	}
 	// The status the round started with may be stale (another replica):
 	// the stored one decides, in the transaction that writes.
