@@ -364,6 +364,9 @@ func (b *Bucket) partSince(ctx context.Context, bucket, key, id *string, t time.
 var _ blob.TempSweeper = (*Bucket)(nil)
 
 func (b *Bucket) openAzure(ctx context.Context, u *url.URL, hc *http.Client) error {
+	// The Azure SDK frees an upload's buffers when the call returns, even
+	// if the transport may still read them (guardBodies).
+	hc = &http.Client{Transport: guardBodies(hc.Transport)}
 	opener := &azureblob.URLOpener{
 		MakeClient: func(svcURL azureblob.ServiceURL, name azureblob.ContainerName) (*container.Client, error) {
 			return azureContainer(svcURL, name, hc, b.opts)
