@@ -549,3 +549,65 @@ func TestForgottenProjectGateClosesAgain(t *testing.T) {
 		t.Fatal("the KMS was not asked, or its refusal did not close the gate again")
 	}
 }
+
+// panickyStore is a store whose external key read, while broken, waits to
+// be released and then panics (a bug outside any KMS provider, which the
+// call layer's recover does not cover).
+type panickyStore struct {
+	store.Store
+	broken           atomic.Bool
+	entered, release chan struct{}
+}
+
+func (s *panickyStore) GetExternalKey(ctx context.Context, orgID, id string) (store.ExternalKey, error) {
+	if s.broken.Load() {
+		s.entered <- struct{}{}
+		<-s.release
+		var m map[string]int
+		m["store bug"]++
+	}
+	return s.Store.GetExternalKey(ctx, orgID, id)
+}
+
+// A panic in the keyring's own read of a project key (not the provider's)
+// also completes the coalesced read for every caller with the keyring's
+// retryable ErrPanicked, and the next read works.
+func TestPanickingReadReleasesWaiters(t *testing.T) {
+	e := newEnv(t, 100)
+	pid, want := e.newProject(t, &e.ek)
+	st := &panickyStore{Store: e.st, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	st.broken.Store(true)
+	var logs safeBuffer
+	kr := keyring.New(keyring.Config{Store: st, Keys: kms.NewKeys(kms.KeysConfig{Registry: kms.NewRegistry(e.drv)}),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	const waiters = 10
+	joined := make(chan struct{}, waiters)
+	keyring.SetJoinedHook(kr, func() { joined <- struct{}{} })
+	ctx := context.Background()
+	errs := make(chan error, waiters+1)
+	call := func() { _, err := kr.Key(ctx, e.org, pid, 1); errs <- err }
+	go call()
+	<-st.entered
+	for range waiters {
+		go call()
+	}
+	for range waiters {
+		<-joined
+	}
+	close(st.release)
+	for range waiters + 1 {
+		err := <-errs
+		var u *keyring.UnavailableError
+		if !errors.As(err, &u) || u.Class != kms.Outage || !u.Retryable() || !errors.Is(err, keyring.ErrPanicked) {
+			t.Fatalf("a caller of a panicking read got %v, want a retryable outage wrapping ErrPanicked", err)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "assignment to entry in nil map") || strings.Contains(l, "store bug") {
+		t.Fatalf("panic not logged with its kind only: %s", l)
+	}
+	st.broken.Store(false)
+	got, err := kr.Key(ctx, e.org, pid, 1)
+	if err != nil || !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("after the store is fixed: %v", err)
+	}
+}
