@@ -118,7 +118,7 @@ func (ks *Keys) Open(ref Ref) (*Key, error) {
 	if hit && ok.fingerprint == fp {
 		return ok.key, nil
 	}
-	p, err := ks.cfg.Registry.Open(ref.Type, ref.OrgID, ref.Params)
+	p, err := ks.openProvider(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +133,26 @@ func (ks *Keys) Open(ref Ref) (*Key, error) {
 	ks.open[ref.ID] = openKey{fingerprint: fp, key: k}
 	ks.mu.Unlock()
 	return k, nil
+}
+
+// openProvider opens ref's provider; a driver that panics while opening
+// (parsing params, building its SDK clients) fails like a call that panics
+// (Key.run): an outage, logged without the panic's value.
+func (ks *Keys) openProvider(ref Ref) (p Provider, err error) {
+	completed := false
+	defer func() {
+		if completed {
+			return
+		}
+		v := recover()
+		ks.cfg.Logger.Error("kms: the driver panicked opening a key; answered as an outage",
+			"type", ref.Type, "external_key_id", ref.ID, "panic", DescribePanic(v), "stack", PanicStack())
+		p, err = nil, &Error{Class: Outage, Code: CodeUnreachable,
+			Message: "ekm's connector to the customer's key management service failed unexpectedly; retry later", Err: ErrProviderPanicked}
+	}()
+	p, err = ks.cfg.Registry.Open(ref.Type, ref.OrgID, ref.Params)
+	completed = true
+	return p, err
 }
 
 // Forget drops the open provider of a deleted external key.

@@ -232,3 +232,23 @@ func TestProviderPanicIsAnOutage(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// openPanicDriver panics while opening a key (parsing its params).
+type openPanicDriver struct{ panicDriver }
+
+func (openPanicDriver) Open(string, kms.Params) (kms.Provider, error) {
+	var m map[string]int
+	m["driver bug"]++
+	return nil, nil
+}
+
+// A driver that panics opening a key fails the open as an outage.
+func TestDriverPanicOnOpenIsAnOutage(t *testing.T) {
+	keys := kms.NewKeys(kms.KeysConfig{Registry: kms.NewRegistry(openPanicDriver{panicDriver{local.NewDriver(secret.New())}}),
+		Logger: slog.New(slog.DiscardHandler)})
+	_, err := keys.Open(kms.Ref{ID: "extkey_o", OrgID: "org-a", Type: "panicky", Params: kms.Params{local.ParamKeyID: "k"}})
+	var ke *kms.Error
+	if !errors.As(err, &ke) || ke.Class != kms.Outage || !errors.Is(err, kms.ErrProviderPanicked) {
+		t.Fatalf("open by a panicking driver: %v", err)
+	}
+}

@@ -27,7 +27,14 @@ import (
 //     gates are brought back in line by the next probe round (Follow).
 func (s *Service) follow(l *cluster.Log) {
 	health := func(ctx context.Context, c cluster.Change) { s.followStored(ctx, c.OrgID, c.ObjectID) }
-	l.Subscribe(cluster.ExternalKeyUnavailable, health)
+	// A revocation evicts the key's cached project keys before reading the
+	// stored health: a change is applied once, so should that read fail,
+	// the next use still asks the customer's KMS (which refuses) rather
+	// than a cache filled before the revocation.
+	l.Subscribe(cluster.ExternalKeyUnavailable, func(ctx context.Context, c cluster.Change) {
+		s.kr.EvictExternalKey(c.ObjectID)
+		health(ctx, c)
+	})
 	l.Subscribe(cluster.ExternalKeyAvailable, health)
 	l.Subscribe(cluster.ExternalKeyDeleted, func(_ context.Context, c cluster.Change) { s.forget(c.ObjectID) })
 	evict := func(_ context.Context, c cluster.Change) { s.kr.EvictProject(c.ObjectID) }

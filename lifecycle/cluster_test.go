@@ -238,3 +238,50 @@ func TestProjectRefusalEvictsEvenWhenItsReadFails(t *testing.T) {
 		t.Fatalf("b, whose read of the refusal failed, served the project: %v", err)
 	}
 }
+
+// flakyKeyRead is a replica's store whose next read of an external key
+// fails.
+type flakyKeyRead struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (f *flakyKeyRead) GetExternalKey(ctx context.Context, orgID, id string) (store.ExternalKey, error) {
+	if f.fail.CompareAndSwap(true, false) {
+		return store.ExternalKey{}, errors.New("connection refused")
+	}
+	return f.Store.GetExternalKey(ctx, orgID, id)
+}
+
+// A replica that applies a key's revocation while its read of the key's
+// health fails still stops serving the key's projects from its cache.
+func TestKeyRevocationEvictsEvenWhenItsReadFails(t *testing.T) {
+	r := newTwoReplicas(t)
+	ctx := context.Background()
+	ek := r.key(t, kmsfake.Type)
+	p, err := r.a.CreateProject(ctx, "", r.org, "p", ek.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyKeyRead{Store: r.st}
+	b := lifecycle.New(lifecycle.Config{Store: flaky, Registry: kms.NewRegistry(r.drv)})
+	if err := b.Changes().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cache(t, b, r.org, p.ID)
+
+	r.drv.Fail(kmsfake.ErrRevoked)
+	if v, err := r.a.ValidateKey(ctx, "", r.org, ek.ID); err != nil || v.Valid {
+		t.Fatalf("validation of a revoked key: %+v, %v", v, err)
+	}
+	flaky.fail.Store(true)
+	if err := b.Changes().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if flaky.fail.Load() {
+		t.Fatal("b did not read the key's health")
+	}
+	if _, err := b.Keyring().Key(ctx, r.org, p.ID, 1); err == nil {
+		t.Fatal("b, whose read of the revocation failed, served the project from its cache")
+	}
+}

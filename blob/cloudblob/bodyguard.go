@@ -36,6 +36,10 @@ import (
 // rewinds the reader it keeps itself (the transport is handed a wrapper of
 // it whose Close does nothing, and a GetBody that rewinds the same reader,
 // wrapped here too), and each try is a new RoundTrip with a new guard.
+//
+// A read holds the body's mutex while it reads, so the bodies must be in
+// memory (the SDK's are bytes.Readers over its buffers): a body whose Read
+// blocks would make the cut wait for it.
 func guardBodies(next http.RoundTripper) http.RoundTripper {
 	if next == nil {
 		next = http.DefaultTransport
@@ -165,8 +169,9 @@ func (b *guardedBody) Close() error {
 
 // keepEarlyAnswer reads an answer's body (up to earlyAnswerMax) before its
 // request body is cut, which may end the connection: the SDK then reads the
-// store's error from memory. What does not fit is read from the
-// connection as before.
+// store's error from memory. What does not fit is lost: cutting the
+// request body makes HTTP/1 close the connection, so an early answer over
+// earlyAnswerMax arrives truncated (an error document never is that long).
 func keepEarlyAnswer(body io.ReadCloser) io.ReadCloser {
 	buf, err := io.ReadAll(io.LimitReader(body, earlyAnswerMax))
 	if err == nil && len(buf) < earlyAnswerMax {

@@ -415,17 +415,27 @@ func (p *Provider) vault(ctx context.Context, fresh bool) (*vaultConn, error) {
 	r := &vaultRead{done: make(chan struct{})}
 	d.reading[id] = r
 	d.mu.Unlock()
-	r.vc, r.err = p.readVault(ctx)
-	d.mu.Lock()
-	delete(d.reading, id)
-	if r.err == nil {
-		if len(d.vaults) >= maxCached {
-			clear(d.vaults)
+	// The shared read ends for every waiter even if readVault panics (the
+	// call layer recovers it): a read left in d.reading would make every
+	// later call on this vault wait out its timeout until a restart.
+	completed := false
+	defer func() {
+		if !completed {
+			r.vc, r.err = nil, errors.New("oci: reading the vault failed unexpectedly")
 		}
-		d.vaults[id] = r.vc
-	}
-	d.mu.Unlock()
-	close(r.done)
+		d.mu.Lock()
+		delete(d.reading, id)
+		if r.err == nil {
+			if len(d.vaults) >= maxCached {
+				clear(d.vaults)
+			}
+			d.vaults[id] = r.vc
+		}
+		d.mu.Unlock()
+		close(r.done)
+	}()
+	r.vc, r.err = p.readVault(ctx)
+	completed = true
 	return r.vc, r.err
 }
 
