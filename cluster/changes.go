@@ -30,7 +30,9 @@
 // Handlers subscribe by kind (Subscribe) and must be safe for concurrent
 // use; each change is applied once per replica (on the changing replica by
 // InTx, or by its follower if that read the change first, InTx then waiting
-// for it). They should still be idempotent: a reset re-reads state anyway.
+// for it). They must still be idempotent: a change committed while the
+// replica's first Sync runs may be applied twice, and a reset re-reads
+// state anyway.
 package cluster
 
 import (
