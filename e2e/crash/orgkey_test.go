@@ -64,12 +64,18 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 		t.Helper()
 		moved := 0
 		for _, p := range projects {
-			pr, err := st.GetProject(ctx, org, p.id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs, err := st.ListProjectKeys(ctx, org, p.id)
-			if err != nil {
+			// One transaction: the move runs meanwhile, and a re-key
+			// committing between two separate reads would look half-done.
+			var pr store.Project
+			var recs []store.ProjectKey
+			if err := st.InTx(ctx, func(q store.Queries) error {
+				var err error
+				if pr, err = q.GetProject(ctx, org, p.id); err != nil {
+					return err
+				}
+				recs, err = q.ListProjectKeys(ctx, org, p.id)
+				return err
+			}); err != nil {
 				t.Fatal(err)
 			}
 			for _, r := range recs {
