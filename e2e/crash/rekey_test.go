@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
+	"github.com/ekm-dev/ekm/store"
 )
 
 // TestRekeyKilled kills `ekm serve` at random moments during and after a
@@ -53,12 +54,18 @@ func TestRekeyKilled(t *testing.T) {
 	// onOneKey checks the invariant and returns the key the project is on.
 	onOneKey := func() string {
 		t.Helper()
-		p, err := st.GetProject(ctx, org, proj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs, err := st.ListProjectKeys(ctx, org, proj)
-		if err != nil {
+		// One transaction, so a re-key committing meanwhile cannot fall
+		// between the two reads.
+		var p store.Project
+		var recs []store.ProjectKey
+		if err := st.InTx(ctx, func(q store.Queries) error {
+			var err error
+			if p, err = q.GetProject(ctx, org, proj); err != nil {
+				return err
+			}
+			recs, err = q.ListProjectKeys(ctx, org, proj)
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if len(recs) != versions || p.CurrentKeyVersion != versions {
