@@ -122,7 +122,7 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 		}
 		return res
 	case kms.Revoked:
-		s.revoked(rctx, ek, keyring.NewUnavailable(ek.ID, err))
+		s.revoked(rctx, ek, keyring.NewUnavailable(ek.ID, err), began)
 		return ProbeResult{Status: store.StatusUnavailable}
 	default: // Outage, Operator, Invalid: not the customer withdrawing access
 		return ProbeResult{Status: s.degraded(rctx, ek, err)}
@@ -397,15 +397,29 @@ func (s *Service) requestRevoked(ctx context.Context, ek store.ExternalKey, proj
 }
 
 // revoked closes ek's gate (evicting its cached keys) and records the
-// revocation, once per transition.
-func (s *Service) revoked(ctx context.Context, ek store.ExternalKey, u *keyring.UnavailableError) {
+// revocation, once per transition. The refusal is dated when the check
+// began (the KMS may have judged it any time after): a success recorded
+// after that — another replica's check that saw access restored while
+// this one's answer was on its way — is newer news, and stays; this
+// replica's gate then follows it.
+func (s *Service) revoked(ctx context.Context, ek store.ExternalKey, u *keyring.UnavailableError, began time.Time) {
 	first := s.kr.MarkUnavailable(ek.ID, u)
-	at := s.cfg.Now()
-	s.markClosed(ek.ID, at)
+	s.markClosed(ek.ID, began)
 	if first || ek.Status != store.StatusUnavailable {
-		s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
-		s.setHealth(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message, At: at}, audit.TypeExternalKeyUnavailable)
-		s.cfg.Metrics.KeyEvent("unavailable")
+		stale := false
+		changed := s.setHealthIf(ctx, ek, store.KeyHealth{Status: store.StatusUnavailable, Code: u.Code, Message: u.Message, At: began}, audit.TypeExternalKeyUnavailable,
+			func(cur store.ExternalKey) bool {
+				stale = cur.Status == store.StatusValid && cur.StatusAt.After(began.Truncate(time.Millisecond))
+				return !stale
+			})
+		if stale {
+			s.followStored(ctx, ek.OrgID, ek.ID)
+			return
+		}
+		if changed || first {
+			s.log.Warn("external key unavailable: customer withdrew access", "org_id", ek.OrgID, "external_key_id", ek.ID, "code", u.Code)
+			s.cfg.Metrics.KeyEvent("unavailable")
+		}
 	}
 }
 

@@ -357,3 +357,76 @@ func TestRefusedSampleProjectLeavesKeyValid(t *testing.T) {
 		t.Fatalf("the refused project is not denied: %v", err)
 	}
 }
+
+// lateDriver is the fake KMS whose Unwrap, while armed, answers as the KMS
+// judged at the call and hands the answer over only when released: an
+// answer on its way while the customer changes something.
+type lateDriver struct {
+	*kmsfake.Driver
+	armed            *atomic.Bool
+	entered, release chan struct{}
+}
+
+func (d lateDriver) Open(org string, p kms.Params) (kms.Provider, error) {
+	inner, err := d.Driver.Open(org, p)
+	return lateProvider{inner, d}, err
+}
+
+type lateProvider struct {
+	kms.Provider
+	d lateDriver
+}
+
+func (p lateProvider) Unwrap(ctx context.Context, w kms.Wrapped, aad kms.AAD) ([]byte, error) {
+	pt, err := p.Provider.Unwrap(ctx, w, aad)
+	if p.d.armed.CompareAndSwap(true, false) {
+		p.d.entered <- struct{}{}
+		<-p.d.release
+	}
+	return pt, err
+}
+
+// A check whose refusal was judged before the customer restored access,
+// and arrives after another replica recorded the restoration, does not
+// overwrite it: the stored status stays valid (one restored event), and
+// the late replica's gate opens.
+func TestLateRevocationYieldsToNewerRestore(t *testing.T) {
+	r := newTwoReplicas(t)
+	ctx := context.Background()
+	ek := r.key(t, kmsfake.Type)
+	if _, err := r.a.CreateProject(ctx, "", r.org, "p", ek.ID); err != nil {
+		t.Fatal(err)
+	}
+	tg := target(t, r.st, ek.ID)
+	r.drv.Fail(kmsfake.ErrRevoked)
+	if res := r.a.Probe(ctx, tg, lifecycle.ProbeOptions{}); res.Status != store.StatusUnavailable {
+		t.Fatalf("revoked: %q", res.Status)
+	}
+	late := lateDriver{Driver: r.drv, armed: &atomic.Bool{}, entered: make(chan struct{}), release: make(chan struct{})}
+	late.armed.Store(true)
+	b := lifecycle.New(lifecycle.Config{Store: r.st, Registry: kms.NewRegistry(late)})
+	if err := b.Changes().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tg = target(t, r.st, ek.ID)
+	done := make(chan lifecycle.ProbeResult)
+	go func() { done <- b.Probe(ctx, tg, lifecycle.ProbeOptions{}) }()
+	<-late.entered                   // b's refusal is judged, not yet seen
+	time.Sleep(2 * time.Millisecond) // stored times are milliseconds: a's check begins strictly later
+	r.drv.Fail(nil)
+	if res := r.a.Probe(ctx, tg, lifecycle.ProbeOptions{}); res.Status != store.StatusValid {
+		t.Fatalf("restored: %q", res.Status)
+	}
+	close(late.release)
+	<-done
+	if got, _ := r.st.GetExternalKey(ctx, r.org, ek.ID); got.Status != store.StatusValid {
+		t.Fatalf("stored %q after a late refusal, want the newer restoration", got.Status)
+	}
+	evs, err := r.st.ListAudit(ctx, r.org, store.AuditFilter{Types: []string{"external_key.restored"}})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("%d restored events (%v), want 1", len(evs), err)
+	}
+	if u := b.Keyring().Unavailable(ek.ID); u != nil {
+		t.Fatalf("the late replica's gate stays closed: %v", u)
+	}
+}
