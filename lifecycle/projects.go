@@ -463,6 +463,19 @@ func (s *Service) rotationAllowed(ctx context.Context, p store.Project, interval
 // opt.MinInterval, a rotation too soon after the previous one is refused
 // (*RotationRateLimitedError) before anything else is done.
 func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID string, opt RotateOptions) (int, error) {
+	if opt.MinInterval > 0 {
+		// Concurrent rotations of one project (a retried or repeated call)
+		// would each pass the interval check and each call the customer's
+		// KMS, only one version being stored: on this replica the later
+		// ones are refused before any call (across replicas, at most one
+		// each gets that far). Claimed before the project is read, so a
+		// rotation that follows a finished one reads its new version.
+		claim := orgID + "/" + projectID
+		if _, busy := s.rotating.LoadOrStore(claim, struct{}{}); busy {
+			return 0, fmt.Errorf("project %s: another rotation of its key is in progress: %w", projectID, store.ErrConflict)
+		}
+		defer s.rotating.Delete(claim)
+	}
 	cur, err := s.st.GetProject(ctx, orgID, projectID)
 	if err != nil {
 		return 0, err
@@ -472,18 +485,6 @@ func (s *Service) RotateProjectKey(ctx context.Context, actor, orgID, projectID 
 		// Changed since the caller found it (another replica rotated it):
 		// no KMS call for a version that would not be stored.
 		return 0, fmt.Errorf("project %s changed since it was found due: %w", projectID, store.ErrConflict)
-	}
-	if opt.MinInterval > 0 {
-		// Concurrent rotations of one project (a retried or repeated call)
-		// would each pass the check below and each call the customer's
-		// KMS, only one version being stored: on this replica the later
-		// ones are refused before any call (across replicas, at most one
-		// each gets that far).
-		claim := orgID + "/" + projectID
-		if _, busy := s.rotating.LoadOrStore(claim, struct{}{}); busy {
-			return 0, fmt.Errorf("project %s: another rotation of its key is in progress: %w", projectID, store.ErrConflict)
-		}
-		defer s.rotating.Delete(claim)
 	}
 	if err := s.rotationAllowed(ctx, cur, opt.MinInterval); err != nil {
 		return 0, err
