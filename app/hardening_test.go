@@ -287,6 +287,19 @@ func TestStartStopLogsAndLastUse(t *testing.T) {
 	if err != nil || !k.LastUsedAt.IsZero() {
 		t.Fatalf("last use written on the request path: %+v %v", k, err)
 	}
+	// The leader's first blob sweep runs beside the requests: wait for its
+	// line (a stop before it would cancel it, which logs nothing).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		w.mu.Lock()
+		swept := strings.Contains(logs.String(), `"orphan_blobs"`)
+		w.mu.Unlock()
+		if swept {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no blob sweep within 10 s of the start")
+		}
+	}
 	// The store stays open past stop for the check: reopen it.
 	dir := a.Config.DataDir
 	stop()
