@@ -183,14 +183,17 @@ func TestQuotaAndPolicyDelay(t *testing.T) {
 	if st := control(t, emu, "PUT", "/settings", map[string]any{"disabled_key_error": "Nope"}, nil); st != 400 {
 		t.Fatal(st)
 	}
-	// Frozen clock: one quota window.
-	base := emu.Now()
-	emu.SetClock(base)
+	// The emulator clock keeps running (SetClock sets an offset): start at
+	// the beginning of a second, and call until throttled — only calls
+	// slower than a third of a second each (a loaded machine) could stay
+	// within 3 per second for 20 calls.
+	emu.SetClock(emu.Now().Truncate(time.Second).Add(time.Second))
 	throttled := false
-	for range 5 {
+	for range 20 {
 		_, err := cu.m.GetKey(ctx, keymanagement.GetKeyRequest{KeyId: cu.key.Id})
 		if st, code := serviceError(err); st == 429 && code == "TooManyRequests" {
 			throttled = true
+			break
 		}
 	}
 	_, err := encrypt(cu, *cu.key.Id, []byte("x"), nil)
