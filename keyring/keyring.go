@@ -21,9 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -299,7 +296,7 @@ func (k *Keyring) lead(ctx context.Context, ck cacheKey, c *flight) {
 			c.err = &UnavailableError{Class: kms.Outage, Code: kms.CodeUnreachable,
 				Message: "Reading this project's key failed unexpectedly; retry later.", Err: ErrPanicked}
 			k.cfg.Logger.Error("keyring: reading a project key panicked; every caller waiting for it gets a retryable error, no gate or health changes",
-				"org_id", ck.orgID, "project_id", ck.projectID, "version", ck.version, "panic", describePanic(v), "stack", panicStack())
+				"org_id", ck.orgID, "project_id", ck.projectID, "version", ck.version, "panic", kms.DescribePanic(v), "stack", kms.PanicStack())
 		}
 		k.mu.Lock()
 		delete(k.inflight, ck)
@@ -313,40 +310,6 @@ func (k *Keyring) lead(ctx context.Context, ck cacheKey, c *flight) {
 // ErrPanicked is inside the error every caller of a coalesced unwrap gets
 // when reading the key panicked (see lead).
 var ErrPanicked = errors.New("keyring: reading the project key panicked")
-
-// describePanic says what panicked without the value's contents: a runtime
-// error's own message (fixed text and indexes), else only the value's type.
-func describePanic(v any) string {
-	if v == nil {
-		return "runtime.Goexit"
-	}
-	if e, ok := v.(runtime.Error); ok {
-		return e.Error()
-	}
-	return fmt.Sprintf("panic value of type %T", v)
-}
-
-// panicStack lists the panicking goroutine's frames as function and
-// file:line, without the argument words a runtime stack trace prints.
-// Called from a deferred function, it starts at the panic site.
-func panicStack() string {
-	var pcs [32]uintptr
-	n := runtime.Callers(3, pcs[:])
-	frames := runtime.CallersFrames(pcs[:n])
-	var b strings.Builder
-	for {
-		f, more := frames.Next()
-		if !strings.HasPrefix(f.Function, "runtime.") {
-			if b.Len() > 0 {
-				b.WriteString(" < ")
-			}
-			fmt.Fprintf(&b, "%s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
-		}
-		if !more {
-			return b.String()
-		}
-	}
-}
 
 // flight is one coalesced unwrap. The last waiter to leave zeroes the key.
 type flight struct {

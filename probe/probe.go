@@ -40,15 +40,13 @@ package probe
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ekm-dev/ekm/kms"
 	"github.com/ekm-dev/ekm/lifecycle"
 	"github.com/ekm-dev/ekm/metrics"
 	"github.com/ekm-dev/ekm/store"
@@ -346,7 +344,7 @@ func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leas
 	defer func() {
 		if v := recover(); v != nil {
 			p.cfg.Logger.Error("probe: a key's check panicked; counted as an outage, the key's gate and health are left as they were",
-				"org_id", t.Key.OrgID, "external_key_id", t.Key.ID, "type", t.Key.Type, "panic", describePanic(v), "stack", panicStack())
+				"org_id", t.Key.OrgID, "external_key_id", t.Key.ID, "type", t.Key.Type, "panic", kms.DescribePanic(v), "stack", kms.PanicStack())
 			res, ok = lifecycle.ProbeResult{Status: store.StatusDegraded}, true
 		}
 	}()
@@ -435,41 +433,10 @@ func (p *Prober) rewrap(ctx context.Context, r rewrap) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.cfg.Logger.Error("probe: rewrapping after a KEK rotation panicked; the next round retries",
-				"org_id", r.key.OrgID, "external_key_id", r.key.ID, "type", r.key.Type, "panic", describePanic(v), "stack", panicStack())
+				"org_id", r.key.OrgID, "external_key_id", r.key.ID, "type", r.key.Type, "panic", kms.DescribePanic(v), "stack", kms.PanicStack())
 		}
 	}()
 	p.cfg.Service.RewrapRotated(ctx, r.key, r.current, p.cfg.RewrapPerRound)
-}
-
-// describePanic says what panicked without the value's contents: a runtime
-// error's own message (fixed text and indexes), else only the value's type.
-func describePanic(v any) string {
-	if e, ok := v.(runtime.Error); ok {
-		return e.Error()
-	}
-	return fmt.Sprintf("panic value of type %T", v)
-}
-
-// panicStack lists the panicking goroutine's frames as function and
-// file:line, without the argument words a runtime stack trace prints.
-// Called from a deferred recover, it starts at the panic site.
-func panicStack() string {
-	var pcs [32]uintptr
-	n := runtime.Callers(3, pcs[:])
-	frames := runtime.CallersFrames(pcs[:n])
-	var b strings.Builder
-	for {
-		f, more := frames.Next()
-		if !strings.HasPrefix(f.Function, "runtime.") {
-			if b.Len() > 0 {
-				b.WriteString(" < ")
-			}
-			fmt.Fprintf(&b, "%s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
-		}
-		if !more {
-			return b.String()
-		}
-	}
 }
 
 // acquire takes a slot of sem unless ctx ends first.
