@@ -144,15 +144,19 @@ func (ks *Keys) openProvider(ref Ref) (p Provider, err error) {
 		if completed {
 			return
 		}
-		v := recover()
-		ks.cfg.Logger.Error("kms: the driver panicked opening a key; answered as an outage",
-			"type", ref.Type, "external_key_id", ref.ID, "panic", DescribePanic(v), "stack", PanicStack())
-		p, err = nil, &Error{Class: Outage, Code: CodeUnreachable,
-			Message: "ekm's connector to the customer's key management service failed unexpectedly; retry later", Err: ErrProviderPanicked}
+		p, err = nil, ks.panicked(recover(), PanicStack(), "kms: the driver panicked opening a key; answered as an outage", ref, "open")
 	}()
 	p, err = ks.cfg.Registry.Open(ref.Type, ref.OrgID, ref.Params)
 	completed = true
 	return p, err
+}
+
+// panicked logs a recovered panic of a driver or provider (what and where,
+// never the value) and returns the outage every caller gets for it.
+func (ks *Keys) panicked(v any, stack, msg string, ref Ref, op string) *Error {
+	ks.cfg.Logger.Error(msg, "type", ref.Type, "external_key_id", ref.ID, "op", op, "panic", DescribePanic(v), "stack", stack)
+	return &Error{Class: Outage, Code: CodeUnreachable,
+		Message: "ekm's connector to the customer's key management service failed unexpectedly; retry later", Err: ErrProviderPanicked}
 }
 
 // Forget drops the open provider of a deleted external key.
@@ -268,11 +272,7 @@ func (k *Key) run(ctx context.Context, op string, fn func(ctx context.Context, p
 		if completed {
 			return
 		}
-		v := recover()
-		k.ks.cfg.Logger.Error("kms: the provider panicked during a call; answered as an outage",
-			"type", k.ref.Type, "external_key_id", k.ref.ID, "op", op, "panic", DescribePanic(v), "stack", PanicStack())
-		err = &Error{Class: Outage, Code: CodeUnreachable,
-			Message: "ekm's connector to the customer's key management service failed unexpectedly; retry later", Err: ErrProviderPanicked}
+		err = k.ks.panicked(recover(), PanicStack(), "kms: the provider panicked during a call; answered as an outage", k.ref, op)
 	}()
 	err = fn(ctx, k.p)
 	completed = true
