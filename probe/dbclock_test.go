@@ -91,8 +91,9 @@ func TestProbeLeasesOnDatabaseClock(t *testing.T) {
 func TestCheckRenewsItsLease(t *testing.T) {
 	clusterBackends(t, func(t *testing.T, dsn string) {
 		// A TTL long enough that a renewal (every TTL/3) is not late on a
-		// loaded machine: 300 ms let another replica in once in CI.
-		const ttl, checkTimeout = time.Second, 4 * time.Second
+		// loaded machine: 300 ms let another replica in once in CI, and 1 s
+		// once more (a renewal statement stalled for most of a TTL).
+		const ttl, checkTimeout = 2 * time.Second, 5 * time.Second
 		c := dbCluster(t, dsn, 2, ttl, checkTimeout, nil)
 		eks, _ := c.keys(t, 1)
 		release := c.drv.Hold()
@@ -141,13 +142,36 @@ func (r renewalFails) AcquireLeasesFor(ctx context.Context, holder string, names
 	return r.Store.AcquireLeasesFor(ctx, holder, names, ttl, renew)
 }
 
+// renewalStalls is a store whose lease renewals hang until their context
+// ends (a database that stopped answering, or a row lock held elsewhere).
+type renewalStalls struct{ store.Store }
+
+func (r renewalStalls) AcquireLeasesFor(ctx context.Context, holder string, names []string, ttl time.Duration, renew bool) ([]store.Lease, error) {
+	if renew {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return r.Store.AcquireLeasesFor(ctx, holder, names, ttl, renew)
+}
+
 // A check whose lease cannot be renewed is cancelled before the lease
 // expires, as the database's clock counts it (L4), and counts as an
-// outage.
+// outage: whether the renewal fails or hangs (a renewal statement that
+// stalled kept the check running past its lease: CI failure of
+// TestCheckRenewsItsLease under load).
 func TestCheckEndsWithinItsLease(t *testing.T) {
+	for name, wrap := range map[string]func(store.Store) store.Store{
+		"fails":  func(s store.Store) store.Store { return renewalFails{s} },
+		"stalls": func(s store.Store) store.Store { return renewalStalls{s} },
+	} {
+		t.Run(name, func(t *testing.T) { checkEndsWithinItsLease(t, wrap) })
+	}
+}
+
+func checkEndsWithinItsLease(t *testing.T, wrap func(store.Store) store.Store) {
 	clusterBackends(t, func(t *testing.T, dsn string) {
 		const ttl = 600 * time.Millisecond
-		c := dbCluster(t, dsn, 1, ttl, time.Minute, func(s store.Store) store.Store { return renewalFails{s} })
+		c := dbCluster(t, dsn, 1, ttl, time.Minute, wrap)
 		eks, _ := c.keys(t, 1)
 		release := c.drv.Hold()
 		defer release()

@@ -363,7 +363,7 @@ func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leas
 			// is not lost before holdLease's first renewal.
 			sent := time.Now()
 			switch {
-			case p.renew(ctx, name):
+			case p.renew(ctx, name, time.Time{}): // the check has not started: no deadline needed
 				leaseEnd = p.leaseEnd(sent)
 			case !time.Now().Before(leaseEnd):
 				return lifecycle.ProbeResult{}, false // ran out, and another replica has it (or the database is unreachable)
@@ -404,15 +404,24 @@ func (p *Prober) holdLease(ctx context.Context, cancel context.CancelFunc, name 
 			return
 		}
 		sent := time.Now()
-		if p.renew(ctx, name) {
+		if p.renew(ctx, name, end) {
 			end = p.leaseEnd(sent)
 		}
 	}
 }
 
 // renew takes the probe lease name again for LeaseTTL if it is free or
-// held by this replica; it reports whether this replica holds it now.
-func (p *Prober) renew(ctx context.Context, name string) bool {
+// held by this replica; it reports whether this replica holds it now. If
+// end is set the statement is given until then, when the running check
+// must end without a renewal: one that stalls (a slow or locked database)
+// past it cannot keep the check running after its lease may have gone to
+// another replica.
+func (p *Prober) renew(ctx context.Context, name string, end time.Time) bool {
+	if !end.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, end)
+		defer cancel()
+	}
 	var ls []store.Lease
 	var err error
 	if p.cfg.Now != nil {
