@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+	"weak"
 
 	"github.com/ekm-dev/ekm/secret"
 )
@@ -417,6 +419,21 @@ func TestProjectCipherCache(t *testing.T) {
 	if a.k1 != b.k1 || a.k1 == c.k1 || a.k1 != newProjectCipher(k1.Bytes()).k1 {
 		t.Fatal("cached K1 does not match its key")
 	}
+	// An entry at a key's address whose weak pointer leads elsewhere (the
+	// storage of a dead key, reused before its cleanup ran) is not served,
+	// and is replaced.
+	other := new([secret.Size]byte)
+	k4, _ := secret.FromBytes(bytes.Repeat([]byte{0x43}, secret.Size))
+	addr := uintptr(unsafe.Pointer((*[secret.Size]byte)(k4.Bytes())))
+	stale := &projectCipherEntry{key: weak.Make(other), pc: c}
+	projectCiphers.Store(addr, stale)
+	if got := projectCipherOf(k4); got == c || got.k1 != newProjectCipher(k4.Bytes()).k1 {
+		t.Fatal("a stale entry at the key's address was served")
+	}
+	if v, _ := projectCiphers.Load(addr); v == stale {
+		t.Fatal("the stale entry was not replaced")
+	}
+	runtime.KeepAlive(other)
 	size := func() int {
 		n := 0
 		projectCiphers.Range(func(any, any) bool { n++; return true })
@@ -437,6 +454,7 @@ func TestProjectCipherCache(t *testing.T) {
 	runtime.KeepAlive(k1)
 	runtime.KeepAlive(k2)
 	runtime.KeepAlive(k3)
+	runtime.KeepAlive(k4)
 }
 
 func TestWriteVersion(t *testing.T) {
