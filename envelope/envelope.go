@@ -42,11 +42,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
 	"sync/atomic"
-	"unsafe"
-	"weak"
 
 	"github.com/ekm-dev/ekm/secret"
 )
@@ -371,48 +367,16 @@ func newProjectCipher(key []byte) *projectCipher {
 	return pc
 }
 
-// projectCiphers caches the projectCipher of each project key in use, keyed
-// by the address of the key's storage (a secret.Key is a pointer to its
-// bytes, which only ever change by being zeroed, and zeroed keys are
-// refused before the cache is asked). An entry holds only a weak pointer
-// to that storage, and is served only while the weak pointer still leads
-// to the very address asked for: storage freed and reused by another key
-// is a different object, whose address no live weak pointer of the old
-// one returns. Keying by address rather than by weak pointer spares every
-// lookup a weak.Make (a third of the lookup's cost). A cleanup removes
-// the entry once its key is garbage. The AES key schedule cannot be wiped
-// from Go; caching means one such copy per project key instead of one per
-// ciphertext.
-var projectCiphers sync.Map // uintptr -> *projectCipherEntry
-
-type projectCipherEntry struct {
-	key weak.Pointer[[secret.Size]byte]
-	pc  *projectCipher
-}
+// projectCiphers caches the projectCipher of each project key in use: once
+// per key, shared by its clones (the keyring hands each request a clone of
+// its cached key), dropped once the key's origin is garbage (secret.Memo).
+// The AES key schedule cannot be wiped from Go; caching means one such copy
+// per project key instead of one per ciphertext.
+var projectCiphers secret.Memo[*projectCipher]
 
 // projectCipherOf returns the (cached) projectCipher of a non-zero key.
 func projectCipherOf(key secret.Key) *projectCipher {
-	p := (*[secret.Size]byte)(key.Bytes())
-	addr := uintptr(unsafe.Pointer(p))
-	v, ok := projectCiphers.Load(addr)
-	if ok {
-		if e := v.(*projectCipherEntry); e.key.Value() == p {
-			return e.pc
-		}
-	}
-	e := &projectCipherEntry{key: weak.Make(p), pc: newProjectCipher(p[:])}
-	if ok { // a dead key's entry at this address, its cleanup not yet run
-		if !projectCiphers.CompareAndSwap(addr, v, e) {
-			return e.pc // raced with another caller: serve uncached
-		}
-	} else if v, loaded := projectCiphers.LoadOrStore(addr, e); loaded {
-		if o := v.(*projectCipherEntry); o.key.Value() == p {
-			return o.pc
-		}
-		return e.pc // a dead key's entry appeared meanwhile: serve uncached
-	}
-	runtime.AddCleanup(p, func(e *projectCipherEntry) { projectCiphers.CompareAndDelete(addr, e) }, e)
-	return e.pc
+	return projectCiphers.Get(key, newProjectCipher)
 }
 
 // xaesSubkey computes the XAES-256-GCM subkey Kx (c2sp.org/XAES-256-GCM,

@@ -99,8 +99,9 @@ func (c *cache) get(k cacheKey) (secret.Key, string, bool) {
 	}
 	c.lru.MoveToFront(e.elem)
 	e.org.MoveToFront(e.orgElem)
-	cp, _ := secret.FromBytes(e.key.Bytes())
-	return cp, e.extKeyID, true
+	// A clone: the caller zeroes it when done; the envelope's derived
+	// state (secret.Memo) is shared with every clone of this entry's key.
+	return e.key.Clone(), e.extKeyID, true
 }
 
 // put stores a copy of key.
@@ -117,10 +118,10 @@ func (c *cache) putLocked(k cacheKey, extKeyID string, key secret.Key) {
 	if c.max <= 0 || c.ttl <= 0 {
 		return
 	}
-	cp, err := secret.FromBytes(key.Bytes())
-	if err != nil {
+	if key.Bytes() == nil {
 		return
 	}
+	cp := key.Clone()
 	if old, ok := c.m[k]; ok {
 		c.removeLocked(old)
 	}

@@ -266,7 +266,7 @@ func (k *Keyring) key(ctx context.Context, orgID, projectID string, version int,
 	if err := k.checkGates(c.extKeyID, projectID); err != nil {
 		return secret.Key{}, err
 	}
-	return secret.FromBytes(c.key.Bytes())
+	return c.key.Clone(), nil
 }
 
 // lead runs the unwrap of c for every caller that joins it, and always

@@ -65,6 +65,47 @@ func TestKeyRoundTripAndCache(t *testing.T) {
 	}
 }
 
+// The keys handed out are clones of one cached key: each caller owns and
+// zeroes its copy, and state derived from the key (the envelope's project
+// cipher, a secret.Memo) is computed once, not once per request.
+func TestKeysShareDerivedState(t *testing.T) {
+	e := newEnv(t, 100)
+	ctx := context.Background()
+	pid, _ := e.newProject(t, &e.ek)
+	var memo secret.Memo[int]
+	var derived atomic.Int64
+	derive := func([]byte) int { return int(derived.Add(1)) }
+	release := e.drv.Hold()
+	var wg sync.WaitGroup
+	for range 4 { // waiters of the coalesced unwrap
+		wg.Go(func() {
+			k, err := e.kr.Key(ctx, e.org, pid, 1)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			memo.Get(k, derive)
+			k.Zero()
+		})
+	}
+	for e.drv.Unwraps.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	wg.Wait()
+	for range 4 { // cache hits
+		_, k, err := e.kr.Current(ctx, e.org, pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		memo.Get(k, derive)
+		k.Zero()
+	}
+	if n := derived.Load(); n != 1 {
+		t.Fatalf("%d derivations for 8 reads of one key, want 1", n)
+	}
+}
+
 func TestConcurrentMissesCoalesce(t *testing.T) {
 	e := newEnv(t, 100)
 	ctx := context.Background()

@@ -20,9 +20,12 @@ const redacted = "secret.Key(REDACTED)"
 
 // Key is a 256-bit symmetric key. The zero value is an empty (unusable) key.
 // Copying a Key copies the pointer to the same bytes, so Zero on any copy
-// destroys them all: keep one owner.
+// destroys them all: keep one owner, and give others a [Key.Clone].
 type Key struct {
 	b *[Size]byte
+	// origin is the storage this key was cloned from (nil: b is its own
+	// origin). A [Memo] serves every clone of one key from one entry.
+	origin *[Size]byte
 }
 
 // ErrEmpty is returned when an empty or zeroed key is used.
@@ -48,6 +51,27 @@ func FromBytes(b []byte) (Key, error) {
 	var k [Size]byte
 	copy(k[:], b)
 	return Key{b: &k}, nil
+}
+
+// Clone returns a copy of k in storage of its own: zeroing either leaves
+// the other intact. The copy keeps k's origin, so a value a [Memo] derived
+// from k is served to its clones too (the keyring hands every request a
+// clone of its cached key). A zero Key clones to a zero Key.
+func (k Key) Clone() Key {
+	if k.b == nil {
+		return Key{}
+	}
+	c := new([Size]byte)
+	*c = *k.b
+	return Key{b: c, origin: k.originOf()}
+}
+
+// originOf is the storage k was first cloned from.
+func (k Key) originOf() *[Size]byte {
+	if k.origin != nil {
+		return k.origin
+	}
+	return k.b
 }
 
 // Bytes returns the key material. The slice aliases the key: do not keep it
