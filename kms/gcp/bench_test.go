@@ -1,12 +1,10 @@
 package gcp
 
 import (
-	"context"
 	"testing"
 
 	"github.com/ekm-dev/ekm/kms"
-	"github.com/ekm-dev/ekm/kms/local"
-	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/kms/kmstest"
 )
 
 // BenchmarkWrapUnwrap measures one Wrap+Unwrap round trip through the
@@ -14,40 +12,13 @@ import (
 // in the emulator, the federated token cached), with the in-process local
 // provider as the baseline in the same run.
 func BenchmarkWrapUnwrap(b *testing.B) {
-	run := func(b *testing.B, p kms.Provider) {
-		ctx := context.Background()
-		pt := make([]byte, 32)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			w, err := p.Wrap(ctx, pt, testAAD)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := p.Unwrap(ctx, w, testAAD); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.Run("baseline-local", func(b *testing.B) {
-		d := local.NewDriver(secret.New())
-		ps, err := d.Check(testOrg, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		p, err := d.Open(testOrg, ps)
-		if err != nil {
-			b.Fatal(err)
-		}
-		run(b, p)
-	})
-	b.Run("gcp-emulator", func(b *testing.B) {
+	kmstest.BenchWrapUnwrap(b, testOrg, testAAD, "gcp-emulator", func(b *testing.B) kms.Provider {
 		s := emu.Settings()
 		s.Quota.Disabled = true // measure the client, not Google's quotas
 		if err := emu.SetSettings(s); err != nil {
 			b.Fatal(err)
 		}
 		d := newDriver(b, wayIssuer, nil)
-		run(b, open(b, d, onboard(b, d, nil)))
+		return open(b, d, onboard(b, d, nil))
 	})
 }

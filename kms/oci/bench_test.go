@@ -1,12 +1,10 @@
 package oci
 
 import (
-	"context"
 	"testing"
 
 	"github.com/ekm-dev/ekm/kms"
-	"github.com/ekm-dev/ekm/kms/local"
-	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/kms/kmstest"
 )
 
 // BenchmarkWrapUnwrap measures one Wrap+Unwrap round trip (Encrypt and
@@ -15,35 +13,7 @@ import (
 // vault's endpoints cached), with the in-process local provider as the
 // baseline in the same run.
 func BenchmarkWrapUnwrap(b *testing.B) {
-	run := func(b *testing.B, p kms.Provider) {
-		ctx := context.Background()
-		pt := make([]byte, 32)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			w, err := p.Wrap(ctx, pt, testAAD)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := p.Unwrap(ctx, w, testAAD); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.Run("baseline-local", func(b *testing.B) {
-		d := local.NewDriver(secret.New())
-		ps, err := d.Check(testOrg, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		p, err := d.Open(testOrg, ps)
-		if err != nil {
-			b.Fatal(err)
-		}
-		run(b, p)
-	})
-	b.Run("oci-emulator", func(b *testing.B) {
-		d := emuDriver(b, nil)
-		run(b, onboard(b, testOrg, nil).open(b, d))
+	kmstest.BenchWrapUnwrap(b, testOrg, testAAD, "oci-emulator", func(b *testing.B) kms.Provider {
+		return onboard(b, testOrg, nil).open(b, emuDriver(b, nil))
 	})
 }
