@@ -108,7 +108,7 @@ func (s *Service) Probe(ctx context.Context, t store.ProbeTarget, opt ProbeOptio
 		info, err = s.describeAndEncrypt(ctx, key, ek)
 	}
 	if errors.Is(ctx.Err(), context.Canceled) && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-		return ProbeResult{Status: ek.Status} // the prober is stopping (not a check cut short: that is an outage)
+		return ProbeResult{Status: ek.Status} // the prober is stopping, or lost the check's lease: not the customer's doing (a check that ran out of time is an outage)
 	}
 	// A check that ran out of time is an outage, recorded with a fresh
 	// bound (the check's own context may be spent).

@@ -40,6 +40,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -332,8 +333,9 @@ type rewrap struct {
 // (leaseEnd not zero: when its lease ends, on this clock, less a tenth of
 // LeaseTTL) the check never outlives its lease: a lease of which less than
 // two thirds is left (the check waited for a slot) is renewed first (ok is
-// false if it ran out and another replica has it), and while the check
-// runs holdLease renews it, or cancels the check if it cannot. A panic below it (a bug
+// false if less than a third is left after that), and while the check
+// runs holdLease renews it, or cancels the check if it cannot (ok is then
+// false and nothing is recorded). A panic below it (a bug
 // in a KMS provider or its SDK) must not end the process, which would stop
 // every tenant's service on this replica: it is logged (what panicked and
 // where, never the panic's value, which could hold anything) and counted
@@ -350,32 +352,45 @@ func (p *Prober) check(ctx context.Context, t store.ProbeTarget, deep bool, leas
 	}()
 	cctx, cancelTimeout := context.WithTimeout(ctx, p.cfg.CheckTimeout)
 	defer cancelTimeout()
-	// A check cut short for its lease ran out of time, as one that reached
-	// CheckTimeout: an outage (lifecycle tells it from the prober stopping
-	// by this cause).
+	// A check cut short because its lease could not be renewed (the
+	// database unreachable or stalled, or this replica stalled so long
+	// that another took the lease) says nothing of the customer's key:
+	// lifecycle records nothing for a cause other than DeadlineExceeded
+	// (and a late record could overwrite what the lease's new holder
+	// found), and the round skips the key: the next round checks it.
 	cctx, cancelCause := context.WithCancelCause(cctx)
-	cancel := func() { cancelCause(context.DeadlineExceeded) }
-	defer cancel()
+	lost := func() { cancelCause(errLeaseLost) }
+	defer cancelCause(nil)
 	if !leaseEnd.IsZero() {
 		name := LeasePrefix + t.Key.ID
 		if time.Until(leaseEnd) < p.cfg.LeaseTTL*2/3 {
 			// The check waited for a slot: renew first, so that the lease
-			// is not lost before holdLease's first renewal.
+			// is not lost before holdLease's first renewal. A renewal that
+			// fails or takes most of a lease leaves too little of it to
+			// check in: the key is left to the next round.
 			sent := time.Now()
-			switch {
-			case p.renew(ctx, name, time.Time{}): // the check has not started: no deadline needed
+			if p.renew(ctx, name, sent.Add(p.cfg.LeaseTTL/3)) {
 				leaseEnd = p.leaseEnd(sent)
-			case !time.Now().Before(leaseEnd):
-				return lifecycle.ProbeResult{}, false // ran out, and another replica has it (or the database is unreachable)
+			}
+			if time.Until(leaseEnd) < p.cfg.LeaseTTL/3 {
+				return lifecycle.ProbeResult{}, false
 			}
 		}
 		held := make(chan struct{})
-		go func() { defer close(held); p.holdLease(cctx, cancel, name, leaseEnd) }()
-		defer func() { cancel(); <-held }()
+		go func() { defer close(held); p.holdLease(cctx, lost, name, leaseEnd) }()
+		defer func() { cancelCause(nil); <-held }()
 	}
 	opt := lifecycle.ProbeOptions{Deep: deep, ProjectsPerCheck: p.cfg.ProjectsPerCheck, ProjectConcurrency: p.cfg.ProjectConcurrency}
-	return p.cfg.Service.Probe(cctx, t, opt), true
+	res = p.cfg.Service.Probe(cctx, t, opt)
+	if errors.Is(context.Cause(cctx), errLeaseLost) {
+		return lifecycle.ProbeResult{}, false
+	}
+	return res, true
 }
+
+// errLeaseLost is the cause of a check cancelled because its probe lease
+// could not be renewed.
+var errLeaseLost = errors.New("probe: the check's lease could not be renewed")
 
 // leaseEnd is when a check must have ended under a lease taken or renewed
 // by a statement sent at sent: the database's instant of the lease is no
@@ -387,8 +402,10 @@ func (p *Prober) leaseEnd(sent time.Time) time.Time {
 
 // holdLease renews the probe lease name every LeaseTTL/3 until ctx ends;
 // if the lease reaches end (see leaseEnd) without a renewal (the database
-// unreachable, or the lease taken by another replica) it cancels the check.
-func (p *Prober) holdLease(ctx context.Context, cancel context.CancelFunc, name string, end time.Time) {
+// unreachable, or the lease taken by another replica) it calls lost, which
+// cancels the check. A renewal is given until end, so a stalled statement
+// cannot hold the check past it.
+func (p *Prober) holdLease(ctx context.Context, lost func(), name string, end time.Time) {
 	for {
 		wait := min(p.cfg.LeaseTTL/3, time.Until(end))
 		t := time.NewTimer(wait)
@@ -399,8 +416,8 @@ func (p *Prober) holdLease(ctx context.Context, cancel context.CancelFunc, name 
 		case <-t.C:
 		}
 		if !time.Now().Before(end) {
-			p.cfg.Logger.Warn("probe: a check outlasted its probe lease, which could not be renewed; cancelled", "lease", name)
-			cancel()
+			p.cfg.Logger.Warn("probe: a check outlasted its probe lease, which could not be renewed; cancelled, nothing recorded, the next round checks the key", "lease", name)
+			lost()
 			return
 		}
 		sent := time.Now()

@@ -34,24 +34,37 @@ type memoEntry[T any] struct {
 }
 
 // Get returns derive(k's bytes), from the cache when k's origin has an
-// entry for these bytes. k must not be zero (callers refuse zero keys
-// first); derive must not keep its argument, which aliases k.
+// entry for these bytes. A zero key is never cached (callers refuse zero
+// keys first; Get does not rely on it). derive must not keep its argument,
+// which aliases k.
 func (m *Memo[T]) Get(k Key, derive func(key []byte) T) T {
+	if k.IsZero() {
+		return derive(make([]byte, Size))
+	}
 	o := k.originOf()
 	addr := uintptr(unsafe.Pointer(o))
 	v, found := m.m.Load(addr)
 	if found {
-		if e := v.(*memoEntry[T]); e.origin.Value() == o && subtle.ConstantTimeCompare(e.key[:], k.b[:]) == 1 {
-			return e.v
+		e := v.(*memoEntry[T])
+		if e.origin.Value() == o {
+			if subtle.ConstantTimeCompare(e.key[:], k.b[:]) == 1 {
+				return e.v
+			}
+			// This origin's entry, other bytes: a clone torn by a Zero
+			// that raced its copy. Served, never cached: replacing a live
+			// origin's entry would pin the old one (its cleanup holds it)
+			// and let alternating callers grow the pinned set.
+			return derive(k.b[:])
 		}
 	}
+	// derive runs before the bytes are copied into the entry, and a key's
+	// bytes only ever go from its value to zero: an entry's bytes are
+	// exactly those its value was derived from.
 	e := &memoEntry[T]{origin: weak.Make(o), v: derive(k.b[:])}
 	e.key = *k.b
 	stored := false
 	if found {
-		// A dead origin's entry at this address (its cleanup not run yet),
-		// or this origin's with other bytes (a clone of a key zeroed while
-		// it was copied): replace it.
+		// A dead origin's entry at this address, its cleanup not run yet.
 		stored = m.m.CompareAndSwap(addr, v, e)
 	} else {
 		var prev any

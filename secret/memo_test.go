@@ -74,13 +74,31 @@ func TestMemoChecksOriginAndBytes(t *testing.T) {
 	if got := m.Get(k, d.f); !bytes.Equal(got, k.Bytes()) {
 		t.Fatal("an entry of another origin was served")
 	}
+	live, _ := m.m.Load(addr)
 	torn := k.Clone()
 	torn.b[0] ^= 1
-	if got := m.Get(torn, d.f); !bytes.Equal(got, torn.Bytes()) {
-		t.Fatal("an entry derived from other bytes was served")
+	for range 3 {
+		if got := m.Get(torn, d.f); !bytes.Equal(got, torn.Bytes()) {
+			t.Fatal("an entry derived from other bytes was served")
+		}
+	}
+	if now, _ := m.m.Load(addr); now != live {
+		t.Fatal("a torn clone replaced its live origin's entry")
 	}
 	if got := m.Get(k, d.f); !bytes.Equal(got, k.Bytes()) {
 		t.Fatal("the key was served the torn clone's value")
+	}
+	n := m.Len()
+	var zero Key
+	zeroed := New()
+	zeroed.Zero()
+	for _, z := range []Key{zero, zeroed, zeroed.Clone()} {
+		if got := m.Get(z, d.f); !bytes.Equal(got, make([]byte, Size)) {
+			t.Fatal("a zero key was not derived from zero bytes")
+		}
+	}
+	if m.Len() != n {
+		t.Fatal("a zero key was cached")
 	}
 	runtime.KeepAlive(dead)
 }
