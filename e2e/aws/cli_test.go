@@ -70,7 +70,7 @@ func TestDocsCLI(t *testing.T) {
 
 	// What the commands made is what ekm needs.
 	f := register(t, env, cust, "made with the aws CLI", "", 2)
-	f.mustRead(f.projects[0], "key made with the aws CLI")
+	f.MustRead(f.Projects[0], "key made with the aws CLI")
 
 	// The per-project revocation commands, for the first project.
 	if _, err := exec.LookPath("jq"); err != nil {
@@ -82,7 +82,7 @@ func TestDocsCLI(t *testing.T) {
 		t.Fatalf("found %d sh blocks for the per-project revocation", len(perProject))
 	}
 	vars["KEY_ARN"] = got["KEY_ARN"]
-	script := strings.Replace(perProject[0], "PROJECT_ID=proj_...", "PROJECT_ID="+f.projects[0].id, 1)
+	script := strings.Replace(perProject[0], "PROJECT_ID=proj_...", "PROJECT_ID="+f.Projects[0].ID, 1)
 	runCLI(t, dir, proxy, env, cust, vars, script)
 	ctx := context.Background()
 	encrypt := func(project string) error {
@@ -90,10 +90,10 @@ func TestDocsCLI(t *testing.T) {
 			EncryptionContext: map[string]string{"ekm:org": env.OrgID, "ekm:project": project, "ekm:version": "1"}})
 		return err
 	}
-	if err := encrypt(f.projects[0].id); err == nil || !strings.Contains(err.Error(), "AccessDeniedException") {
+	if err := encrypt(f.Projects[0].ID); err == nil || !strings.Contains(err.Error(), "AccessDeniedException") {
 		t.Fatalf("the denied project still encrypts: %v", err)
 	}
-	if err := encrypt(f.projects[1].id); err != nil {
+	if err := encrypt(f.Projects[1].ID); err != nil {
 		t.Fatalf("another project is refused: %v", err)
 	}
 }

@@ -1,10 +1,7 @@
 package aws
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -18,6 +15,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/ekm-dev/ekm/client"
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/awsonboard"
 	"github.com/ekm-dev/ekm/kms/aws"
@@ -44,7 +42,7 @@ func TestOnboarding(t *testing.T) {
 		ek.Region != ekmtest.AWSRegion || ek.WorkspaceID != env.OrgID {
 		t.Fatalf("external key object: %s", ek.RawJSON())
 	}
-	if v := keyObject(t, env, ek.ID); v.Status != "valid" || v.CurrentKEKVersion != cust.Result.KeyARN {
+	if v := e2ekit.KeyObject(t, env, ek.ID); v.Status != "valid" || v.CurrentKEKVersion != cust.Result.KeyARN {
 		t.Fatalf("external key health: %+v", v)
 	}
 	if v, err := admin.Admin.Organization.ExternalKeys.Validate(ctx, ek.ID); err != nil || v.Status != "valid" {
@@ -57,54 +55,16 @@ func TestOnboarding(t *testing.T) {
 	if proj.ExternalKeyID != ek.ID {
 		t.Fatalf("project not on the key: %s", proj.RawJSON())
 	}
-	sa, err := admin.Admin.Organization.Projects.ServiceAccounts.New(ctx, proj.ID, openai.AdminOrganizationProjectServiceAccountNewParams{Name: "backend"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := env.Client(sa.APIKey.Value)
-
-	// Files API.
-	content := bytes.Repeat([]byte("customer secret content "), 4000)
-	f, err := data.Files.New(ctx, openai.FileNewParams{File: openai.File(bytes.NewReader(content), "plans.txt", "text/plain"), Purpose: openai.FilePurposeAssistants})
-	if err != nil {
-		t.Fatalf("upload: %v", err)
-	}
-	resp, err := data.Files.Content(ctx, f.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Equal(got, content) {
-		t.Fatal("download returned other bytes")
-	}
+	apiKey := e2ekit.ServiceAccountKey(t, env, proj.ID)
+	e2ekit.CheckDataPlane(t, env, apiKey)
+	data := env.Client(apiKey)
 	page, err := data.Files.List(ctx, openai.FileListParams{})
 	if err != nil || len(page.Data) != 1 || page.Data[0].Filename != "plans.txt" {
 		t.Fatalf("list files: %v", err)
 	}
-
-	// Crypto API (ekm's extension, through its Go client).
-	cc, err := client.New(env.URL, sa.APIKey.Value, client.WithHTTPClient(env.HTTPClient()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := cc.Encrypt(ctx, []byte("card 4111"), []byte("ctx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pt, err := cc.Decrypt(ctx, ct.Ciphertext, []byte("ctx")); err != nil || string(pt) != "card 4111" {
-		t.Fatalf("decrypt: %q %v", pt, err)
-	}
-	if _, err := cc.Decrypt(ctx, ct.Ciphertext, []byte("other")); err == nil {
-		t.Fatal("decrypt with another context succeeded")
-	}
-	items, err := cc.EncryptBatch(ctx, []client.Item{{Data: []byte("a")}, {Data: []byte("b")}})
+	items, err := e2ekit.Crypto(t, env, apiKey).EncryptBatch(ctx, []client.Item{{Data: []byte("a")}, {Data: []byte("b")}})
 	if err != nil || len(items) != 2 {
 		t.Fatalf("batch: %v", err)
-	}
-	dk, err := cc.DataKey(ctx, nil)
-	if err != nil || len(dk.Plaintext.Bytes()) != 32 || len(dk.Wrapped) == 0 {
-		t.Fatalf("data key: %v", err)
 	}
 
 	// The project key's wrap is bound to the project: KMS saw ekm's
@@ -125,14 +85,7 @@ func TestOnboarding(t *testing.T) {
 func refusals(t *testing.T, env *ekmtest.Env) {
 	ctx := context.Background()
 	admin := env.Admin()
-	count := func() int {
-		page, err := admin.Admin.Organization.ExternalKeys.List(ctx, openai.AdminOrganizationExternalKeyListParams{Limit: openai.Int(100)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(page.Data)
-	}
-	before := count()
+	before := e2ekit.CountExternalKeys(t, env)
 	awsCalls := func() int {
 		n := 0
 		for op, c := range env.AWS.Counters() {
@@ -211,26 +164,13 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 			}
 			calls := awsCalls()
 			_, err := admin.Admin.Organization.ExternalKeys.New(ctx, p)
-			e := apiErr(t, err)
-			if e.StatusCode != http.StatusBadRequest || e.Code != tc.code {
-				t.Fatalf("got %d %q (%s), want 400 %q", e.StatusCode, e.Code, e.Message, tc.code)
-			}
-			if e.Message == "" || strings.Contains(e.Message, "ASIA") || strings.Contains(e.Message, env.AWS.Vendor().SecretAccessKey) {
-				t.Fatalf("message missing or leaks a credential: %q", e.Message)
-			}
-			if tc.step != "" && !strings.Contains(e.RawJSON(), `"step":"`+tc.step+`"`) {
-				t.Fatalf("diagnosis does not name step %s: %s", tc.step, e.RawJSON())
-			}
-			if tc.param != "" && e.Param != tc.param {
-				t.Fatalf("param %q, want %q", e.Param, tc.param)
-			}
+			e2ekit.CheckRefused(t, err, e2ekit.Refusal{Code: tc.code, Step: tc.step, Param: tc.param}, "ASIA", env.AWS.Vendor().SecretAccessKey)
 			if tc.static && awsCalls() != calls {
 				t.Fatalf("a statically invalid registration reached AWS")
 			}
-			t.Logf("%s: %s", e.Code, e.Message)
 		})
 	}
-	if after := count(); after != before {
+	if after := e2ekit.CountExternalKeys(t, env); after != before {
 		t.Fatalf("refused registrations stored keys: %d -> %d", before, after)
 	}
 }
@@ -281,7 +221,7 @@ func auditKMSCalls(t *testing.T, env *ekmtest.Env) {
 		t.Fatal("the emulator saw no request from ekm")
 	}
 	var missing []string
-	waitFor(t, 10*time.Second, "a kms.call event for every STS and KMS request", func() bool {
+	e2ekit.WaitFor(t, 10*time.Second, "a kms.call event for every STS and KMS request", func() bool {
 		recorded := map[string]bool{}
 		admin := env.Admin()
 		it := admin.Admin.Organization.AuditLogs.ListAutoPaging(context.Background(),
@@ -348,17 +288,17 @@ func TestDocsPolicies(t *testing.T) {
 	cust.Result = awsonboard.Result{KeyARN: keyARN, KeyID: awssdk.ToString(key.KeyMetadata.KeyId), PolicyARN: awssdk.ToString(pol.Policy.Arn), RoleARN: awssdk.ToString(role.Role.Arn)}
 
 	f := register(t, env, cust, "from the docs", "", 2)
-	f.mustRead(f.projects[0], "registered from the docs")
+	f.MustRead(f.Projects[0], "registered from the docs")
 
 	// The per-project statement, added to the key policy as the doc says
 	// (get-key-policy, add the statement, put-key-policy), refuses that
 	// project's encryption context in KMS, for ekm and anyone else.
-	denied, other := f.projects[0], f.projects[1]
+	denied, other := f.Projects[0], f.Projects[1]
 	cur, err := cust.KMS.GetKeyPolicy(ctx, &awskms.GetKeyPolicyInput{KeyId: awssdk.String(keyARN), PolicyName: awssdk.String("default")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := awsonboard.AddStatement(awssdk.ToString(cur.Policy), strings.ReplaceAll(deny, awsonboard.ProjectIDPlaceholder, denied.id))
+	doc, err := awsonboard.AddStatement(awssdk.ToString(cur.Policy), strings.ReplaceAll(deny, awsonboard.ProjectIDPlaceholder, denied.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,10 +308,10 @@ func TestDocsPolicies(t *testing.T) {
 			EncryptionContext: map[string]string{"ekm:org": env.OrgID, "ekm:project": project, "ekm:version": "1"}})
 		return err
 	}
-	if err := encrypt(denied.id); err == nil || !strings.Contains(err.Error(), "AccessDeniedException") {
+	if err := encrypt(denied.ID); err == nil || !strings.Contains(err.Error(), "AccessDeniedException") {
 		t.Fatalf("encrypt for the denied project: %v", err)
 	}
-	if err := encrypt(other.id); err != nil {
+	if err := encrypt(other.ID); err != nil {
 		t.Fatalf("encrypt for another project: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/awsonboard"
 )
@@ -26,43 +27,44 @@ import (
 func TestPerProjectDeny(t *testing.T) {
 	env := ekmtest.Start(t, ekmtest.Options{AWS: true, ProbeInterval: revocationProbeInterval})
 	ctx := context.Background()
+	bound := e2ekit.RevocationBound(revocationProbeInterval)
 	cust := env.OnboardAWS(t, nil)
 	f := register(t, env, cust, "per-project", "", 2)
-	denied, other := f.projects[0], f.projects[1]
-	f.mustRead(denied, "before")
-	f.mustRead(other, "before")
-	f.waitStatus("valid", 10*time.Second)
+	denied, other := f.Projects[0], f.Projects[1]
+	f.MustRead(denied, "before")
+	f.MustRead(other, "before")
+	f.WaitStatus("valid", 10*time.Second)
 	cur, err := cust.KMS.GetKeyPolicy(ctx, &awskms.GetKeyPolicyInput{KeyId: awssdk.String(cust.Result.KeyARN), PolicyName: awssdk.String("default")})
-	check(t, err)
+	e2ekit.Check(t, err)
 
 	t0 := time.Now()
-	check(t, awsonboard.DenyProject(ctx, cust.Options, cust.Result.KeyARN, denied.id))
-	var refusal result
-	waitFor(t, revocationBound+5*time.Second, "the denied project's first refusal", func() bool {
-		refusal = f.read(denied)
-		if r := f.read(other); !r.ok {
+	e2ekit.Check(t, awsonboard.DenyProject(ctx, cust.Options, cust.Result.KeyARN, denied.ID))
+	var refusal e2ekit.Result
+	e2ekit.WaitFor(t, bound+5*time.Second, "the denied project's first refusal", func() bool {
+		refusal = f.Read(denied)
+		if r := f.Read(other); !r.OK {
 			t.Fatalf("another project of the org refused after %v: %v", time.Since(t0), r)
 		}
-		return !refusal.ok
+		return !refusal.OK
 	})
 	d := time.Since(t0)
 	t.Logf("per-project deny: first refusal %v after the customer's action", d.Round(time.Millisecond))
-	if refusal.status != http.StatusForbidden || refusal.code != codeRevoked {
+	if refusal.Status != http.StatusForbidden || refusal.Code != e2ekit.CodeRevoked {
 		t.Fatalf("refusal = %v", refusal)
 	}
-	if d > revocationBound {
-		t.Errorf("revocation took %v, guarantee is %v", d, revocationBound)
+	if d > bound {
+		t.Errorf("revocation took %v, guarantee is %v", d, bound)
 	}
 	// The other project keeps working for several probe intervals.
 	deadline := time.Now().Add(4 * revocationProbeInterval)
 	for time.Now().Before(deadline) {
-		f.mustRead(other, "while another project is denied")
-		time.Sleep(poll)
+		f.MustRead(other, "while another project is denied")
+		time.Sleep(e2ekit.Poll)
 	}
 	putKeyPolicy(t, cust, awssdk.ToString(cur.Policy))
 	// The project's gate opens at the next probe round.
 	t1 := time.Now()
-	waitFor(t, revocationBound+5*time.Second, "the denied project's restoration", func() bool { return f.read(denied).ok })
+	e2ekit.WaitFor(t, bound+5*time.Second, "the denied project's restoration", func() bool { return f.Read(denied).OK })
 	t.Logf("per-project deny lifted: first read %v after the statement was removed", time.Since(t1).Round(time.Millisecond))
-	f.mustRead(other, "after the restoration")
+	f.MustRead(other, "after the restoration")
 }

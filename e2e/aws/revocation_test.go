@@ -2,8 +2,6 @@ package aws
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/awsonboard"
 	"github.com/ekm-dev/ekm/kms/aws"
@@ -23,11 +22,6 @@ import (
 // too (--aws-session-refresh defaults to the probe interval), which is what
 // bounds a trust policy change.
 const revocationProbeInterval = 500 * time.Millisecond
-
-// revocationBound is the product's guarantee: a revocation is enforced
-// within one probe interval (plus the KMS round trip), here with 5 s of
-// margin for a loaded CI machine.
-const revocationBound = revocationProbeInterval + 5*time.Second
 
 type revocation struct {
 	name string
@@ -40,19 +34,12 @@ type revocation struct {
 	revoke, restore func(t *testing.T, f *fixture)
 }
 
-func check(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 func revocations() []revocation {
 	ctx := context.Background()
 	keyID := func(f *fixture) *string { return awssdk.String(f.cust.Result.KeyARN) }
 	trust := func(f *fixture, externalID string) error {
 		_, err := f.cust.IAM.UpdateAssumeRolePolicy(ctx, &iam.UpdateAssumeRolePolicyInput{RoleName: awssdk.String(f.cust.RoleName()),
-			PolicyDocument: awssdk.String(awsonboard.TrustPolicy(f.env.AWS.Vendor().ARN, externalID))})
+			PolicyDocument: awssdk.String(awsonboard.TrustPolicy(f.Env.AWS.Vendor().ARN, externalID))})
 		return err
 	}
 	attach := func(f *fixture) error {
@@ -66,49 +53,49 @@ func revocations() []revocation {
 	var defaultPolicy string
 	return []revocation{
 		{name: "trust policy external id changed", code: aws.CodeAssumeRoleDenied,
-			revoke:  func(t *testing.T, f *fixture) { check(t, trust(f, "org-0000000000000000000000other")) },
-			restore: func(t *testing.T, f *fixture) { check(t, trust(f, f.env.OrgID)) }},
+			revoke:  func(t *testing.T, f *fixture) { e2ekit.Check(t, trust(f, "org-0000000000000000000000other")) },
+			restore: func(t *testing.T, f *fixture) { e2ekit.Check(t, trust(f, f.Env.OrgID)) }},
 		{name: "role policy detached", code: aws.CodePermissionMissing,
-			revoke:  func(t *testing.T, f *fixture) { check(t, detach(f)) },
-			restore: func(t *testing.T, f *fixture) { check(t, attach(f)) }},
+			revoke:  func(t *testing.T, f *fixture) { e2ekit.Check(t, detach(f)) },
+			restore: func(t *testing.T, f *fixture) { e2ekit.Check(t, attach(f)) }},
 		{name: "role deleted", code: aws.CodeAssumeRoleDenied,
 			revoke: func(t *testing.T, f *fixture) {
-				check(t, detach(f))
+				e2ekit.Check(t, detach(f))
 				_, err := f.cust.IAM.DeleteRole(ctx, &iam.DeleteRoleInput{RoleName: awssdk.String(f.cust.RoleName())})
-				check(t, err)
+				e2ekit.Check(t, err)
 			},
 			// The same role again (a new role id): trust and policy.
 			restore: func(t *testing.T, f *fixture) {
 				_, err := f.cust.IAM.CreateRole(ctx, &iam.CreateRoleInput{RoleName: awssdk.String(f.cust.RoleName()),
-					AssumeRolePolicyDocument: awssdk.String(awsonboard.TrustPolicy(f.env.AWS.Vendor().ARN, f.env.OrgID))})
-				check(t, err)
-				check(t, attach(f))
+					AssumeRolePolicyDocument: awssdk.String(awsonboard.TrustPolicy(f.Env.AWS.Vendor().ARN, f.Env.OrgID))})
+				e2ekit.Check(t, err)
+				e2ekit.Check(t, attach(f))
 			}},
 		{name: "key disabled", code: aws.CodeKeyDisabled,
 			revoke: func(t *testing.T, f *fixture) {
 				_, err := f.cust.KMS.DisableKey(ctx, &awskms.DisableKeyInput{KeyId: keyID(f)})
-				check(t, err)
+				e2ekit.Check(t, err)
 			},
 			restore: func(t *testing.T, f *fixture) {
 				_, err := f.cust.KMS.EnableKey(ctx, &awskms.EnableKeyInput{KeyId: keyID(f)})
-				check(t, err)
+				e2ekit.Check(t, err)
 			}},
 		{name: "key scheduled for deletion", code: aws.CodeKeyPendingDeletion,
 			revoke: func(t *testing.T, f *fixture) {
 				_, err := f.cust.KMS.ScheduleKeyDeletion(ctx, &awskms.ScheduleKeyDeletionInput{KeyId: keyID(f), PendingWindowInDays: awssdk.Int32(7)})
-				check(t, err)
+				e2ekit.Check(t, err)
 			},
 			// Cancelling leaves the key disabled: enable it too.
 			restore: func(t *testing.T, f *fixture) {
 				_, err := f.cust.KMS.CancelKeyDeletion(ctx, &awskms.CancelKeyDeletionInput{KeyId: keyID(f)})
-				check(t, err)
+				e2ekit.Check(t, err)
 				_, err = f.cust.KMS.EnableKey(ctx, &awskms.EnableKeyInput{KeyId: keyID(f)})
-				check(t, err)
+				e2ekit.Check(t, err)
 			}},
 		{name: "key policy deny", code: aws.CodeKeyPolicyDenied,
 			revoke: func(t *testing.T, f *fixture) {
 				cur, err := f.cust.KMS.GetKeyPolicy(ctx, &awskms.GetKeyPolicyInput{KeyId: keyID(f), PolicyName: awssdk.String("default")})
-				check(t, err)
+				e2ekit.Check(t, err)
 				defaultPolicy = awssdk.ToString(cur.Policy)
 				addKeyPolicyStatement(t, f.cust, `{"Sid":"DenyEkm","Effect":"Deny","Principal":{"AWS":"`+f.cust.RoleARN()+`"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}`)
 			},
@@ -117,24 +104,24 @@ func revocations() []revocation {
 			setup: func(o *awsonboard.Options) { o.Skip.Attach = true },
 			revoke: func(t *testing.T, f *fixture) {
 				out, err := f.cust.KMS.ListGrants(ctx, &awskms.ListGrantsInput{KeyId: keyID(f)})
-				check(t, err)
+				e2ekit.Check(t, err)
 				for _, g := range out.Grants {
 					_, err := f.cust.KMS.RevokeGrant(ctx, &awskms.RevokeGrantInput{KeyId: keyID(f), GrantId: g.GrantId})
-					check(t, err)
+					e2ekit.Check(t, err)
 				}
 			},
-			restore: func(t *testing.T, f *fixture) { check(t, grant(f.cust)) }},
+			restore: func(t *testing.T, f *fixture) { e2ekit.Check(t, grant(f.cust)) }},
 		{name: "alias re-pointed", code: aws.CodeAliasRepointed, alias: true,
 			setup: func(o *awsonboard.Options) { o.Alias = "alias/ekm" },
 			revoke: func(t *testing.T, f *fixture) {
 				k, err := f.cust.KMS.CreateKey(ctx, &awskms.CreateKeyInput{KeySpec: types.KeySpecSymmetricDefault})
-				check(t, err)
+				e2ekit.Check(t, err)
 				_, err = f.cust.KMS.UpdateAlias(ctx, &awskms.UpdateAliasInput{AliasName: awssdk.String("alias/ekm"), TargetKeyId: k.KeyMetadata.Arn})
-				check(t, err)
+				e2ekit.Check(t, err)
 			},
 			restore: func(t *testing.T, f *fixture) {
 				_, err := f.cust.KMS.UpdateAlias(ctx, &awskms.UpdateAliasInput{AliasName: awssdk.String("alias/ekm"), TargetKeyId: keyID(f)})
-				check(t, err)
+				e2ekit.Check(t, err)
 			}},
 	}
 }
@@ -155,72 +142,21 @@ func grant(c *ekmtest.AWSCustomer) error {
 // bytes. The latency of each kind is logged (docs/PERFORMANCE.md).
 func TestRevocation(t *testing.T) {
 	env := ekmtest.Start(t, ekmtest.Options{AWS: true, ProbeInterval: revocationProbeInterval})
-	type latency struct {
-		kind string
-		d    time.Duration
-	}
-	var latencies []latency
+	rs := &e2ekit.Revocations{ProbeInterval: revocationProbeInterval, Refusals: 5, ReadEventually: true}
 	for _, rc := range revocations() {
 		t.Run(rc.name, func(t *testing.T) {
 			cust := env.NewAWSCustomer(t, rc.setup)
 			run(t, cust)
 			if rc.grant {
-				check(t, grant(cust))
+				e2ekit.Check(t, grant(cust))
 			}
 			kmsARN := ""
 			if rc.alias {
 				kmsARN = cust.AliasARN()
 			}
 			f := register(t, env, cust, strings.ReplaceAll(rc.name, " ", "-"), kmsARN, 1)
-			p := f.projects[0]
-			f.mustRead(p, "before revocation")
-			f.waitStatus("valid", 10*time.Second)
-
-			t0 := time.Now()
-			rc.revoke(t, f)
-			var refusal result
-			waitFor(t, revocationBound+5*time.Second, "the first refusal", func() bool {
-				refusal = f.read(p)
-				return !refusal.ok
-			})
-			d := time.Since(t0)
-			latencies = append(latencies, latency{rc.name, d})
-			t.Logf("%s: first refusal %v after the customer's action", rc.name, d.Round(time.Millisecond))
-			if refusal.status != http.StatusForbidden || refusal.code != codeRevoked {
-				t.Fatalf("refusal = %v", refusal)
-			}
-			if d > revocationBound {
-				t.Errorf("revocation took %v, guarantee is %v", d, revocationBound)
-			}
-			for range 5 {
-				r := f.read(p)
-				if r.ok || r.code != codeRevoked {
-					t.Fatalf("read after refusal: %v", r)
-				}
-				if strings.Contains(r.body, "plaintext of") || strings.Contains(r.body, "secret "+p.id) {
-					t.Fatalf("refusal carries plaintext: %s", r.body)
-				}
-			}
-			k := f.waitStatus("unavailable", 10*time.Second)
-			if k.StatusDetail == nil || k.StatusDetail.Code != rc.code {
-				t.Fatalf("status_detail = %+v, want code %s", k.StatusDetail, rc.code)
-			}
-			evs := keyEvents(t, env, "external_key.unavailable", f.ekID)
-			if len(evs) != 1 || evs[0].field("code") != rc.code {
-				t.Fatalf("external_key.unavailable events = %+v", evs)
-			}
-
-			rc.restore(t, f)
-			f.waitStatus("valid", 15*time.Second)
-			f.mustReadEventually(p, "after restoring access")
-			if evs := keyEvents(t, env, "external_key.restored", f.ekID); len(evs) != 1 {
-				t.Fatalf("external_key.restored events = %+v", evs)
-			}
+			rs.Check(f.ExternalKey, f.Projects[0], rc.name, rc.code, func() { rc.revoke(t, f) }, func() { rc.restore(t, f) })
 		})
 	}
-	var b strings.Builder
-	for _, l := range latencies {
-		fmt.Fprintf(&b, "\n  %-34s %v", l.kind, l.d.Round(time.Millisecond))
-	}
-	t.Logf("revocation latency (probe interval %v):%s", revocationProbeInterval, b.String())
+	rs.LogLatencies(t)
 }
