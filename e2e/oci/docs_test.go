@@ -15,6 +15,7 @@ import (
 	"github.com/oracle/oci-go-sdk/v65/identity"
 	"github.com/oracle/oci-go-sdk/v65/keymanagement"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/emulator/ocicloud"
 	"github.com/ekm-dev/ekm/internal/ocionboard"
@@ -25,7 +26,7 @@ import (
 func docStatements(t *testing.T, word string) []string {
 	t.Helper()
 	b, err := os.ReadFile("../../docs/oci.md")
-	check(t, err)
+	e2ekit.Check(t, err)
 	var found [][]string
 	for _, m := range regexp.MustCompile("(?s)```json\n(.*?)\n```").FindAllStringSubmatch(string(b), -1) {
 		var stmts []string
@@ -85,24 +86,24 @@ func TestDocs(t *testing.T) {
 	// oci iam compartment create --compartment-id $TENANCY --name ekm --description "ekm's customer key"
 	cp, err := cust.Clients.Identity.CreateCompartment(ctx, identity.CreateCompartmentRequest{CreateCompartmentDetails: identity.CreateCompartmentDetails{
 		CompartmentId: &tenancy, Name: common.String("ekm"), Description: common.String("ekm's customer key")}})
-	check(t, err)
+	e2ekit.Check(t, err)
 	// oci kms management vault create --compartment-id $COMPARTMENT --display-name ekm-vault --vault-type DEFAULT
 	vault, err := cust.Clients.Vault.CreateVault(ctx, keymanagement.CreateVaultRequest{CreateVaultDetails: keymanagement.CreateVaultDetails{
 		CompartmentId: cp.Id, DisplayName: common.String("ekm-vault"), VaultType: keymanagement.CreateVaultDetailsVaultTypeDefault}})
-	check(t, err)
+	e2ekit.Check(t, err)
 	// oci kms management vault get --vault-id $VAULT --query 'data."management-endpoint"'
 	got, err := cust.Clients.Vault.GetVault(ctx, keymanagement.GetVaultRequest{VaultId: vault.Id})
-	check(t, err)
+	e2ekit.Check(t, err)
 	mgmt, err := cust.Clients.Management(*got.ManagementEndpoint)
-	check(t, err)
+	e2ekit.Check(t, err)
 	// oci kms management key create --endpoint $MGMT --compartment-id $COMPARTMENT --display-name ekm-kek
 	//   --key-shape '{"algorithm":"AES","length":32}' --protection-mode HSM --freeform-tags "{\"ekm-org\":\"$ORG_ID\"}"
 	var shape keymanagement.KeyShape
-	check(t, json.Unmarshal([]byte(`{"algorithm":"AES","length":32}`), &shape))
+	e2ekit.Check(t, json.Unmarshal([]byte(`{"algorithm":"AES","length":32}`), &shape))
 	key, err := mgmt.CreateKey(ctx, keymanagement.CreateKeyRequest{CreateKeyDetails: keymanagement.CreateKeyDetails{
 		CompartmentId: cp.Id, DisplayName: common.String("ekm-kek"), KeyShape: &shape, ProtectionMode: keymanagement.CreateKeyDetailsProtectionModeHsm,
 		FreeformTags: map[string]string{"ekm-org": env.OrgID}}})
-	check(t, err)
+	e2ekit.Check(t, err)
 	// Step 2: sed … ekm-policy.json > ekm-statements.json;
 	// oci iam policy create --compartment-id $TENANCY --name ekm-key-access --statements file://ekm-statements.json
 	vars := map[string]string{"$EKM_TENANCY": v.TenancyOCID, "$EKM_GROUP": v.GroupOCID, "ekm": "ekm", "$VAULT": *vault.Id, "$KEY": *key.Id}
@@ -118,14 +119,14 @@ func TestDocs(t *testing.T) {
 	}
 	pol, err := cust.Clients.Identity.CreatePolicy(ctx, identity.CreatePolicyRequest{CreatePolicyDetails: identity.CreatePolicyDetails{
 		CompartmentId: &tenancy, Name: common.String("ekm-key-access"), Description: common.String("ekm may read the vault and use the key"), Statements: stmts}})
-	check(t, err)
+	e2ekit.Check(t, err)
 	cust.Result = ocionboard.Result{CompartmentOCID: *cp.Id, VaultOCID: *vault.Id, KeyOCID: *key.Id, KeyVersionOCID: *key.CurrentKeyVersion,
 		ManagementEndpoint: *got.ManagementEndpoint, CryptoEndpoint: *got.CryptoEndpoint, PolicyOCID: *pol.Id, Statements: stmts}
 
 	// Register: {"type":"oci","name":"primary","key_ocid":…,"vault_ocid":…,"region":…}.
 	f := register(t, env, cust, "primary", "", 1)
-	f.mustRead(f.projects[0], "registered from the docs")
-	if k := f.key(); k.Status != "valid" || k.Region != ekmtest.OCIRegion {
+	f.MustRead(f.Projects[0], "registered from the docs")
+	if k := f.View(); k.Status != "valid" || k.Region != ekmtest.OCIRegion {
 		t.Fatalf("%+v", k)
 	}
 	// EKM_TENANCY and EKM_GROUP are identity.tenancy_ocid and
@@ -133,7 +134,7 @@ func TestDocs(t *testing.T) {
 	req, _ := http.NewRequest("GET", env.URL+"/v1/organization/external_key_types", nil)
 	req.Header.Set("Authorization", "Bearer "+env.AdminKey)
 	resp, err := env.HTTPClient().Do(req)
-	check(t, err)
+	e2ekit.Check(t, err)
 	defer resp.Body.Close()
 	var list struct {
 		Data []struct {
@@ -142,7 +143,7 @@ func TestDocs(t *testing.T) {
 			Identity map[string]string `json:"identity"`
 		} `json:"data"`
 	}
-	check(t, json.NewDecoder(resp.Body).Decode(&list))
+	e2ekit.Check(t, json.NewDecoder(resp.Body).Decode(&list))
 	i := slices.IndexFunc(list.Data, func(kt struct {
 		Type     string            `json:"type"`
 		Enabled  bool              `json:"enabled"`

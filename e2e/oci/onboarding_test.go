@@ -1,10 +1,7 @@
 package oci
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +11,7 @@ import (
 	"github.com/oracle/oci-go-sdk/v65/common"
 	"github.com/oracle/oci-go-sdk/v65/keymanagement"
 
-	"github.com/ekm-dev/ekm/client"
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/ocionboard"
 	"github.com/ekm-dev/ekm/kms/oci"
@@ -43,7 +40,7 @@ func TestOnboarding(t *testing.T) {
 		ek.WorkspaceID != env.OrgID {
 		t.Fatalf("external key object: %s", ek.RawJSON())
 	}
-	if v := keyObject(t, env, ek.ID); v.Status != "valid" || v.CurrentKEKVersion != cust.Result.KeyVersionOCID {
+	if v := e2ekit.KeyObject(t, env, ek.ID); v.Status != "valid" || v.CurrentKEKVersion != cust.Result.KeyVersionOCID {
 		t.Fatalf("external key health: %+v", v)
 	}
 	if v, err := admin.Admin.Organization.ExternalKeys.Validate(ctx, ek.ID); err != nil || v.Status != "valid" {
@@ -53,47 +50,7 @@ func TestOnboarding(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create project: %v", err)
 	}
-	sa, err := admin.Admin.Organization.Projects.ServiceAccounts.New(ctx, proj.ID, openai.AdminOrganizationProjectServiceAccountNewParams{Name: "backend"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := env.Client(sa.APIKey.Value)
-
-	// Files API.
-	content := bytes.Repeat([]byte("customer secret content "), 4000)
-	f, err := data.Files.New(ctx, openai.FileNewParams{File: openai.File(bytes.NewReader(content), "plans.txt", "text/plain"), Purpose: openai.FilePurposeAssistants})
-	if err != nil {
-		t.Fatalf("upload: %v", err)
-	}
-	resp, err := data.Files.Content(ctx, f.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Equal(got, content) {
-		t.Fatal("download returned other bytes")
-	}
-
-	// Crypto API (ekm's extension, through its Go client).
-	cc, err := client.New(env.URL, sa.APIKey.Value, client.WithHTTPClient(env.HTTPClient()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := cc.Encrypt(ctx, []byte("card 4111"), []byte("ctx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pt, err := cc.Decrypt(ctx, ct.Ciphertext, []byte("ctx")); err != nil || string(pt) != "card 4111" {
-		t.Fatalf("decrypt: %q %v", pt, err)
-	}
-	if _, err := cc.Decrypt(ctx, ct.Ciphertext, []byte("other")); err == nil {
-		t.Fatal("decrypt with another context succeeded")
-	}
-	dk, err := cc.DataKey(ctx, nil)
-	if err != nil || len(dk.Plaintext.Bytes()) != 32 || len(dk.Wrapped) == 0 {
-		t.Fatalf("data key: %v", err)
-	}
+	e2ekit.CheckDataPlane(t, env, e2ekit.ServiceAccountKey(t, env, proj.ID))
 
 	// The project key's wrap is bound to the project: OCI saw ekm's
 	// associated data with the org, project and version, on the
@@ -128,7 +85,7 @@ func TestOnboarding(t *testing.T) {
 		if v, err := admin.Admin.Organization.ExternalKeys.Validate(ctx, ek.ID); err != nil || v.Status != "valid" {
 			t.Fatalf("validate = %v, %v", v, err)
 		}
-		if v := keyObject(t, env, ek.ID); v.CurrentKEKVersion != c.Result.KeyVersionOCID {
+		if v := e2ekit.KeyObject(t, env, ek.ID); v.CurrentKEKVersion != c.Result.KeyVersionOCID {
 			t.Fatalf("current version %s, pinned %s", v.CurrentKEKVersion, c.Result.KeyVersionOCID)
 		}
 	})
@@ -137,12 +94,7 @@ func TestOnboarding(t *testing.T) {
 func refusals(t *testing.T, env *ekmtest.Env) {
 	ctx := context.Background()
 	admin := env.Admin()
-	count := func() int {
-		page, err := admin.Admin.Organization.ExternalKeys.List(ctx, openai.AdminOrganizationExternalKeyListParams{Limit: openai.Int(100)})
-		check(t, err)
-		return len(page.Data)
-	}
-	before := count()
+	before := e2ekit.CountExternalKeys(t, env)
 	vendor := env.OCI.Vendor().UserOCID
 	ociCalls := func() int {
 		n := 0
@@ -158,25 +110,25 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 	ok := env.OnboardOCI(t, nil)
 	noPolicy := env.OnboardOCI(t, func(o *ocionboard.Options) { o.Skip.Policy = true })
 	narrowed := env.OnboardOCI(t, nil)
-	check(t, narrowed.SetPolicy(ctx, ocionboard.Statements(v.TenancyOCID, v.GroupOCID, "ekm", narrowed.Result.VaultOCID, ok.Result.KeyOCID)))
+	e2ekit.Check(t, narrowed.SetPolicy(ctx, ocionboard.Statements(v.TenancyOCID, v.GroupOCID, "ekm", narrowed.Result.VaultOCID, ok.Result.KeyOCID)))
 	readOnly := env.OnboardOCI(t, nil)
 	ro := slices.Clone(readOnly.Result.Statements)
 	ro[3] = strings.Replace(ro[3], "to use keys", "to read keys", 1)
-	check(t, readOnly.SetPolicy(ctx, ro))
+	e2ekit.Check(t, readOnly.SetPolicy(ctx, ro))
 	disabled := env.OnboardOCI(t, nil)
 	_, err := disabled.Management(t).DisableKey(ctx, keymanagement.DisableKeyRequest{KeyId: &disabled.Result.KeyOCID})
-	check(t, err)
+	e2ekit.Check(t, err)
 	pending := env.OnboardOCI(t, nil)
 	_, err = pending.Management(t).ScheduleKeyDeletion(ctx, keymanagement.ScheduleKeyDeletionRequest{KeyId: &pending.Result.KeyOCID})
-	check(t, err)
+	e2ekit.Check(t, err)
 	untagged := env.OnboardOCI(t, func(o *ocionboard.Options) { o.Skip.Tag = true })
 	otherOrg := env.OnboardOCI(t, func(o *ocionboard.Options) { o.OrgID = "org-0000000000000000000000other" })
 	aes128 := env.OnboardOCI(t, nil)
 	k128, err := aes128.Management(t).CreateKey(ctx, keymanagement.CreateKeyRequest{CreateKeyDetails: keymanagement.CreateKeyDetails{
 		CompartmentId: &aes128.Result.CompartmentOCID, DisplayName: common.String("aes128"), FreeformTags: map[string]string{oci.TagOrg: env.OrgID},
 		KeyShape: &keymanagement.KeyShape{Algorithm: "AES", Length: common.Int(16)}}})
-	check(t, err)
-	check(t, aes128.SetPolicy(ctx, ocionboard.Statements(v.TenancyOCID, v.GroupOCID, "ekm", aes128.Result.VaultOCID, *k128.Id)))
+	e2ekit.Check(t, err)
+	e2ekit.Check(t, aes128.SetPolicy(ctx, ocionboard.Statements(v.TenancyOCID, v.GroupOCID, "ekm", aes128.Result.VaultOCID, *k128.Id)))
 	missing := ok.Result.KeyOCID[:len(ok.Result.KeyOCID)-4] + "aaaa"
 	keyOCID := ok.Result.KeyOCID
 
@@ -209,26 +161,13 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 			}
 			calls := ociCalls()
 			_, err := admin.Admin.Organization.ExternalKeys.New(ctx, p)
-			e := apiErr(t, err)
-			if e.StatusCode != http.StatusBadRequest || e.Code != tc.code {
-				t.Fatalf("got %d %q (%s), want 400 %q", e.StatusCode, e.Code, e.Message, tc.code)
-			}
-			if e.Message == "" || strings.Contains(e.Message, "PRIVATE KEY") {
-				t.Fatalf("message missing or leaks a credential: %q", e.Message)
-			}
-			if tc.step != "" && !strings.Contains(e.RawJSON(), `"step":"`+tc.step+`"`) {
-				t.Fatalf("diagnosis does not name step %s: %s", tc.step, e.RawJSON())
-			}
-			if tc.param != "" && e.Param != tc.param {
-				t.Fatalf("param %q, want %q", e.Param, tc.param)
-			}
+			e2ekit.CheckRefused(t, err, e2ekit.Refusal{Code: tc.code, Step: tc.step, Param: tc.param}, "PRIVATE KEY")
 			if tc.static && ociCalls() != calls {
 				t.Fatalf("a statically invalid registration reached OCI")
 			}
-			t.Logf("%s: %s", e.Code, e.Message)
 		})
 	}
-	if after := count(); after != before {
+	if after := e2ekit.CountExternalKeys(t, env); after != before {
 		t.Fatalf("refused registrations stored keys: %d -> %d", before, after)
 	}
 }
@@ -252,7 +191,7 @@ func auditKMSCalls(t *testing.T, env *ekmtest.Env) {
 		t.Fatal("the emulator saw no request from ekm")
 	}
 	var missing []string
-	waitFor(t, 10*time.Second, "a kms.call event for every OCI request", func() bool {
+	e2ekit.WaitFor(t, 10*time.Second, "a kms.call event for every OCI request", func() bool {
 		recorded := map[string]bool{}
 		admin := env.Admin()
 		it := admin.Admin.Organization.AuditLogs.ListAutoPaging(context.Background(),
@@ -265,7 +204,7 @@ func auditKMSCalls(t *testing.T, env *ekmtest.Env) {
 				}
 			}
 		}
-		check(t, it.Err())
+		e2ekit.Check(t, it.Err())
 		missing = missing[:0]
 		for id, op := range sent {
 			if !recorded[id] {
