@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/gcponboard"
 )
@@ -33,7 +34,7 @@ var fenceRE = regexp.MustCompile("(?s)```http( [a-z]+)?\n(.*?)\n```")
 func docBlocks(t *testing.T) []restBlock {
 	t.Helper()
 	b, err := os.ReadFile("../../docs/gcp.md")
-	must(t, err)
+	e2ekit.Check(t, err)
 	var out []restBlock
 	for _, m := range fenceRE.FindAllStringSubmatch(string(b), -1) {
 		rb := restBlock{tag: strings.TrimSpace(m[1]), headers: map[string]string{}}
@@ -109,7 +110,7 @@ func TestDocs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			env := start(t, tc.identity, ekmtest.Options{ProbeInterval: time.Hour})
 			p, err := emu.CreateProject()
-			must(t, err)
+			e2ekit.Check(t, err)
 			vars := map[string]string{"PROJECT_ID": p.ID, "PROJECT_NUMBER": p.Number, "POOL_ID": "ekm-pool", "PROVIDER_ID": "ekm-oidc",
 				"LOCATION": "us-east1", "KEY_RING": "ekm", "KEY": "kek", "ORG_ID": env.OrgID, "TOKEN": p.AdminToken,
 				"EKM_URL": env.URL, "EKM_ADMIN_KEY": env.AdminKey}
@@ -137,7 +138,7 @@ func TestDocs(t *testing.T) {
 					// The operator's JWKS (`ekm issuer jwks` prints the same),
 					// then the issuer goes out of Google's reach.
 					resp, err := env.HTTPClient().Get(env.URL + "/.well-known/jwks.json")
-					must(t, err)
+					e2ekit.Check(t, err)
 					jwks, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					s, _ := json.Marshal(string(bytes.TrimSpace(jwks)))
@@ -182,18 +183,18 @@ func call(t *testing.T, hc *http.Client, method, url string, headers map[string]
 		rd = strings.NewReader(body)
 	}
 	req, err := http.NewRequest(method, url, rd)
-	must(t, err)
+	e2ekit.Check(t, err)
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
 	resp, err := hc.Do(req)
-	must(t, err)
+	e2ekit.Check(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, b)
 	}
 	if out != nil && len(b) > 0 {
-		must(t, json.Unmarshal(b, out))
+		e2ekit.Check(t, json.Unmarshal(b, out))
 	}
 }

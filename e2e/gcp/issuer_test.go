@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/app"
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/issuer"
 	kmsgcp "github.com/ekm-dev/ekm/kms/gcp"
@@ -31,7 +32,7 @@ func TestIssuer(t *testing.T) {
 	jwks := func() string {
 		t.Helper()
 		resp, err := env.HTTPClient().Get(env.URL + "/.well-known/jwks.json")
-		must(t, err)
+		e2ekit.Check(t, err)
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != 200 {
@@ -41,7 +42,7 @@ func TestIssuer(t *testing.T) {
 	}
 	keyCount := func() int {
 		var set struct{ Keys []json.RawMessage }
-		must(t, json.Unmarshal([]byte(jwks()), &set))
+		e2ekit.Check(t, json.Unmarshal([]byte(jwks()), &set))
 		return len(set.Keys)
 	}
 	register := func(c *gcptest.Customer, name string) string {
@@ -55,7 +56,7 @@ func TestIssuer(t *testing.T) {
 	validate := func(id string) string {
 		t.Helper()
 		v, err := admin.Admin.Organization.ExternalKeys.Validate(ctx, id)
-		must(t, err)
+		e2ekit.Check(t, err)
 		return v.RawJSON()
 	}
 
@@ -69,12 +70,12 @@ func TestIssuer(t *testing.T) {
 	// Uploaded JWKS (jwksJson): works with the issuer unreachable.
 	uploading, lagging := env.GCPCustomer(t, nil), env.GCPCustomer(t, nil)
 	for _, c := range []*gcptest.Customer{uploading, lagging} {
-		must(t, c.SetJWKS(ctx, jwks()))
+		e2ekit.Check(t, c.SetJWKS(ctx, jwks()))
 	}
 	env.SetGCPIssuerReachable(t, false)
 	uploadingID, laggingID := register(uploading, "uploading"), register(lagging, "lagging")
 	_, err := admin.Admin.Organization.ExternalKeys.New(ctx, gcpKey("unreachable", env.GCPCustomer(t, nil), nil))
-	if e := apiErr(t, err); e.StatusCode != http.StatusServiceUnavailable || e.Code != kmsgcp.CodeIssuerUnreachable || !strings.Contains(e.Message, "jwksJson") {
+	if e := e2ekit.APIErr(t, err); e.StatusCode != http.StatusServiceUnavailable || e.Code != kmsgcp.CodeIssuerUnreachable || !strings.Contains(e.Message, "jwksJson") {
 		t.Fatalf("unreachable issuer without jwksJson: %d %s %s", e.StatusCode, e.Code, e.Message)
 	}
 	env.SetGCPIssuerReachable(t, true)
@@ -84,16 +85,16 @@ func TestIssuer(t *testing.T) {
 	step := func(do func(ks *issuer.KeySet) error) {
 		t.Helper()
 		ks, err := issuer.ReadKeySet(file)
-		must(t, err)
-		must(t, do(ks))
-		must(t, ks.Save(file))
+		e2ekit.Check(t, err)
+		e2ekit.Check(t, do(ks))
+		e2ekit.Check(t, ks.Save(file))
 	}
 	step(func(ks *issuer.KeySet) error { _, err := ks.Add(time.Now()); return err })
-	waitFor(t, 5*time.Second, "the server to publish the new key", func() bool { return keyCount() == 2 })
-	must(t, uploading.SetJWKS(ctx, jwks())) // the customer follows the notice; lagging does not
+	e2ekit.WaitFor(t, 5*time.Second, "the server to publish the new key", func() bool { return keyCount() == 2 })
+	e2ekit.Check(t, uploading.SetJWKS(ctx, jwks())) // the customer follows the notice; lagging does not
 	step(func(ks *issuer.KeySet) error { _, err := ks.Activate(time.Now(), 0); return err })
 	var laggingAnswer string
-	waitFor(t, 10*time.Second, "the customer that kept the old JWKS to be refused", func() bool {
+	e2ekit.WaitFor(t, 10*time.Second, "the customer that kept the old JWKS to be refused", func() bool {
 		laggingAnswer = validate(laggingID)
 		return strings.Contains(laggingAnswer, `"invalid"`)
 	})
@@ -106,22 +107,22 @@ func TestIssuer(t *testing.T) {
 		}
 	}
 	step(func(ks *issuer.KeySet) error { _, err := ks.Retire(time.Now(), 0); return err })
-	waitFor(t, 5*time.Second, "the server to drop the old key", func() bool { return keyCount() == 1 })
+	e2ekit.WaitFor(t, 5*time.Second, "the server to drop the old key", func() bool { return keyCount() == 1 })
 	for name, id := range map[string]string{"fetching": fetchingID, "uploading": uploadingID} {
 		if v := validate(id); !strings.Contains(v, `"status":"valid"`) {
 			t.Fatalf("%s customer after retirement: %s", name, v)
 		}
 	}
 	// The lagging customer re-uploads: restored.
-	must(t, lagging.SetJWKS(ctx, jwks()))
+	e2ekit.Check(t, lagging.SetJWKS(ctx, jwks()))
 	if v := validate(laggingID); !strings.Contains(v, `"status":"valid"`) {
 		t.Fatalf("lagging customer after re-upload: %s", v)
 	}
 	// The discovery document names the issuer and its JWKS, unauthenticated.
 	resp, err := env.HTTPClient().Get(env.URL + "/.well-known/openid-configuration")
-	must(t, err)
+	e2ekit.Check(t, err)
 	var disc map[string]any
-	must(t, json.NewDecoder(resp.Body).Decode(&disc))
+	e2ekit.Check(t, json.NewDecoder(resp.Body).Decode(&disc))
 	resp.Body.Close()
 	if disc["issuer"] != env.GCPIssuerURL || disc["jwks_uri"] != env.GCPIssuerURL+"/.well-known/jwks.json" {
 		t.Fatalf("discovery %v", disc)

@@ -1,9 +1,7 @@
 package gcp
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/internal/gcponboard"
 	kmsgcp "github.com/ekm-dev/ekm/kms/gcp"
@@ -59,28 +58,7 @@ func onboarding(t *testing.T, env *ekmtest.Env) {
 	if err != nil || proj.ExternalKeyID != ek.ID {
 		t.Fatalf("create project: %v", err)
 	}
-	sa, err := admin.Admin.Organization.Projects.ServiceAccounts.New(ctx, proj.ID, openai.AdminOrganizationProjectServiceAccountNewParams{Name: "backend"})
-	must(t, err)
-	f := &fixture{t: t, env: env, cust: cust, ekID: ek.ID}
-	data := env.Client(sa.APIKey.Value)
-	content := bytes.Repeat([]byte("customer secret content "), 4000)
-	file, err := data.Files.New(ctx, openai.FileNewParams{File: openai.File(bytes.NewReader(content), "plans.txt", "text/plain"), Purpose: openai.FilePurposeAssistants})
-	if err != nil {
-		t.Fatalf("upload: %v", err)
-	}
-	resp, err := data.Files.Content(ctx, file.ID)
-	must(t, err)
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Equal(got, content) {
-		t.Fatal("download returned other bytes")
-	}
-	p := &project{id: proj.ID, apiKey: sa.APIKey.Value}
-	ct, err := f.crypto(p).Encrypt(ctx, []byte("card 4111"), aad)
-	must(t, err)
-	if pt, err := f.crypto(p).Decrypt(ctx, ct.Ciphertext, aad); err != nil || string(pt) != "card 4111" {
-		t.Fatalf("crypto API: %v", err)
-	}
+	e2ekit.CheckDataPlane(t, env, e2ekit.ServiceAccountKey(t, env, proj.ID))
 
 	// Every request ekm sent to Google is in a kms.call event, by the id the
 	// customer's logs show (the emulator's request log here; Cloud Audit
@@ -95,9 +73,9 @@ func onboarding(t *testing.T, env *ekmtest.Env) {
 	var missing []string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for _, e := range auditEvents(t, env, "kms.call") {
-			audited[e.field("request_id")] = true
-			for _, id := range strings.Fields(strings.Trim(e.field("request_ids"), "[]")) {
+		for _, e := range e2ekit.AuditEvents(t, env, "kms.call") {
+			audited[e.Field("request_id")] = true
+			for _, id := range strings.Fields(strings.Trim(e.Field("request_ids"), "[]")) {
 				audited[id] = true
 			}
 		}
@@ -113,7 +91,7 @@ func onboarding(t *testing.T, env *ekmtest.Env) {
 		if time.Now().After(deadline) {
 			t.Fatalf("requests in no kms.call event: %v (audited %v)", missing, audited)
 		}
-		time.Sleep(poll)
+		time.Sleep(e2ekit.Poll)
 	}
 	if len(sent) < 4 {
 		t.Fatalf("requests seen by the emulator: %v", sent)
@@ -125,7 +103,7 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 	admin := env.Admin()
 	count := func() int {
 		page, err := admin.Admin.Organization.ExternalKeys.List(ctx, openai.AdminOrganizationExternalKeyListParams{Limit: openai.Int(100)})
-		must(t, err)
+		e2ekit.Check(t, err)
 		return len(page.Data)
 	}
 	before := count()
@@ -146,7 +124,7 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 		{name: "provider trusts another issuer", onboard: func(c *gcponboard.Config) { c.Issuer = "https://issuer.example.com" },
 			code: kmsgcp.CodeIssuerMismatch, step: "1"},
 		{name: "provider allows another audience", after: func(t *testing.T, c *gcptest.Customer) map[string]string {
-			must(t, c.SetAllowedAudiences(ctx, "org-someone-else"))
+			e2ekit.Check(t, c.SetAllowedAudiences(ctx, "org-someone-else"))
 			return nil
 		}, code: kmsgcp.CodeAudienceNotAllowed, step: "1"},
 		{name: "condition excludes ekm", onboard: func(c *gcponboard.Config) { c.Subject = "not-ekm" },
@@ -157,16 +135,16 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 			code: kmsgcp.CodePermissionDenied, step: "3"},
 		{name: "viewer role only", onboard: func(c *gcponboard.Config) { c.SkipGrant = true },
 			after: func(t *testing.T, c *gcptest.Customer) map[string]string {
-				must(t, c.AddMember(ctx, c.KeyName(), member(c), []string{kmsgcp.RoleViewer}))
+				e2ekit.Check(t, c.AddMember(ctx, c.KeyName(), member(c), []string{kmsgcp.RoleViewer}))
 				return nil
 			}, code: kmsgcp.CodePermissionDenied, step: "3"},
 		{name: "key for signing", after: func(t *testing.T, c *gcptest.Customer) map[string]string {
 			_, err := c.CreateKey(ctx, "signing", "ASYMMETRIC_SIGN", member(c), gcponboard.Roles(false))
-			must(t, err)
+			e2ekit.Check(t, err)
 			return map[string]string{"kms_key_name": "signing"}
 		}, code: kmsgcp.CodeWrongPurpose, step: "2"},
 		{name: "primary version disabled", after: func(t *testing.T, c *gcptest.Customer) map[string]string {
-			must(t, c.SetVersionState(ctx, c.KeyName()+"/cryptoKeyVersions/1", "DISABLED"))
+			e2ekit.Check(t, c.SetVersionState(ctx, c.KeyName()+"/cryptoKeyVersions/1", "DISABLED"))
 			return nil
 		}, code: kmsgcp.CodeKeyVersionDisabled, step: "2"},
 		{name: "audience of another org", static: true, code: "org_mismatch",
@@ -210,7 +188,7 @@ func refusals(t *testing.T, env *ekmtest.Env) {
 				p = gcpKey(tc.name, c, set)
 			}
 			_, err := admin.Admin.Organization.ExternalKeys.New(ctx, p)
-			e := apiErr(t, err)
+			e := e2ekit.APIErr(t, err)
 			if e.StatusCode != http.StatusBadRequest || e.Code != tc.code {
 				t.Fatalf("got %d %q (%s), want 400 %q", e.StatusCode, e.Code, e.Message, tc.code)
 			}
