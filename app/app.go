@@ -28,6 +28,7 @@ import (
 	"github.com/ekm-dev/ekm/cluster"
 	"github.com/ekm-dev/ekm/console"
 	"github.com/ekm-dev/ekm/dataplane"
+	"github.com/ekm-dev/ekm/envelope"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/httpx"
 	"github.com/ekm-dev/ekm/internal/dialoverride"
@@ -92,6 +93,15 @@ type Config struct {
 	// project on a customer key once its current version is this old.
 	ProjectKeyRotationPeriod time.Duration
 
+	// EnvelopeWriteVersion is the envelope format version new ciphertexts
+	// are written in (docs/FORMAT.md): 2 (the default; 0 means 2) or 1,
+	// only while replicas of a release that cannot read version 2 may
+	// still read the data (a rolling upgrade, or to keep a rollback
+	// possible; docs/OPERATIONS.md). Both are always read. Open refuses
+	// any other value and applies it with envelope.SetWriteVersion, which
+	// is process-wide: the last App opened in a process decides for all.
+	EnvelopeWriteVersion int
+
 	Azure AzureConfig
 	// AWS enables the aws key type (app/aws.go).
 	AWS AWSConfig
@@ -148,6 +158,9 @@ type App struct {
 // DefaultMaxConnections is Config.MaxConnections' default.
 const DefaultMaxConnections = 1024
 
+// DefaultEnvelopeWriteVersion is Config.EnvelopeWriteVersion's default.
+const DefaultEnvelopeWriteVersion = envelope.Version2
+
 func (c *Config) defaults() {
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8080"
@@ -169,6 +182,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.EnvelopeWriteVersion == 0 {
+		c.EnvelopeWriteVersion = DefaultEnvelopeWriteVersion
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -433,6 +449,9 @@ func Registry(drivers []kms.Driver) *kms.Registry {
 // Open builds the app. Close releases it.
 func Open(ctx context.Context, c Config) (*App, error) {
 	c.defaults()
+	if err := checkEnvelopeWriteVersion(c.EnvelopeWriteVersion); err != nil {
+		return nil, err
+	}
 	st, info, err := OpenStoreInfo(ctx, c)
 	if err != nil {
 		return nil, err
@@ -468,7 +487,19 @@ func Open(ctx context.Context, c Config) (*App, error) {
 		return fail(err)
 	}
 	a.Handler = a.routes()
+	// Checked above, before anything was opened.
+	if err := envelope.SetWriteVersion(c.EnvelopeWriteVersion); err != nil {
+		return fail(err)
+	}
 	return a, nil
+}
+
+// checkEnvelopeWriteVersion refuses a format version ekm cannot write.
+func checkEnvelopeWriteVersion(v int) error {
+	if v != envelope.Version1 && v != envelope.Version2 {
+		return fmt.Errorf("envelope write version %d (--envelope-write-version, EKM_ENVELOPE_WRITE_VERSION): must be 1 or 2", v)
+	}
+	return nil
 }
 
 func (a *App) routes() http.Handler {
@@ -627,7 +658,7 @@ func (a *App) Prober() *probe.Prober {
 // retention, blob sweep, scheduled key rotation) until ctx is done.
 func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	a.Logger.Info("ekm starting", "version", Version(), "key_types", enabledTypes(a.Service.Registry()),
-		"data_dir", a.Config.DataDir, "database", a.dbKind())
+		"data_dir", a.Config.DataDir, "database", a.dbKind(), "envelope_write_version", envelope.WriteVersion())
 	unlock, lerr := a.singleServer()
 	if lerr != nil {
 		return lerr

@@ -675,6 +675,18 @@ func openV2(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, err
 	return pt[:ptLen:ptLen], nil
 }
 
+// FormatVersion returns the format version ([Version1] or [Version2]) of a
+// ciphertext (single-shot or streaming; the byte after the magic, see
+// docs/FORMAT.md) without authenticating anything: use it to report or
+// check what was written, never as proof of integrity.
+func FormatVersion(ciphertext []byte) (int, error) {
+	h, err := parseHeader(ciphertext, 0)
+	if err != nil {
+		return 0, err
+	}
+	return int(h.version()), nil
+}
+
 // KeyVersion returns the project key version recorded in a ciphertext's
 // header (single-shot or streaming) without authenticating anything: use it
 // to pick keys or plan rewraps, never as proof of integrity.

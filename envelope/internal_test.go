@@ -476,6 +476,45 @@ func TestWriteVersion(t *testing.T) {
 	}
 }
 
+// TestFormatVersion: FormatVersion reads the version byte of single-shot
+// and streaming ciphertexts of both versions, and refuses what is not an
+// envelope or has a version no reader knows.
+func TestFormatVersion(t *testing.T) {
+	defer SetWriteVersion(WriteVersion())
+	key := goldenKey(t)
+	for _, v := range []int{Version1, Version2} {
+		if err := SetWriteVersion(v); err != nil {
+			t.Fatal(err)
+		}
+		ct, err := Seal(key, *goldenCtx(), []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := FormatVersion(ct); err != nil || got != v {
+			t.Fatalf("FormatVersion(Seal at %d) = %d, %v", v, got, err)
+		}
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, key, *goldenCtx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("y"))
+		w.Close()
+		if got, err := FormatVersion(buf.Bytes()); err != nil || got != v {
+			t.Fatalf("FormatVersion(NewWriter at %d) = %d, %v", v, got, err)
+		}
+		ct[4] = 3
+		if _, err := FormatVersion(ct); !errors.Is(err, ErrFormat) {
+			t.Fatalf("FormatVersion of version 3: %v, want ErrFormat", err)
+		}
+	}
+	for _, bad := range [][]byte{nil, []byte("ekme"), []byte("not an envelope at all")} {
+		if _, err := FormatVersion(bad); err == nil {
+			t.Fatalf("FormatVersion(%q) succeeded", bad)
+		}
+	}
+}
+
 // countingReader produces n pattern bytes without holding them.
 type countingReader struct{ n, off int64 }
 

@@ -84,6 +84,7 @@ func reencryptCmd() *cobra.Command {
 	fs.StringVar(&proj, "project", "", "project id (proj_…)")
 	fs.BoolVar(&all, "all-projects", false, "every project of the organization, archived ones included")
 	fs.Float64Var(&rate, "rate", 0, "at most this many files per second (0 = no limit)")
+	envelopeFlag(fs, &c)
 	toolFlags(fs, &c)
 	documentEnv(fs)
 	return cmd

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -18,6 +19,29 @@ func storeFlags(fs *pflag.FlagSet, c *app.Config) {
 	fs.StringVar(&c.Database, "database", "", "PostgreSQL URL (postgres://…) for multi-replica deployments; empty = SQLite in the data dir")
 	fs.StringVar(&c.BlobURL, "blob-url", "", "where file contents go: file:///path, s3://bucket?region=…, azblob://container or gs://bucket; credentials come from each SDK's default chain (default: <data-dir>/blobs)")
 	fs.StringVar(&c.LocalRootKeyFile, "local-root-key-file", "", "file holding the root of local keys (default <data-dir>/local-root.key; replicas must share it)")
+}
+
+// envelopeFlag is the envelope format version new ciphertexts are written
+// in, for serve and every operator command that seals data (reencrypt).
+func envelopeFlag(fs *pflag.FlagSet, c *app.Config) {
+	c.EnvelopeWriteVersion = app.DefaultEnvelopeWriteVersion
+	fs.Var((*writeVersionValue)(&c.EnvelopeWriteVersion), "envelope-write-version",
+		"envelope format version of new ciphertexts: 2, or 1 while replicas of a release that cannot read version 2 run (rolling upgrade, rollback; both are always read; docs/OPERATIONS.md)")
+}
+
+// writeVersionValue is the value of --envelope-write-version: 1 or 2, and
+// nothing else (0 would mean the default to app.Config).
+type writeVersionValue int
+
+func (v *writeVersionValue) String() string { return strconv.Itoa(int(*v)) }
+func (v *writeVersionValue) Type() string   { return "1|2" }
+func (v *writeVersionValue) Set(s string) error {
+	switch s {
+	case "1", "2":
+		*v = writeVersionValue(s[0] - '0')
+		return nil
+	}
+	return fmt.Errorf("%q is not an envelope format version ekm writes: want 1 or 2", s)
 }
 
 func azureFlags(fs *pflag.FlagSet, c *app.AzureConfig) {
@@ -100,6 +124,7 @@ func serveCmd() *cobra.Command {
 	fs.DurationVar(&c.UploadIdleTimeout, "upload-idle-timeout", 0, "an upload that sends nothing for this long is cut off (default 60s; 408)")
 	fs.DurationVar(&c.AuditRetention, "audit-retention", 0, "how long audit events are kept (default 90 days)")
 	fs.DurationVar(&c.ProjectKeyRotationPeriod, "project-key-rotation-period", 0, "rotate the key of every active project on a customer key once its current version is this old (0 = off)")
+	envelopeFlag(fs, &c)
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	azureFlags(fs, &c.Azure)
 	gcpFlags(fs, &c.GCP)
