@@ -30,7 +30,7 @@ func TestKMSLoad(t *testing.T) {
 	)
 	env := ekmtest.Start(t, ekmtest.Options{ProbeInterval: interval, CacheTTL: ttl})
 	f := newFixture(t, env, "load", 2)
-	f.waitStatus("valid", 10*time.Second)
+	f.WaitStatus("valid", 10*time.Second)
 
 	measure := func(workers int) (calls, tokens int, requests int64) {
 		t.Helper()
@@ -39,18 +39,18 @@ func TestKMSLoad(t *testing.T) {
 		var wg sync.WaitGroup
 		env.Emu.ResetCounters()
 		for i := range workers {
-			p := f.projects[i%len(f.projects)]
-			c := f.crypto(p)
+			p := f.Projects[i%len(f.Projects)]
+			c := f.Crypto(p)
 			wg.Go(func() {
 				for ctx.Err() == nil {
-					pt, err := c.Decrypt(ctx, p.ct.Ciphertext, aad)
+					pt, err := c.Decrypt(ctx, p.CT.Ciphertext, kit.AAD)
 					if err != nil {
 						if ctx.Err() == nil {
 							t.Errorf("decrypt under load: %v", err)
 						}
 						return
 					}
-					if string(pt) != string(p.plain) {
+					if string(pt) != string(p.Plain) {
 						t.Error("wrong plaintext under load")
 						return
 					}
@@ -70,16 +70,16 @@ func TestKMSLoad(t *testing.T) {
 	idleCalls, idleTokens, _ := measure(0)
 	busyCalls, busyTokens, requests := measure(workers)
 	perInterval := float64(idleCalls) / (float64(window) / float64(interval))
-	t.Logf("window %v, probe interval %v, cache TTL %v, 1 key, %d projects", window, interval, ttl, len(f.projects))
+	t.Logf("window %v, probe interval %v, cache TTL %v, 1 key, %d projects", window, interval, ttl, len(f.Projects))
 	t.Logf("no requests:       %3d Key Vault calls (%.2f per key per probe interval), %d token requests", idleCalls, perInterval, idleTokens)
 	t.Logf("%6d decrypts:    %3d Key Vault calls, %d token requests (%.0f requests per Key Vault call)",
 		requests, busyCalls, busyTokens, float64(requests)/float64(max(busyCalls, 1)))
 	t.Logf("difference: %d calls; model: %d projects x %v/%v = %d unwraps",
-		busyCalls-idleCalls, len(f.projects), window, ttl, len(f.projects)*int(window/ttl))
+		busyCalls-idleCalls, len(f.Projects), window, ttl, len(f.Projects)*int(window/ttl))
 
 	// The model with slack for timer jitter and window edges: unwraps are
 	// bounded by projects x (window/TTL + 2), whatever the request rate.
-	if extra, bound := busyCalls-idleCalls, len(f.projects)*(int(window/ttl)+2); extra > bound {
+	if extra, bound := busyCalls-idleCalls, len(f.Projects)*(int(window/ttl)+2); extra > bound {
 		t.Errorf("%d extra Key Vault calls under load, model allows %d", extra, bound)
 	}
 	if requests < int64(10*busyCalls) {

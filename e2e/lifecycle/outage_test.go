@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/ekmtest"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 )
@@ -13,39 +14,6 @@ import (
 // outageKMSTimeout bounds one KMS call (retries included) in these tests;
 // the latency fault is well beyond it.
 const outageKMSTimeout = time.Second
-
-// refusedTemporarily asserts a retryable refusal: 503
-// customer_key_temporarily_unavailable, never a revocation or a 500.
-func refusedTemporarily(t *testing.T, r result, what string) {
-	t.Helper()
-	if r.ok || r.status != http.StatusServiceUnavailable || r.code != codeTemporary {
-		t.Fatalf("%s: want 503 %s, got %v", what, codeTemporary, r)
-	}
-}
-
-// waitStatusNeverUnavailable waits for status and fails if the key is ever
-// seen unavailable on the way: an outage is not a revocation.
-func (f *fixture) waitStatusNeverUnavailable(status string, timeout time.Duration) {
-	f.t.Helper()
-	waitFor(f.t, timeout, "external key "+f.ekID+" to be "+status, func() bool {
-		v := f.key()
-		if v.Status == "unavailable" {
-			f.t.Fatalf("an outage marked the key unavailable: %+v", v.StatusDetail)
-		}
-		return v.Status == status
-	})
-}
-
-// neverRevoked asserts that nothing recorded a revocation of the key.
-func (f *fixture) neverRevoked() {
-	f.t.Helper()
-	if u := f.env.App.Keyring.Unavailable(f.ekID); u != nil {
-		f.t.Fatalf("keyring gate closed by an outage: %v", u)
-	}
-	if evs := keyEvents(f.t, f.env, "external_key.unavailable", f.ekID); len(evs) != 0 {
-		f.t.Fatalf("external_key.unavailable recorded for an outage: %+v", evs)
-	}
-}
 
 // TestOutage: for each kind of KMS failure, project keys already cached keep
 // serving the same bytes, a project whose key is not cached is refused as
@@ -62,29 +30,29 @@ func TestOutage(t *testing.T) {
 	// revoke. After the others: the fault hits every tenant of the emulator.
 	t.Run("token endpoint down", func(t *testing.T) {
 		f := newFixture(t, env, "out-token", 2)
-		cached, cold := f.projects[0], f.projects[1]
-		f.mustRead(cached, "before the outage")
-		env.App.Keyring.EvictProject(cold.id)
+		cached, cold := f.Projects[0], f.Projects[1]
+		f.MustRead(cached, "before the outage")
+		env.App.Keyring.EvictProject(cold.ID)
 		id, err := env.Emu.InjectFault(azurecloud.Fault{Host: "login", Status: http.StatusServiceUnavailable})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.mustRead(cached, "cached key, token endpoint down")
-		f.mustRead(cold, "uncached key with a cached token, token endpoint down")
-		if v := f.key(); v.Status != "valid" {
+		f.MustRead(cached, "cached key, token endpoint down")
+		f.MustRead(cold, "uncached key with a cached token, token endpoint down")
+		if v := f.View(); v.Status != "valid" {
 			t.Fatalf("status %s with a cached token", v.Status)
 		}
 
 		s.restart()
-		refusedTemporarily(t, f.read(cached), "after a restart, token endpoint down")
-		f.waitStatusNeverUnavailable("degraded", 15*time.Second)
-		refusedTemporarily(t, f.read(cold), "after a restart, degraded")
+		e2ekit.RefusedTemporarily(t, f.Read(cached), "after a restart, token endpoint down")
+		f.WaitStatusNeverUnavailable("degraded", 15*time.Second)
+		e2ekit.RefusedTemporarily(t, f.Read(cold), "after a restart, degraded")
 
 		env.Emu.RemoveFault(id)
-		f.waitStatusNeverUnavailable("valid", 15*time.Second)
-		f.mustReadEventually(cached, "after the outage")
-		f.mustReadEventually(cold, "after the outage")
-		f.neverRevoked()
+		f.WaitStatusNeverUnavailable("valid", 15*time.Second)
+		f.MustReadEventually(cached, "after the outage")
+		f.MustReadEventually(cold, "after the outage")
+		f.NeverRevoked()
 	})
 }
 
@@ -107,10 +75,10 @@ func vaultOutages(t *testing.T, env *ekmtest.Env) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, env, "out-"+slug(tc.name), 2)
-			cached, cold := f.projects[0], f.projects[1]
-			f.mustRead(cached, "before the outage")
-			f.waitStatus("valid", 10*time.Second)
-			env.App.Keyring.EvictProject(cold.id)
+			cached, cold := f.Projects[0], f.Projects[1]
+			f.MustRead(cached, "before the outage")
+			f.WaitStatus("valid", 10*time.Second)
+			env.App.Keyring.EvictProject(cold.ID)
 
 			fault := tc.fault
 			fault.Host = f.vaultHost()
@@ -118,18 +86,18 @@ func vaultOutages(t *testing.T, env *ekmtest.Env) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f.mustRead(cached, "cached key during the outage")
-			refusedTemporarily(t, f.read(cold), "uncached key during the outage")
-			f.waitStatusNeverUnavailable("degraded", 15*time.Second)
-			f.mustRead(cached, "cached key while degraded")
-			refusedTemporarily(t, f.read(cold), "uncached key while degraded")
+			f.MustRead(cached, "cached key during the outage")
+			e2ekit.RefusedTemporarily(t, f.Read(cold), "uncached key during the outage")
+			f.WaitStatusNeverUnavailable("degraded", 15*time.Second)
+			f.MustRead(cached, "cached key while degraded")
+			e2ekit.RefusedTemporarily(t, f.Read(cold), "uncached key while degraded")
 
 			env.Emu.RemoveFault(id)
-			f.waitStatusNeverUnavailable("valid", 15*time.Second)
-			f.mustReadEventually(cold, "after the outage")
-			f.mustReadEventually(cached, "after the outage")
-			f.neverRevoked()
-			if evs := keyEvents(t, env, "external_key.degraded", f.ekID); len(evs) != 1 {
+			f.WaitStatusNeverUnavailable("valid", 15*time.Second)
+			f.MustReadEventually(cold, "after the outage")
+			f.MustReadEventually(cached, "after the outage")
+			f.NeverRevoked()
+			if evs := e2ekit.KeyEvents(t, env, "external_key.degraded", f.ID); len(evs) != 1 {
 				t.Fatalf("external_key.degraded events = %d", len(evs))
 			}
 		})
@@ -142,33 +110,33 @@ func TestOutageHardTTL(t *testing.T) {
 	const ttl = 2 * time.Second
 	env := ekmtest.Start(t, ekmtest.Options{ProbeInterval: 300 * time.Millisecond, KMSTimeout: outageKMSTimeout, CacheTTL: ttl})
 	f := newFixture(t, env, "ttl", 1)
-	p := f.projects[0]
-	f.waitStatus("valid", 10*time.Second)
+	p := f.Projects[0]
+	f.WaitStatus("valid", 10*time.Second)
 	// Fill the cache now, so the TTL runs from here.
-	env.App.Keyring.EvictProject(p.id)
-	f.mustRead(p, "filling the cache")
+	env.App.Keyring.EvictProject(p.ID)
+	f.MustRead(p, "filling the cache")
 	filled := time.Now()
 	id, err := env.Emu.InjectFault(azurecloud.Fault{Host: f.vaultHost(), Status: http.StatusServiceUnavailable})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.mustRead(p, "within the TTL, during the outage")
-	var r result
-	waitFor(t, ttl+10*time.Second, "the cached key to expire", func() bool {
-		r = f.read(p)
-		return !r.ok
+	f.MustRead(p, "within the TTL, during the outage")
+	var r e2ekit.Result
+	e2ekit.WaitFor(t, ttl+10*time.Second, "the cached key to expire", func() bool {
+		r = f.Read(p)
+		return !r.OK
 	})
 	served := time.Since(filled)
-	refusedTemporarily(t, r, "after the TTL, during the outage")
+	e2ekit.RefusedTemporarily(t, r, "after the TTL, during the outage")
 	t.Logf("cached key served through the outage for %v (cache TTL %v)", served.Round(time.Millisecond), ttl)
-	if served < ttl-poll {
+	if served < ttl-e2ekit.Poll {
 		t.Errorf("cached key dropped after %v, before its TTL %v", served, ttl)
 	}
-	f.waitStatusNeverUnavailable("degraded", 10*time.Second)
+	f.WaitStatusNeverUnavailable("degraded", 10*time.Second)
 	env.Emu.RemoveFault(id)
-	f.waitStatusNeverUnavailable("valid", 15*time.Second)
-	f.mustRead(p, "after the outage")
-	f.neverRevoked()
+	f.WaitStatusNeverUnavailable("valid", 15*time.Second)
+	f.MustRead(p, "after the outage")
+	f.NeverRevoked()
 }
 
 func slug(s string) string {
