@@ -44,6 +44,10 @@ type Deps struct {
 	BodyTimeout time.Duration
 	// LastUsed, if set, records each admin key's use (last_used_at).
 	LastUsed *auth.LastUsed
+	// KMSRate bounds how often each organization may call the routes
+	// that make ekm call a KMS (zero: no limit; app sets the server's).
+	// Its clock is Now.
+	KMSRate KMSRateLimit
 }
 
 // DefaultBodyTimeout is Deps.BodyTimeout's default.
@@ -66,6 +70,7 @@ type api struct {
 	now         func() time.Time
 	maxBody     int64
 	bodyTimeout time.Duration
+	kmsLimit    *kmsLimiter // nil: no limit
 }
 
 // New returns the handler of every route under /v1/organization/.
@@ -83,6 +88,7 @@ func New(d Deps) http.Handler {
 	if a.bodyTimeout <= 0 {
 		a.bodyTimeout = DefaultBodyTimeout
 	}
+	a.kmsLimit = newKMSLimiter(d.KMSRate, a.now)
 	mux := http.NewServeMux()
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
 		mux.HandleFunc(pattern, a.handle(fn))

@@ -137,7 +137,9 @@ type env struct {
 
 const testMaxBody = 8 << 10
 
-func newEnv(t *testing.T) *env {
+// newEnv builds the Admin API (and the data plane) over a fresh store;
+// opts change its Deps (e.g. a KMS rate limit).
+func newEnv(t *testing.T, opts ...func(*Deps)) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "ekm.db"))
@@ -154,7 +156,11 @@ func newEnv(t *testing.T) *env {
 	kr := svc.Keyring()
 	lu := auth.NewLastUsed(st, time.Minute, clk.Now, nil)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/organization/", New(Deps{Store: st, Service: svc, Now: clk.Now, MaxBodyBytes: testMaxBody, LastUsed: lu}))
+	deps := Deps{Store: st, Service: svc, Now: clk.Now, MaxBodyBytes: testMaxBody, LastUsed: lu}
+	for _, o := range opts {
+		o(&deps)
+	}
+	mux.Handle("/v1/organization/", New(deps))
 	// The data plane over the same store and keyring, to check what admin
 	// changes do to project keys (e.g. a deleted key stops authenticating).
 	blobs, err := blob.NewDir(filepath.Join(t.TempDir(), "blobs"))

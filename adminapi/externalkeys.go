@@ -79,6 +79,9 @@ func (a *api) createExternalKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := a.limitKMS(r); err != nil {
+		return err
+	}
 	ek, err := a.svc.RegisterKey(r.Context(), caller(r).ID, caller(r).OrgID,
 		lifecycle.Registration{Type: req.Type, Name: req.Name, Purpose: req.Purpose, Params: req.Params})
 	if err != nil {
@@ -165,6 +168,9 @@ type validateResponse struct {
 func (a *api) validateExternalKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id", prefixExternalKey, kindExternalKey)
 	if err != nil {
+		return err
+	}
+	if err := a.limitKMS(r); err != nil {
 		return err
 	}
 	v, err := a.svc.ValidateKey(r.Context(), caller(r).ID, caller(r).OrgID, id)

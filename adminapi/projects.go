@@ -56,7 +56,8 @@ const rotateMinInterval = time.Minute
 // external key, becomes the one new data is written under; old versions
 // keep decrypting. The body must be empty or an empty object. A second
 // rotation of one project within rotateMinInterval is refused with 429
-// rotation_rate_limited and Retry-After, before any KMS call.
+// rotation_rate_limited and Retry-After, before any KMS call; before that,
+// the call counts against the org's KMS rate limit (limitKMS).
 func (a *api) rotateProjectKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id", prefixProject, kindProject)
 	if err != nil {
@@ -74,6 +75,9 @@ func (a *api) rotateProjectKey(w http.ResponseWriter, r *http.Request) error {
 		if err := o.only(); err != nil {
 			return err
 		}
+	}
+	if err := a.limitKMS(r); err != nil {
+		return err
 	}
 	org := caller(r).OrgID
 	p, err := a.st.GetProject(r.Context(), org, id)
@@ -142,6 +146,9 @@ func (a *api) createProject(w http.ResponseWriter, r *http.Request) error {
 	if err := bodyKeyID(req.ExternalKeyID); err != nil {
 		return err
 	}
+	if err := a.limitKMS(r); err != nil {
+		return err
+	}
 	p, err := a.svc.CreateProject(r.Context(), caller(r).ID, caller(r).OrgID, req.Name, req.ExternalKeyID)
 	if err != nil {
 		return serviceErr(err, kindProject, "")
@@ -196,6 +203,13 @@ func (a *api) updateProject(w http.ResponseWriter, r *http.Request) error {
 	req, err := decodeProjectUpdate(b)
 	if err != nil {
 		return err
+	}
+	// A re-key unwraps and wraps every version of the project's key; a
+	// rename alone calls no KMS.
+	if req.ExternalKeyID != nil {
+		if err := a.limitKMS(r); err != nil {
+			return err
+		}
 	}
 	// A malformed external_key_id is simply not found (404 naming the field),
 	// after the project itself is found and not archived.

@@ -80,6 +80,10 @@ func (a *api) updateSettings(w http.ResponseWriter, r *http.Request) error {
 		if err := bodyKeyIDParam(*req.DefaultExternalKeyID, "default_external_key_id"); err != nil {
 			return err
 		}
+		// A new default key is validated live (lifecycle.UpdateOrg).
+		if err := a.limitKMS(r); err != nil {
+			return err
+		}
 	}
 	st, err := a.svc.UpdateOrg(r.Context(), caller(r).ID, caller(r).OrgID, lifecycle.OrgUpdate(req))
 	if err != nil {

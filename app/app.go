@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -93,6 +94,14 @@ type Config struct {
 	// project on a customer key once its current version is this old.
 	ProjectKeyRotationPeriod time.Duration
 
+	// AdminKMSRate is how many calls per second, on average, each org may
+	// make on this replica to the Admin API routes that make ekm call a
+	// KMS or a cloud's identity endpoint (adminapi.KMSRateLimit; default
+	// DefaultAdminKMSRate; < 0 = no limit). AdminKMSBurst is how many it
+	// may make at once (default DefaultAdminKMSBurst).
+	AdminKMSRate  float64
+	AdminKMSBurst int
+
 	// EnvelopeWriteVersion is the envelope format version new ciphertexts
 	// are written in (docs/FORMAT.md): 2 (the default; 0 means 2) or 1,
 	// only while replicas of a release that cannot read version 2 may
@@ -158,6 +167,33 @@ type App struct {
 // DefaultMaxConnections is Config.MaxConnections' default.
 const DefaultMaxConnections = 1024
 
+// The defaults of Config.AdminKMSRate and AdminKMSBurst (docs/OPERATIONS.md
+// says why these), and the value of AdminKMSRate for no limit.
+const (
+	DefaultAdminKMSRate  = 5.0
+	DefaultAdminKMSBurst = 50
+	NoAdminKMSLimit      = -1.0
+	// MinAdminKMSRate is the smallest limit: one call per 1,000 seconds.
+	MinAdminKMSRate = 0.001
+)
+
+// checkAdminKMSLimit refuses a rate or burst that makes no sense (after
+// defaults).
+func (c *Config) checkAdminKMSLimit() error {
+	r := c.AdminKMSRate
+	switch {
+	case math.IsNaN(r) || math.IsInf(r, 0):
+		return fmt.Errorf("admin KMS rate limit (--admin-kms-rate) %v: want a number of calls per second", r)
+	case r < 0:
+		return nil // no limit
+	case r < MinAdminKMSRate:
+		return fmt.Errorf("admin KMS rate limit (--admin-kms-rate) %v: want at least %v calls per second (or 0 for no limit)", r, MinAdminKMSRate)
+	case c.AdminKMSBurst < 1:
+		return fmt.Errorf("admin KMS burst (--admin-kms-burst) %d: want at least 1", c.AdminKMSBurst)
+	}
+	return nil
+}
+
 // DefaultEnvelopeWriteVersion is Config.EnvelopeWriteVersion's default.
 const DefaultEnvelopeWriteVersion = envelope.Version2
 
@@ -182,6 +218,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.AdminKMSRate == 0 {
+		c.AdminKMSRate = DefaultAdminKMSRate
+	}
+	if c.AdminKMSBurst == 0 {
+		c.AdminKMSBurst = DefaultAdminKMSBurst
 	}
 	if c.EnvelopeWriteVersion == 0 {
 		c.EnvelopeWriteVersion = DefaultEnvelopeWriteVersion
@@ -449,6 +491,9 @@ func Registry(drivers []kms.Driver) *kms.Registry {
 // Open builds the app. Close releases it.
 func Open(ctx context.Context, c Config) (*App, error) {
 	c.defaults()
+	if err := c.checkAdminKMSLimit(); err != nil {
+		return nil, err
+	}
 	if err := checkEnvelopeWriteVersion(c.EnvelopeWriteVersion); err != nil {
 		return nil, err
 	}
@@ -505,7 +550,8 @@ func checkEnvelopeWriteVersion(v int) error {
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	admin := adminapi.New(adminapi.Deps{Store: a.Store, Service: a.Service, Logger: a.Logger, Now: a.Config.Now,
-		BodyTimeout: a.Config.BodyTimeout, LastUsed: a.LastUsed})
+		BodyTimeout: a.Config.BodyTimeout, LastUsed: a.LastUsed,
+		KMSRate: adminapi.KMSRateLimit{PerSecond: a.Config.AdminKMSRate, Burst: a.Config.AdminKMSBurst}})
 	// The data plane's API key and project reads, cached and invalidated
 	// through the change log (package readcache).
 	keys, projects := readcache.NewKeys(a.Store, readcache.Config{}), readcache.NewProjects(a.Store, readcache.Config{})

@@ -29,7 +29,7 @@ func TestServeHelpDocumentsEveryFlagAndItsEnv(t *testing.T) {
 	}
 	help := out.String()
 	for _, flag := range []string{"addr", "data-dir", "database", "local-root-key-file", "cache-ttl", "cache-size", "kms-timeout",
-		"probe-interval", "max-file-bytes", "max-connections", "body-timeout", "upload-idle-timeout", "audit-retention", "log-level", "azure-client-id", "azure-client-secret",
+		"probe-interval", "max-file-bytes", "max-connections", "body-timeout", "upload-idle-timeout", "audit-retention", "admin-kms-rate", "admin-kms-burst", "log-level", "azure-client-id", "azure-client-secret",
 		"azure-client-certificate", "azure-client-certificate-password", "azure-federated-token-file", "azure-cloud", "azure-dial-override", "azure-ca-file"} {
 		if !strings.Contains(help, "--"+flag) || !strings.Contains(help, envName(flag)) {
 			t.Errorf("serve --help lacks --%s or %s", flag, envName(flag))

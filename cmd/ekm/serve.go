@@ -88,12 +88,16 @@ func ociFlags(fs *pflag.FlagSet, c *app.OCIConfig) {
 func serveCmd() *cobra.Command {
 	var c app.Config
 	var logLevel string
+	var kmsRate float64
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the ekm server (embedded SQLite in ./ekm-data by default)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			if err := setAdminKMSLimit(&c, kmsRate); err != nil {
 				return err
 			}
 			var lvl slog.Level
@@ -125,6 +129,8 @@ func serveCmd() *cobra.Command {
 	fs.DurationVar(&c.AuditRetention, "audit-retention", 0, "how long audit events are kept (default 90 days)")
 	fs.DurationVar(&c.ProjectKeyRotationPeriod, "project-key-rotation-period", 0, "rotate the key of every active project on a customer key once its current version is this old (0 = off)")
 	envelopeFlag(fs, &c)
+	fs.Float64Var(&kmsRate, "admin-kms-rate", app.DefaultAdminKMSRate, "Admin API calls that make ekm call a KMS (registering, validating or switching keys, creating projects, rotating) allowed per second per organization on this replica; 429 rate_limit_exceeded above it (0 = no limit)")
+	fs.IntVar(&c.AdminKMSBurst, "admin-kms-burst", app.DefaultAdminKMSBurst, "how many of those calls an organization may make at once (the bucket of --admin-kms-rate)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	azureFlags(fs, &c.Azure)
 	gcpFlags(fs, &c.GCP)
@@ -132,6 +138,23 @@ func serveCmd() *cobra.Command {
 	ociFlags(fs, &c.OCI)
 	documentEnv(fs)
 	return cmd
+}
+
+// setAdminKMSLimit checks --admin-kms-rate and --admin-kms-burst and sets
+// the rate in c, 0 meaning no limit (app.Open refuses the rest: NaN,
+// infinite, below app.MinAdminKMSRate).
+func setAdminKMSLimit(c *app.Config, rate float64) error {
+	if rate < 0 {
+		return fmt.Errorf("--admin-kms-rate %v: want a number of calls per second, or 0 for no limit", rate)
+	}
+	if c.AdminKMSBurst < 1 {
+		return fmt.Errorf("--admin-kms-burst %d: want at least 1", c.AdminKMSBurst)
+	}
+	c.AdminKMSRate = rate
+	if rate == 0 {
+		c.AdminKMSRate = app.NoAdminKMSLimit
+	}
+	return nil
 }
 
 func dbKind(c app.Config) string {
