@@ -8,28 +8,23 @@
 package crash
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/blob"
 	"github.com/ekm-dev/ekm/client"
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/internal/apispec"
 	"github.com/ekm-dev/ekm/store"
@@ -38,19 +33,12 @@ import (
 var ekmBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ekm-crash-")
+	bin, dir, err := e2ekit.BuildEKM("ekm-crash-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ekmBin = filepath.Join(dir, "ekm")
-	build := exec.Command("go", "build", "-o", ekmBin, "github.com/ekm-dev/ekm/cmd/ekm")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building ekm:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	ekmBin = bin
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -70,151 +58,31 @@ func newRand(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 }
 
-// childEnv is the test's environment without anything that would configure
-// the child other than its flags.
-func childEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "EKM_") || strings.HasPrefix(kv, "AZURE_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
-// proc is a running ekm child process.
-type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // exit status, once done is closed
-
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	addr   chan string
-}
-
 // start runs ekm with args. The child is killed at test cleanup if still
 // running.
-func start(t *testing.T, env []string, args ...string) *proc {
+func start(t *testing.T, env []string, args ...string) *e2ekit.Proc {
 	t.Helper()
-	p := &proc{t: t, name: args[0], cmd: exec.Command(ekmBin, args...), done: make(chan struct{}), addr: make(chan string, 1)}
-	p.cmd.Env = env
-	p.cmd.Stdout = io.Discard
-	pipe, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(pipe)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.stderr.WriteString(line + "\n")
-			p.mu.Unlock()
-			if strings.Contains(line, `"msg":"ekm listening"`) {
-				var l struct{ Addr string }
-				if json.Unmarshal([]byte(line), &l) == nil {
-					select {
-					case p.addr <- l.Addr:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	go func() {
-		<-scanned // Wait must come after the pipe is drained
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.kill() })
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL (if still running) and waits for the process to end.
-func (p *proc) kill() {
-	if !p.exited() {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-p.done
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
-}
-
-// server is a running `ekm serve`.
-type server struct {
-	*proc
-	url string
+	return e2ekit.Start(t, ekmBin, env, args...)
 }
 
 // startServer runs `ekm serve` on dataDir and waits until it listens.
-func startServer(t *testing.T, dataDir string, env []string, args ...string) *server {
+func startServer(t *testing.T, dataDir string, env []string, args ...string) *e2ekit.Proc {
 	t.Helper()
-	p := start(t, env, append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
-	select {
-	case addr := <-p.addr:
-		return &server{proc: p, url: "http://" + addr}
-	case <-p.done:
-		t.Fatalf("ekm serve exited: %v\n%s", p.err, p.output())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ekm serve did not start in 30 s\n%s", p.output())
-	}
-	return nil
+	return e2ekit.StartServer(t, ekmBin, env, 30*time.Second, append([]string{"--data-dir", dataDir}, args...)...)
 }
 
-// tool runs an ekm operator command to completion and returns its stdout.
+// tool runs an ekm operator command to completion and returns its stdout
+// and stderr.
 func tool(t *testing.T, env []string, args ...string) (string, string) {
 	t.Helper()
-	cmd := exec.Command(ekmBin, args...)
-	cmd.Env = env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ekm %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), stderr.String()
+	return e2ekit.Tool(t, ekmBin, env, args...)
 }
 
 // createOrg runs `ekm org create` on dataDir.
 func createOrg(t *testing.T, dataDir string) (orgID, adminKey string) {
 	t.Helper()
-	out, _ := tool(t, childEnv(), "org", "create", "--name", "Crash Co", "--data-dir", dataDir)
-	return jsonField(t, out, "org_id"), jsonField(t, out, "admin_key")
-}
-
-func jsonField(t *testing.T, s, field string) string {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		t.Fatalf("%q: %v", s, err)
-	}
-	v, ok := m[field]
-	if !ok {
-		t.Fatalf("%q has no %s", s, field)
-	}
-	return fmt.Sprint(v)
+	out, _ := tool(t, e2ekit.ChildEnv(), "org", "create", "--name", "Crash Co", "--data-dir", dataDir)
+	return e2ekit.JSONField(t, out, "org_id"), e2ekit.JSONField(t, out, "admin_key")
 }
 
 // admin calls the Admin API; every exchange is checked against
@@ -400,11 +268,11 @@ func sweepAndCheckBlobs(t *testing.T, st store.Store, dataDir, orgID, projectID 
 }
 
 // waitFor polls cond until it holds, the process p exits, or the deadline.
-func waitFor(t *testing.T, p *proc, d time.Duration, cond func() bool) bool {
+func waitFor(t *testing.T, p *e2ekit.Proc, d time.Duration, cond func() bool) bool {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
-		if p != nil && p.exited() {
+		if p != nil && p.Exited() {
 			return cond()
 		}
 		if time.Now().After(deadline) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ekm-dev/ekm/client"
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -30,14 +31,14 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 	if err := os.Chmod(dir, 0o700); err != nil { // a data dir only its owner can read
 		t.Fatal(err)
 	}
-	z := startAzure(t)
+	z := e2ekit.StartAzureChild(t)
 	org, key := createOrg(t, dir)
 	const probe = 500 * time.Millisecond
-	srvArgs := append([]string{"--probe-interval", probe.String()}, z.args...)
-	srv := startServer(t, dir, z.env, srvArgs...)
-	a := admin{srv.url, key, t}
+	srvArgs := append([]string{"--probe-interval", probe.String()}, z.Args...)
+	srv := startServer(t, dir, z.Env, srvArgs...)
+	a := admin{srv.URL, key, t}
 
-	cust, ob := z.onboard(t, org, "org")
+	cust, ob := z.Onboard(t, org, "org")
 	ek := a.register(t, cust, ob.VaultURI, ob.KeyName)
 	const n = 20
 	type proj struct {
@@ -49,12 +50,12 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 		id := a.mustPost(t, "/v1/organization/projects", map[string]any{"name": fmt.Sprintf("p%02d", i)})["id"].(string)
 		p := proj{id: id, apiKey: a.projectKey(t, id), files: map[string]file{}}
 		f := randomFile(rng, fmt.Sprintf("f%02d.bin", i), 16<<10)
-		p.files[upload(t, newClient(t, srv.url, p.apiKey), f)] = f
+		p.files[upload(t, newClient(t, srv.URL, p.apiKey), f)] = f
 		projects = append(projects, p)
 	}
 	// A few projects have several key versions.
 	for _, p := range projects[:3] {
-		tool(t, z.env, append([]string{"project", "rotate-key", "--org", org, "--project", p.id, "--data-dir", dir}, z.args...)...)
+		tool(t, z.Env, append([]string{"project", "rotate-key", "--org", org, "--project", p.id, "--data-dir", dir}, z.Args...)...)
 	}
 
 	st := openStore(t, dir)
@@ -94,29 +95,29 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 
 	// Slow every Key Vault call so that the move lasts long enough to be
 	// killed in; then kill the operator's command once midway.
-	if _, err := z.emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(20 * time.Millisecond)}); err != nil {
+	if _, err := z.Emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(20 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	setKey := append([]string{"org", "set-key", "--org", org, "--external-key", ek, "--require", "--data-dir", dir}, z.args...)
-	p := start(t, z.env, setKey...)
+	setKey := append([]string{"org", "set-key", "--org", org, "--external-key", ek, "--require", "--data-dir", dir}, z.Args...)
+	p := start(t, z.Env, setKey...)
 	if !waitFor(t, p, 60*time.Second, func() bool { m := onOneKey(); return m >= 3 && m < n-3 }) {
-		t.Fatalf("the move did not get midway (%d of %d moved)\n%s", onOneKey(), n, p.output())
+		t.Fatalf("the move did not get midway (%d of %d moved)\n%s", onOneKey(), n, p.Output())
 	}
 	jitter(rng, 30*time.Millisecond)
-	p.kill()
+	p.Kill()
 	mid := onOneKey()
 	t.Logf("killed with %d of %d projects moved", mid, n)
 	if mid == n {
 		t.Fatal("the kill came too late to interrupt the move")
 	}
-	out, _ := tool(t, z.env, setKey...)
-	if got := jsonField(t, out, "projects_on_operator_key"); got != "0" {
+	out, _ := tool(t, z.Env, setKey...)
+	if got := e2ekit.JSONField(t, out, "projects_on_operator_key"); got != "0" {
 		t.Fatalf("after resuming: %s", out)
 	}
 	if onOneKey() != n {
 		t.Fatal("not every project is on the org's key")
 	}
-	z.emu.ClearFaults()
+	z.Emu.ClearFaults()
 	settings := a.get(t, "/v1/organization/settings")
 	if settings["ekm_required"] != true || settings["default_external_key_id"] != ek {
 		t.Fatalf("settings: %v", settings)
@@ -125,7 +126,7 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 		t.Fatalf("migration: %v", m)
 	}
 	for _, p := range projects {
-		verifyFiles(t, newClient(t, srv.url, p.apiKey), p.files)
+		verifyFiles(t, newClient(t, srv.URL, p.apiKey), p.files)
 	}
 
 	// Revoke: remove ekm's role assignment on the key. Every project refuses
@@ -135,16 +136,16 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 	}
 	revoked := time.Now()
 	refuses := func(p proj) bool {
-		_, err := newClient(t, srv.url, p.apiKey).DownloadFile(ctx, firstID(p.files), io.Discard)
+		_, err := newClient(t, srv.URL, p.apiKey).DownloadFile(ctx, firstID(p.files), io.Discard)
 		var ae *client.APIError
 		return errors.As(err, &ae) && ae.Status == 403 && ae.Code == "customer_key_unavailable"
 	}
 	for _, p := range projects {
 		for !refuses(p) {
 			if time.Since(revoked) > probe+5*time.Second {
-				_, err := newClient(t, srv.url, p.apiKey).DownloadFile(ctx, firstID(p.files), io.Discard)
+				_, err := newClient(t, srv.URL, p.apiKey).DownloadFile(ctx, firstID(p.files), io.Discard)
 				ek, _ := st.GetExternalKey(ctx, org, ek)
-				t.Fatalf("project %s still served %v after the revocation: %v; key %s %s\n%s", p.id, time.Since(revoked), err, ek.Status, ek.StatusCode, srv.output())
+				t.Fatalf("project %s still served %v after the revocation: %v; key %s %s\n%s", p.id, time.Since(revoked), err, ek.Status, ek.StatusCode, srv.Output())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -163,7 +164,7 @@ func TestOrgKeyMigrationKilled(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		verifyFiles(t, newClient(t, srv.url, p.apiKey), p.files)
+		verifyFiles(t, newClient(t, srv.URL, p.apiKey), p.files)
 	}
 	evs, err := st.ListAudit(ctx, org, store.AuditFilter{Types: []string{"organization.updated"}, Limit: 10})
 	if err != nil || len(evs) != 1 || evs[0].Actor != "operator" {

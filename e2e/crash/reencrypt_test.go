@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 )
 
 // TestReencryptKilled kills `ekm reencrypt` repeatedly while `ekm serve`
@@ -18,13 +20,13 @@ func TestReencryptKilled(t *testing.T) {
 	rng := newRand(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	env := childEnv()
+	env := e2ekit.ChildEnv()
 	org, key := createOrg(t, dir)
 	srv := startServer(t, dir, env)
-	a := admin{srv.url, key, t}
+	a := admin{srv.URL, key, t}
 	ek := a.mustPost(t, "/v1/organization/external_keys", map[string]any{"type": "local", "name": "crash"})["id"].(string)
 	proj := a.mustPost(t, "/v1/organization/projects", map[string]any{"name": "crash", "external_key_id": ek})["id"].(string)
-	c := newClient(t, srv.url, a.projectKey(t, proj))
+	c := newClient(t, srv.URL, a.projectKey(t, proj))
 
 	files := map[string]file{}
 	for i := range 60 {
@@ -33,7 +35,7 @@ func TestReencryptKilled(t *testing.T) {
 		files[upload(t, c, f)] = f
 	}
 	out, _ := tool(t, env, "project", "rotate-key", "--org", org, "--project", proj, "--data-dir", dir)
-	if v := jsonField(t, out, "version"); v != "2" {
+	if v := e2ekit.JSONField(t, out, "version"); v != "2" {
 		t.Fatalf("rotate-key printed %s", out)
 	}
 
@@ -83,11 +85,11 @@ func TestReencryptKilled(t *testing.T) {
 		p := start(t, env, args...)
 		waitFor(t, p, 30*time.Second, func() bool { return below() <= before-n })
 		jitter(rng, 2*time.Millisecond)
-		if p.exited() {
-			t.Logf("reencrypt finished before kill %d (%v)", i, p.err)
+		if p.Exited() {
+			t.Logf("reencrypt finished before kill %d (%v)", i, p.Err())
 			break
 		}
-		p.kill()
+		p.Kill()
 		kills++
 		t.Logf("kill %d after ≥%d files: %d → %d files below v%d", i, n, before, below(), version)
 	}
@@ -99,7 +101,7 @@ func TestReencryptKilled(t *testing.T) {
 	if version != 3 {
 		t.Fatal("the job never got to the second rotation")
 	}
-	if jsonField(t, stdout, "version") != "3" || jsonField(t, stdout, "failed") != "[]" {
+	if e2ekit.JSONField(t, stdout, "version") != "3" || e2ekit.JSONField(t, stdout, "failed") != "[]" {
 		t.Fatalf("final run: %s", stdout)
 	}
 	if !strings.Contains(stderr, "100%") || !strings.Contains(stderr, "done in") {
@@ -110,7 +112,7 @@ func TestReencryptKilled(t *testing.T) {
 	}
 	verifyFiles(t, c, files)
 
-	srv.kill() // the server crashes too; the sweep runs with nothing in flight
+	srv.Kill() // the server crashes too; the sweep runs with nothing in flight
 	res := sweepAndCheckBlobs(t, st, dir, org, proj)
 	t.Logf("%d kills; sweep removed %d orphan blobs and %d temporaries", kills, res.OrphanBlobs, res.StaleTemps)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 	"github.com/ekm-dev/ekm/store"
 )
@@ -20,13 +21,13 @@ func TestRekeyKilled(t *testing.T) {
 	rng := newRand(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	z := startAzure(t)
+	z := e2ekit.StartAzureChild(t)
 	org, key := createOrg(t, dir)
-	srvArgs := append([]string{"--probe-interval", "1h"}, z.args...)
-	srv := startServer(t, dir, z.env, srvArgs...)
-	a := admin{srv.url, key, t}
+	srvArgs := append([]string{"--probe-interval", "1h"}, z.Args...)
+	srv := startServer(t, dir, z.Env, srvArgs...)
+	a := admin{srv.URL, key, t}
 
-	cust, ob := z.onboard(t, org, "a")
+	cust, ob := z.Onboard(t, org, "a")
 	keyB := org + "--b"
 	if _, err := cust.CreateKey(ctx, ob.VaultURI, keyB, "RSA", 2048); err != nil {
 		t.Fatal(err)
@@ -37,7 +38,7 @@ func TestRekeyKilled(t *testing.T) {
 	ekA, ekB := a.register(t, cust, ob.VaultURI, ob.KeyName), a.register(t, cust, ob.VaultURI, keyB)
 	proj := a.mustPost(t, "/v1/organization/projects", map[string]any{"name": "rekey", "external_key_id": ekA})["id"].(string)
 	apiKey := a.projectKey(t, proj)
-	c := newClient(t, srv.url, apiKey)
+	c := newClient(t, srv.URL, apiKey)
 	const versions = 4
 	files := map[string]file{}
 	for v := 1; v <= versions; v++ {
@@ -46,7 +47,7 @@ func TestRekeyKilled(t *testing.T) {
 			files[upload(t, c, f)] = f
 		}
 		if v < versions {
-			tool(t, z.env, append([]string{"project", "rotate-key", "--org", org, "--project", proj, "--data-dir", dir}, z.args...)...)
+			tool(t, z.Env, append([]string{"project", "rotate-key", "--org", org, "--project", proj, "--data-dir", dir}, z.Args...)...)
 		}
 	}
 
@@ -85,12 +86,12 @@ func TestRekeyKilled(t *testing.T) {
 
 	// Slow every Key Vault call, so that a re-key (validate the new key,
 	// then unwrap and wrap each version) lasts long enough to be killed in.
-	if _, err := z.emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(8 * time.Millisecond)}); err != nil {
+	if _, err := z.Emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(8 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	// One re-key without a kill measures how long a re-key takes here.
 	t0 := time.Now()
-	if status, err := rekey(srv.url, ekB); err != nil || status != http.StatusOK {
+	if status, err := rekey(srv.URL, ekB); err != nil || status != http.StatusOK {
 		t.Fatalf("re-key: %d %v", status, err)
 	}
 	took := time.Since(t0)
@@ -111,11 +112,11 @@ func TestRekeyKilled(t *testing.T) {
 		go func(url string) {
 			s, err := rekey(url, to)
 			ans <- answer{s, err}
-		}(srv.url)
+		}(srv.URL)
 		time.Sleep(delay)
-		srv.kill()
+		srv.Kill()
 		got := <-ans
-		srv = startServer(t, dir, z.env, srvArgs...)
+		srv = startServer(t, dir, z.Env, srvArgs...)
 		now := onOneKey()
 		if got.err == nil && got.status == http.StatusOK && now != to {
 			t.Fatalf("kill %d: re-key answered 200, but after restart the project is on %s", i, now)
@@ -128,14 +129,14 @@ func TestRekeyKilled(t *testing.T) {
 		t.Logf("kill %d after %v: answer %d %v; project on the %s key", i, delay, got.status, got.err,
 			map[bool]string{true: "new", false: "old"}[now == to])
 		cur = now
-		verifyFiles(t, newClient(t, srv.url, apiKey), files)
+		verifyFiles(t, newClient(t, srv.URL, apiKey), files)
 	}
 	t.Logf("%d kills left the project on the new key, %d on the old one", switched, kept)
 
 	// After all that, a re-key still works.
 	to := map[string]string{ekA: ekB, ekB: ekA}[cur]
-	if status, err := rekey(srv.url, to); err != nil || status != http.StatusOK || onOneKey() != to {
+	if status, err := rekey(srv.URL, to); err != nil || status != http.StatusOK || onOneKey() != to {
 		t.Fatalf("final re-key: %d %v", status, err)
 	}
-	verifyFiles(t, newClient(t, srv.url, apiKey), files)
+	verifyFiles(t, newClient(t, srv.URL, apiKey), files)
 }

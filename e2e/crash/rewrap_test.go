@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/emulator/azurecloud"
 )
 
@@ -20,12 +21,12 @@ func TestRewrapKilled(t *testing.T) {
 	rng := newRand(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	z := startAzure(t)
+	z := e2ekit.StartAzureChild(t)
 	org, key := createOrg(t, dir)
-	srvArgs := append([]string{"--probe-interval", "50ms"}, z.args...)
-	srv := startServer(t, dir, z.env, srvArgs...)
-	a := admin{srv.url, key, t}
-	cust, ob := z.onboard(t, org, "kek")
+	srvArgs := append([]string{"--probe-interval", "50ms"}, z.Args...)
+	srv := startServer(t, dir, z.Env, srvArgs...)
+	a := admin{srv.URL, key, t}
+	cust, ob := z.Onboard(t, org, "kek")
 	ek := a.register(t, cust, ob.VaultURI, ob.KeyName)
 
 	// 20 projects × 2 key versions, one file under each version.
@@ -45,15 +46,15 @@ func TestRewrapKilled(t *testing.T) {
 			ps[i].files[upload(t, newClient(t, url, ps[i].apiKey), f)] = f
 		}
 	}
-	upAll(srv.url, "v1")
+	upAll(srv.URL, "v1")
 	var wg sync.WaitGroup
 	for i := range ps {
 		wg.Go(func() {
-			tool(t, z.env, append([]string{"project", "rotate-key", "--org", org, "--project", ps[i].id, "--data-dir", dir}, z.args...)...)
+			tool(t, z.Env, append([]string{"project", "rotate-key", "--org", org, "--project", ps[i].id, "--data-dir", dir}, z.Args...)...)
 		})
 	}
 	wg.Wait()
-	upAll(srv.url, "v2")
+	upAll(srv.URL, "v2")
 
 	st := openStore(t, dir)
 	counts := func() map[string]int {
@@ -74,7 +75,7 @@ func TestRewrapKilled(t *testing.T) {
 		}
 		oldKEK = v
 	}
-	srv.kill()
+	srv.Kill()
 
 	// The customer rotates its key; Key Vault calls are slowed so that the
 	// background rewrap of 40 versions takes long enough to be killed in.
@@ -82,7 +83,7 @@ func TestRewrapKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := z.emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(4 * time.Millisecond)}); err != nil {
+	if _, err := z.Emu.InjectFault(azurecloud.Fault{Host: "vault", Latency: azurecloud.Duration(4 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	onOld := func() int { return projects*versions - counts()[latest] }
@@ -101,10 +102,10 @@ func TestRewrapKilled(t *testing.T) {
 		}
 		// Kill once 1–5 more versions are rewrapped, a random moment after.
 		n := 1 + rng.IntN(5)
-		srv = startServer(t, dir, z.env, srvArgs...)
-		waitFor(t, srv.proc, 30*time.Second, func() bool { return onOld() <= left-n })
+		srv = startServer(t, dir, z.Env, srvArgs...)
+		waitFor(t, srv, 30*time.Second, func() bool { return onOld() <= left-n })
 		jitter(rng, 8*time.Millisecond)
-		srv.kill()
+		srv.Kill()
 		kills++
 		t.Logf("kill %d after ≥%d rewraps: %d → %d versions behind the current KEK version", i, n, left, onOld())
 	}
@@ -112,15 +113,15 @@ func TestRewrapKilled(t *testing.T) {
 		t.Fatalf("only %d kills landed mid-rewrap", kills)
 	}
 
-	srv = startServer(t, dir, z.env, srvArgs...)
-	waitFor(t, srv.proc, 60*time.Second, func() bool { return onOld() == 0 })
+	srv = startServer(t, dir, z.Env, srvArgs...)
+	waitFor(t, srv, 60*time.Second, func() bool { return onOld() == 0 })
 	after := counts()
 	newKEK := latest
 	if len(after) != 1 || after[newKEK] != projects*versions {
 		t.Fatalf("after the rewrap: %v, want all %d on %s", after, projects*versions, newKEK)
 	}
 	// The Admin API reports the same: every version on the new KEK version.
-	a.url = srv.url
+	a.url = srv.URL
 	obj := a.get(t, "/v1/organization/external_keys/"+ek)
 	kv, _ := obj["kek_versions"].(map[string]any)
 	if len(kv) != 1 || kv[newKEK] != float64(projects*versions) {
@@ -128,7 +129,7 @@ func TestRewrapKilled(t *testing.T) {
 	}
 	// And every file decrypts, through keys now unwrapped by the new KEK.
 	for _, p := range ps {
-		verifyFiles(t, newClient(t, srv.url, p.apiKey), p.files)
+		verifyFiles(t, newClient(t, srv.URL, p.apiKey), p.files)
 	}
 	t.Logf("%d kills; KEK version %s → %s for %d project key versions", kills, oldKEK, newKEK, projects*versions)
 }
