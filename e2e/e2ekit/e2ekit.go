@@ -17,9 +17,9 @@
 //     StartServer, Tool, AzureChild).
 //
 // Every client it makes of the server under test is ekmtest's
-// (Env.Client, Env.HTTPClient) or apispec's, so all the suites' traffic is
-// checked against docs/openapi.yaml (internal/apispec). Only e2e tests
-// import it; it imports testing.
+// (Env.Client, Env.HTTPClient), so its traffic is checked against
+// docs/openapi.yaml (internal/apispec) like the rest of the suites'. Only
+// e2e tests import it; it imports testing.
 package e2ekit
 
 import (

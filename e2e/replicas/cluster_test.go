@@ -21,6 +21,7 @@ import (
 	"github.com/ekm-dev/ekm/blob/cloudblob"
 	"github.com/ekm-dev/ekm/blob/cloudblob/cloudblobtest"
 	"github.com/ekm-dev/ekm/client"
+	"github.com/ekm-dev/ekm/e2e/e2ekit"
 	"github.com/ekm-dev/ekm/files"
 	"github.com/ekm-dev/ekm/store"
 	"github.com/ekm-dev/ekm/store/sqlstore"
@@ -36,7 +37,7 @@ type cluster struct {
 	key  string // the project API key
 
 	mu    sync.Mutex
-	procs []*proc
+	procs []*e2ekit.Proc
 	gen   []int // bumped when a replica is killed
 	down  []bool
 }
@@ -44,7 +45,7 @@ type cluster struct {
 func (c *cluster) client(i int) (*client.Client, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cl, err := client.New(c.procs[i].url, c.key, client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	cl, err := client.New(c.procs[i].URL, c.key, client.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func (c *cluster) kill(i int) {
 	c.gen[i]++
 	p := c.procs[i]
 	c.mu.Unlock()
-	p.kill()
+	p.Kill()
 }
 
 // serverArgs are a replica's flags: the shared ones and a data directory
@@ -88,7 +89,7 @@ func (c *cluster) restart(i int) {
 	c.mu.Unlock()
 }
 
-func (c *cluster) proc(i int) *proc {
+func (c *cluster) proc(i int) *e2ekit.Proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.procs[i]
@@ -130,21 +131,21 @@ func TestThreeReplicas(t *testing.T) {
 	if err := os.WriteFile(rootKey, randomBytes(32), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	z := startAzure(t, "EKM_DATABASE="+dsn, "EKM_BLOB_URL="+blobURL) // the URLs stay out of argv
-	out := tool(t, z.env, "org", "create", "--name", "Replicas Co", "--data-dir", t.TempDir())
-	org, adminKey := jsonField(t, out, "org_id"), jsonField(t, out, "admin_key")
-	c := &cluster{t: t, env: z.env, args: append([]string{"--local-root-key-file", rootKey, "--probe-interval", probe.String()}, z.args...),
+	z := e2ekit.StartAzureChild(t, "EKM_DATABASE="+dsn, "EKM_BLOB_URL="+blobURL) // the URLs stay out of argv
+	out := tool(t, z.Env, "org", "create", "--name", "Replicas Co", "--data-dir", t.TempDir())
+	org, adminKey := e2ekit.JSONField(t, out, "org_id"), e2ekit.JSONField(t, out, "admin_key")
+	c := &cluster{t: t, env: z.Env, args: append([]string{"--local-root-key-file", rootKey, "--probe-interval", probe.String()}, z.Args...),
 		gen: make([]int, 3), down: make([]bool, 3)}
 	for range 3 {
 		c.procs = append(c.procs, startServer(t, c.env, c.serverArgs()...))
 	}
 
 	// Set up through different replicas: each sees what the others wrote.
-	cust, ob := z.onboard(t, org, "rep")
-	ek := admin{c.procs[0].url, adminKey}.post(t, "/v1/organization/external_keys", map[string]any{"type": "azure", "name": "k",
+	cust, ob := z.Onboard(t, org, "rep")
+	ek := admin{c.procs[0].URL, adminKey}.post(t, "/v1/organization/external_keys", map[string]any{"type": "azure", "name": "k",
 		"tenant_id": cust.TenantID, "vault_uri": ob.VaultURI, "key_name": ob.KeyName})["id"].(string)
-	proj := admin{c.procs[1].url, adminKey}.post(t, "/v1/organization/projects", map[string]any{"name": "p", "external_key_id": ek})["id"].(string)
-	sa := admin{c.procs[2].url, adminKey}.post(t, "/v1/organization/projects/"+proj+"/service_accounts", map[string]any{"name": "svc"})
+	proj := admin{c.procs[1].URL, adminKey}.post(t, "/v1/organization/projects", map[string]any{"name": "p", "external_key_id": ek})["id"].(string)
+	sa := admin{c.procs[2].URL, adminKey}.post(t, "/v1/organization/projects/"+proj+"/service_accounts", map[string]any{"name": "svc"})
 	c.key = sa["api_key"].(map[string]any)["value"].(string)
 	st, err := sqlstore.Open(ctx, dsn)
 	if err != nil {
@@ -355,12 +356,12 @@ func TestThreeReplicas(t *testing.T) {
 	}
 
 	// --- 2. Key Vault calls over the window, all three replicas busy. ---
-	z.emu.ResetCounters()
+	z.Emu.ResetCounters()
 	stop = load(3, false)
 	before := calls.Load()
 	timer := time.NewTimer(window) // the window is the measurement itself
 	<-timer.C
-	counters := z.emu.Counters()
+	counters := z.Emu.Counters()
 	stop()
 	kv := counters["kv.decrypt"] + counters["kv.encrypt"] + counters["kv.get"]
 	// One replica alone probes each key every interval ±10 %: at most
@@ -471,7 +472,7 @@ func leaders(c *cluster) int {
 	for {
 		n := 0
 		for i := range 3 {
-			if c.proc(i).logged("leader: this replica runs the background jobs") > 0 {
+			if c.proc(i).Logged("leader: this replica runs the background jobs") > 0 {
 				n++
 			}
 		}
