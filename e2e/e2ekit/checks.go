@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -220,4 +221,40 @@ func CheckDataPlane(t testing.TB, env *ekmtest.Env, apiKey string) string {
 		t.Fatalf("data key: %v", err)
 	}
 	return f.ID
+}
+
+// WaitKMSCallsAudited waits until each request ekm sent to the cloud (sent:
+// request id → operation, as the emulator logged it) is named in a kms.call
+// event of the org's audit log; sent must not be empty.
+func WaitKMSCallsAudited(t testing.TB, env *ekmtest.Env, what string, sent map[string]string) {
+	t.Helper()
+	if len(sent) == 0 {
+		t.Fatal("the emulator saw no request from ekm")
+	}
+	var missing []string
+	WaitFor(t, 10*time.Second, "a kms.call event for every "+what+" request", func() bool {
+		recorded := map[string]bool{}
+		admin := env.Admin()
+		it := admin.Admin.Organization.AuditLogs.ListAutoPaging(context.Background(),
+			openai.AdminOrganizationAuditLogListParams{EventTypes: []string{"kms.call"}, Limit: openai.Int(100)})
+		for it.Next() {
+			raw := it.Current().RawJSON()
+			for id := range sent {
+				if strings.Contains(raw, `"`+id+`"`) {
+					recorded[id] = true
+				}
+			}
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		missing = missing[:0]
+		for id, op := range sent {
+			if !recorded[id] {
+				missing = append(missing, op+" "+id)
+			}
+		}
+		slices.Sort(missing)
+		return len(missing) == 0
+	})
 }
