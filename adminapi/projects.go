@@ -205,8 +205,9 @@ func (a *api) updateProject(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// A re-key unwraps and wraps every version of the project's key; a
-	// rename alone calls no KMS.
-	if req.ExternalKeyID != nil {
+	// rename alone calls no KMS, nor does a malformed external_key_id
+	// (answered below, after the project is found, so it is not counted).
+	if req.ExternalKeyID != nil && bodyKeyID(*req.ExternalKeyID) == nil {
 		if err := a.limitKMS(r); err != nil {
 			return err
 		}

@@ -186,6 +186,11 @@ func TestKMSRateLimit(t *testing.T) {
 	if r := e.do(admin, "POST", "/v1/organization/external_keys", `{"type":"azure","name":"x"}`); r.Status != http.StatusBadRequest || r.errField("code") != "unsupported_type" {
 		t.Fatalf("disabled type: %d %s", r.Status, r.Raw)
 	}
+	// A re-key to a malformed key id is answered 404 for that field, not
+	// counted (no KMS can be reached with it).
+	if r := e.do(admin, "POST", "/v1/organization/projects/"+p.ID, `{"external_key_id":"not-a-key-id"}`); r.Status != http.StatusNotFound || r.errField("param") != "external_key_id" {
+		t.Fatalf("re-key to a malformed id: %d %s", r.Status, r.Raw)
+	}
 
 	// Routes that call no KMS are not limited: reads, a rename, settings
 	// without a new default key, service accounts, archiving.

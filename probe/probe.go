@@ -239,7 +239,7 @@ func (p *Prober) Round(ctx context.Context) {
 				defer func() { <-global }()
 				res, ok := p.check(ctx, t, deep, leaseEnd)
 				if !ok {
-					return // its lease ran out while it waited for a slot, and another replica took it
+					return // its lease ran out or could not be renewed: nothing recorded, the next round checks the key
 				}
 				mu.Lock()
 				defer mu.Unlock()
