@@ -1,17 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
-	"io"
-	"net/http"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
-	"time"
 )
 
 // startDevAWS runs `ekm dev --cloud aws` on dir until t ends (or stop is
@@ -20,44 +11,10 @@ func startDevAWS(t *testing.T, dir string) (string, func()) {
 	t.Helper()
 	// runDevAWS sets ekm's identity in the process environment, as an
 	// operator would; t.Setenv restores it afterwards.
-	for _, k := range append([]string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+	env := append([]string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
 		"AWS_EC2_METADATA_DISABLED", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL_STS", "AWS_USE_FIPS_ENDPOINT",
-		"HTTPS_PROXY", "https_proxy"}, devAWSEnv...) {
-		t.Setenv(k, "")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- runDevAWS(ctx, devConfig{Cloud: "aws", Addr: "127.0.0.1:0", EmulatorAddr: "127.0.0.1:0", EmulatorAddrSet: true,
-			DataDir: dir, ProbeInterval: time.Hour}, pw)
-		pw.Close()
-	}()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil && ctx.Err() == nil {
-				t.Error(err)
-			}
-		}
-	}
-	t.Cleanup(stop)
-	var printed strings.Builder
-	sc := bufio.NewScanner(pr)
-	for sc.Scan() {
-		printed.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "Ctrl-C stops both") {
-			break
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	if !strings.Contains(printed.String(), "Ctrl-C") {
-		stop()
-		t.Fatalf("ekm dev --cloud aws stopped early:\n%s", printed.String())
-	}
-	return printed.String(), stop
+		"HTTPS_PROXY", "https_proxy"}, devAWSEnv...)
+	return startDevRun(t, "ekm dev --cloud aws", env, runDevAWS, devCloudConfig("aws", dir))
 }
 
 // The printed commands work as printed: register, project; the customer's
@@ -66,90 +23,19 @@ func startDevAWS(t *testing.T, dir string) (string, func()) {
 func TestDevAWS(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	text, stop := startDevAWS(t, dir)
-	find := func(re string) string { t.Helper(); return findIn(t, text, re) }
-	base := find(`ekm server:\s+(http://\S+)`)
-	admin := find(`export ADMIN=(\S+)`)
-	register := find(`-d '(\{[^']*"type":"aws"[^']*\})'`)
-	orgID := find(`demo org:\s+(org-\S+)`)
-	ctx := context.Background()
-	call := func(method, path, key string, body string, out any) {
-		t.Helper()
-		var rd io.Reader
-		if body != "" {
-			rd = strings.NewReader(body)
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, base+path, rd)
-		req.Header.Set("Authorization", "Bearer "+key)
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var ek, proj struct {
-		ID string `json:"id"`
-	}
-	call("POST", "/v1/organization/external_keys", admin, register, &ek)
-	call("POST", "/v1/organization/projects", admin, `{"name":"demo","external_key_id":"`+ek.ID+`"}`, &proj)
-
-	var v struct {
-		Status    string `json:"status"`
-		KeyStatus string `json:"key_status"`
-	}
-	if _, err := exec.LookPath("curl"); err == nil {
-		cmds := regexp.MustCompile(`(?m)^  (curl -s --cacert .*\\\n.*)$`).FindAllStringSubmatch(text, -1)
-		if len(cmds) != 2 || !strings.Contains(cmds[0][1], "DisableKey") || !strings.Contains(cmds[1][1], "EnableKey") {
-			t.Fatalf("revoke and restore commands not found:\n%s", text)
-		}
-		runCurl := func(cmd string) {
-			t.Helper()
-			out, err := exec.Command("bash", "-c", cmd+" --fail-with-body").CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s: %v %s", cmd, err, out)
-			}
-		}
-		runCurl(cmds[0][1])
-		call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", &v)
-		if v.Status != "invalid" || v.KeyStatus != "unavailable" {
-			t.Fatalf("after the revoke command: %+v", v)
-		}
-		runCurl(cmds[1][1])
-		call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", &v)
-		if v.Status != "valid" || v.KeyStatus != "valid" {
-			t.Fatalf("after the restore command: %+v", v)
-		}
-	} else {
-		t.Log("curl is not installed: the printed customer commands are not run")
-	}
+	s := newDevSession(t, text)
+	register := s.find(`-d '(\{[^']*"type":"aws"[^']*\})'`)
+	orgID := s.find(`demo org:\s+(org-\S+)`)
+	ek, proj := s.registerKey(register)
+	s.revokeAndRestoreWithCurl(ek, "DisableKey", "EnableKey")
 
 	stop()
 	text, _ = startDevAWS(t, dir)
-	if got := findIn(t, text, `demo org:\s+(org-\S+)`); got != orgID || !strings.Contains(text, "Reusing the demo org") {
-		t.Fatalf("restart: org %s (was %s):\n%s", got, orgID, text)
-	}
-	base = findIn(t, text, `ekm server:\s+(http://\S+)`)
-	admin = findIn(t, text, `export ADMIN=(\S+)`)
-	var list struct {
-		Data []struct{ ID string } `json:"data"`
-	}
-	call("GET", "/v1/organization/projects", admin, "", &list)
-	if len(list.Data) != 1 || list.Data[0].ID != proj.ID {
-		t.Fatalf("after a restart, projects %+v, want %s", list.Data, proj.ID)
-	}
+	s = s.restarted(text, orgID)
+	s.checkKeptProject(proj)
 	// The key registered before the restart still works (the emulator kept
 	// the account, the key and ekm's credentials in its state dir).
-	call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", &v)
-	if v.Status != "valid" {
+	if v := s.validate(ek); v.Status != "valid" {
 		t.Fatalf("after a restart: %+v", v)
 	}
 }

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
-	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -18,28 +14,8 @@ import (
 // `ekm emulate oci` prints ekm's identity as flags of ekm serve; given as
 // EKM_OCI_* variables (as an operator would), they enable the oci key type.
 func TestEmulateOCIThenServeFlags(t *testing.T) {
-	t.Setenv("EKM_EMULATOR_ADDR", "127.0.0.1:0")
-	t.Setenv("EKM_EMULATOR_STATE_DIR", t.TempDir())
-	cmd := emulateCmd()
-	cmd.SetArgs([]string{"oci"})
-	r, w := io.Pipe()
-	cmd.SetOut(w)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
-	lines := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(r).ReadString('\n')
-		lines <- l
-		io.Copy(io.Discard, r)
-	}()
-	var line string
-	select {
-	case line = <-lines:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no output")
-	}
-	defer func() { cancel(); <-done; w.Close() }()
+	line, stop := startEmulate(t, "oci", t.TempDir())
+	defer func() { _ = stop() }()
 	var info struct {
 		Address  string `json:"address"`
 		CAFile   string `json:"ca_file"`

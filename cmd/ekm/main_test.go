@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"io"
 	"mime/multipart"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -63,43 +58,10 @@ func TestFlagWinsOverEnv(t *testing.T) {
 // up to "Ctrl-C".
 func startDev(t *testing.T, dir string) string {
 	t.Helper()
-	for _, v := range []string{"AZURE_AUTHORITY_HOST", "AZURE_REGIONAL_AUTHORITY_NAME", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"} {
-		t.Setenv(v, "")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, devConfig{Addr: "127.0.0.1:0", EmulatorAddr: "127.0.0.1:0", DataDir: dir, ProbeInterval: time.Hour}, pw)
-		pw.Close()
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			t.Error(err)
-		}
-	}
-	t.Cleanup(stop)
-	var printed strings.Builder
-	sc := bufio.NewScanner(pr)
-	for sc.Scan() {
-		printed.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "Ctrl-C") {
-			break
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	if !strings.Contains(printed.String(), "Ctrl-C") {
-		stop()
-		t.Fatalf("ekm dev stopped early:\n%s", printed.String())
-	}
+	env := []string{"AZURE_AUTHORITY_HOST", "AZURE_REGIONAL_AUTHORITY_NAME", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"}
+	text, stop := startDevRun(t, "ekm dev", env, runDev, devConfig{Addr: "127.0.0.1:0", EmulatorAddr: "127.0.0.1:0", DataDir: dir, ProbeInterval: time.Hour})
 	devStops[dir] = stop
-	return printed.String()
+	return text
 }
 
 var devStops = map[string]func(){}
@@ -120,12 +82,10 @@ func findIn(t *testing.T, text, re string) string {
 func TestDev(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	text := startDev(t, dir)
-	find := func(re string) string { t.Helper(); return findIn(t, text, re) }
-	base := find(`ekm server:\s+(http://\S+)`)
-	admin := find(`export ADMIN=(\S+)`)
-	register := find(`-d '(\{"type":"azure"[^']*\})'`)
-	orgID := find(`demo org:\s+(org-\S+)`)
-	for _, p := range []string{find(`data dir:\s+(\S+)`), find(`--cacert (\S+)`)} {
+	s := newDevSession(t, text)
+	register := s.find(`-d '(\{"type":"azure"[^']*\})'`)
+	orgID := s.find(`demo org:\s+(org-\S+)`)
+	for _, p := range []string{s.find(`data dir:\s+(\S+)`), s.find(`--cacert (\S+)`)} {
 		if !filepath.IsAbs(p) {
 			t.Errorf("path %q is not absolute", p)
 		}
@@ -134,38 +94,13 @@ func TestDev(t *testing.T) {
 		t.Errorf("first start does not say it created the demo, or lacks the probe interval:\n%s", text)
 	}
 
-	ctx := context.Background()
-	call := func(method, path, key, ctype string, body io.Reader, out any) {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, method, base+path, body)
-		req.Header.Set("Authorization", "Bearer "+key)
-		if ctype != "" {
-			req.Header.Set("Content-Type", ctype)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var ek, proj struct {
-		ID string `json:"id"`
-	}
-	call("POST", "/v1/organization/external_keys", admin, "application/json", strings.NewReader(register), &ek)
-	call("POST", "/v1/organization/projects", admin, "application/json", strings.NewReader(`{"name":"demo","external_key_id":"`+ek.ID+`"}`), &proj)
+	ek, proj := s.registerKey(register)
 	var sa struct {
 		APIKey struct {
 			Value string `json:"value"`
 		} `json:"api_key"`
 	}
-	call("POST", "/v1/organization/projects/"+proj.ID+"/service_accounts", admin, "application/json", strings.NewReader(`{"name":"backend"}`), &sa)
+	s.call("POST", "/v1/organization/projects/"+proj+"/service_accounts", `{"name":"backend"}`, &sa)
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	_ = mw.WriteField("purpose", "assistants")
@@ -176,71 +111,25 @@ func TestDev(t *testing.T) {
 		ID    string `json:"id"`
 		Bytes int    `json:"bytes"`
 	}
-	call("POST", "/v1/files", sa.APIKey.Value, mw.FormDataContentType(), &body, &file)
+	devCall(t, s.base, "POST", "/v1/files", sa.APIKey.Value, mw.FormDataContentType(), &body, &file)
 	if file.ID == "" || file.Bytes != 21 {
 		t.Fatalf("upload answered %+v", file)
 	}
 
 	// The revoke and restore commands, as curl would run them.
-	ca, err := os.ReadFile(find(`--cacert (\S+)`))
-	if err != nil {
-		t.Fatal(err)
+	azure := devCustomerClient(t, s.find(`--cacert (\S+)`), s.find(`--connect-to management\.azure\.com:443:(\S+)`))
+	token := s.find(`-X DELETE -H "Authorization: Bearer (\S+)"`)
+	armURL := s.find(`"(https://management\.azure\.com/\S+)" --connect-to`)
+	grant := s.find(`-d '(\{"properties"[^']*\})'`)
+	arm := func(method, body string) func() {
+		return func() { devCustomerCall(t, azure, method, armURL, token, body, method+" role assignment") }
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	emuAddr := find(`--connect-to management\.azure\.com:443:(\S+)`)
-	azure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, emuAddr)
-		}}}
-	token := find(`-X DELETE -H "Authorization: Bearer (\S+)"`)
-	armURL := find(`"(https://management\.azure\.com/\S+)" --connect-to`)
-	grant := find(`-d '(\{"properties"[^']*\})'`)
-	arm := func(method, body string) {
-		t.Helper()
-		req, _ := http.NewRequest(method, armURL, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := azure.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode/100 != 2 {
-			t.Fatalf("%s role assignment: %d %s", method, res.StatusCode, b)
-		}
-	}
-	var v struct {
-		Status    string `json:"status"`
-		KeyStatus string `json:"key_status"`
-	}
-	arm("DELETE", "")
-	call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", nil, &v)
-	if v.Status != "invalid" || v.KeyStatus != "unavailable" {
-		t.Fatalf("after the revoke command: %+v", v)
-	}
-	arm("PUT", grant)
-	call("POST", "/v1/organization/external_keys/"+ek.ID+"/validate", admin, "", nil, &v)
-	if v.Status != "valid" || v.KeyStatus != "valid" {
-		t.Fatalf("after the restore command: %+v", v)
-	}
+	s.revokeAndRestore(ek, arm("DELETE", ""), arm("PUT", grant))
 
 	// A restart keeps the demo org, its admin key and the tenant.
 	devStops[dir]()
-	text = startDev(t, dir)
-	if got := findIn(t, text, `demo org:\s+(org-\S+)`); got != orgID || !strings.Contains(text, "Reusing the demo org") {
-		t.Fatalf("restart: org %s (was %s):\n%s", got, orgID, text)
-	}
-	base = findIn(t, text, `ekm server:\s+(http://\S+)`)
-	admin = findIn(t, text, `export ADMIN=(\S+)`)
-	var list struct {
-		Data []struct{ ID string } `json:"data"`
-	}
-	call("GET", "/v1/organization/projects", admin, "", nil, &list)
-	if len(list.Data) != 1 || list.Data[0].ID != proj.ID {
-		t.Fatalf("after a restart, projects %+v, want %s", list.Data, proj.ID)
-	}
+	s = s.restarted(startDev(t, dir), orgID)
+	s.checkKeptProject(proj)
 }
 
 func TestEmulatorIgnoresServerEnv(t *testing.T) {
