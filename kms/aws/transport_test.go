@@ -10,8 +10,7 @@ import (
 
 	"github.com/ekm-dev/ekm/emulator/awscloud"
 	"github.com/ekm-dev/ekm/kms"
-	"github.com/ekm-dev/ekm/kms/local"
-	"github.com/ekm-dev/ekm/secret"
+	"github.com/ekm-dev/ekm/kms/kmstest"
 )
 
 // TestTransient: throttling, 5xx, timeouts and resets are outages, retried
@@ -217,41 +216,14 @@ func TestOwnCredentials(t *testing.T) {
 // (SigV4, TLS over loopback, policy evaluation in the emulator, a cached
 // role session), with the in-process local provider as the baseline.
 func BenchmarkWrapUnwrap(b *testing.B) {
-	run := func(b *testing.B, p kms.Provider) {
-		ctx := context.Background()
-		pt := make([]byte, 32)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			w, err := p.Wrap(ctx, pt, testAAD)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := p.Unwrap(ctx, w, testAAD); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.Run("baseline-local", func(b *testing.B) {
-		d := local.NewDriver(secret.New())
-		ps, err := d.Check(testOrg, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		p, err := d.Open(testOrg, ps)
-		if err != nil {
-			b.Fatal(err)
-		}
-		run(b, p)
-	})
-	b.Run("aws-emulator", func(b *testing.B) {
+	kmstest.BenchWrapUnwrap(b, testOrg, testAAD, "aws-emulator", func(b *testing.B) kms.Provider {
 		s := awscloud.DefaultSettings()
 		s.Quotas.Disabled = true // measure the client, not AWS's quotas
 		if err := emu.SetSettings(s); err != nil {
 			b.Fatal(err)
 		}
-		defer emu.SetSettings(awscloud.DefaultSettings())
+		b.Cleanup(func() { emu.SetSettings(awscloud.DefaultSettings()) })
 		c := onboard(b, newOrg(), nil)
-		run(b, c.open(b, emuDriver(b, nil), ""))
+		return c.open(b, emuDriver(b, nil), "")
 	})
 }
