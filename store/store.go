@@ -388,6 +388,16 @@ type Queries interface {
 	GetLease(ctx context.Context, name string) (Lease, error)
 	// PruneLeases deletes leases that expired before before.
 	PruneLeases(ctx context.Context, before time.Time) (int64, error)
+
+	// ClaimDeploymentID returns the id of the deployment this database
+	// belongs to, first storing candidate if it has none (insert if absent,
+	// then read): of several processes claiming at once, all get the id
+	// the first one stored. The blob store's deployment marker holds the
+	// same id (blob.Store.ClaimDeployment).
+	ClaimDeploymentID(ctx context.Context, candidate string) (string, error)
+	// DeploymentID returns the deployment id, ErrNotFound if none was ever
+	// claimed.
+	DeploymentID(ctx context.Context) (string, error)
 }
 
 // ChangeListener is implemented by stores that several processes share and

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ChangesCommitOrder", testChangesCommitOrder},
 		{"Leases", testLeases},
 		{"LeasesOnDBClock", testLeasesOnDBClock},
+		{"DeploymentID", testDeploymentID},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1141,4 +1142,31 @@ func testTxConcurrentIncrements(t *testing.T, s store.Store) {
 	if n := len(get[[]store.ProjectKey](t, "list")(s.ListProjectKeys(ctx, o.ID, p.ID))); n != workers*each {
 		t.Fatalf("%d project key versions, want %d", n, workers*each)
 	}
+}
+
+// testDeploymentID: the first claim stores its candidate, every later one
+// (and every concurrent one) gets that id back, whatever it proposes.
+func testDeploymentID(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	wantErr(t, "id before any claim", func() error { _, err := s.DeploymentID(ctx); return err }(), store.ErrNotFound)
+	const n = 8
+	got := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id, err := s.ClaimDeploymentID(ctx, fmt.Sprintf("dep-candidate-%d", i))
+			if err != nil {
+				t.Errorf("claim %d: %v", i, err)
+			}
+			got[i] = id
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if got[i] != got[0] || got[i] == "" {
+			t.Fatalf("concurrent claims disagree: %q", got)
+		}
+	}
+	equal(t, "read back", get[string](t, "deployment id")(s.DeploymentID(ctx)), got[0])
+	equal(t, "later claim", get[string](t, "claim")(s.ClaimDeploymentID(ctx, "dep-other")), got[0])
 }
