@@ -74,6 +74,16 @@ type Store interface {
 	// List calls fn for every committed object, in no particular order,
 	// until fn returns an error (which List returns).
 	List(ctx context.Context, fn func(Info) error) error
+
+	// ClaimDeployment makes the store deployment id's: it writes the
+	// deployment marker (MarkerName) naming id if there is none — a
+	// conditional create, so of two deployments claiming at once exactly
+	// one succeeds — and otherwise reads it. nil if the marker names id, a
+	// *ClaimError (ErrOtherDeployment) if it names another deployment.
+	ClaimDeployment(ctx context.Context, id string) error
+	// Deployment returns the deployment id the marker names, ErrNotFound
+	// if there is no marker.
+	Deployment(ctx context.Context) (string, error)
 }
 
 // Key limits.

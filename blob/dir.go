@@ -17,13 +17,14 @@ import (
 //
 //	<root>/objects/<key>   committed objects (a key's "/" are directories)
 //	<root>/tmp/upload-*    objects being written
+//	<root>/.ekm-deployment the deployment marker (MarkerName)
 //
 // Commit fsyncs the temporary file, renames it to its final name (atomic on
 // POSIX file systems) and fsyncs the directories it touched, so a committed
 // object survives a crash and a crashed write never appears under its key.
 // Temporaries and objects are readable by the owner only.
 type Dir struct {
-	objects, tmp string
+	root, objects, tmp string
 }
 
 var _ Store = (*Dir)(nil)
@@ -37,7 +38,7 @@ func NewDir(path string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob: %w", err)
 	}
-	d := &Dir{objects: filepath.Join(abs, "objects"), tmp: filepath.Join(abs, "tmp")}
+	d := &Dir{root: abs, objects: filepath.Join(abs, "objects"), tmp: filepath.Join(abs, "tmp")}
 	for _, p := range []string{d.objects, d.tmp} {
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			return nil, fmt.Errorf("blob: %w", err)
@@ -280,3 +281,59 @@ type TempSweeper interface {
 }
 
 var _ TempSweeper = (*Dir)(nil)
+
+// ClaimDeployment writes <root>/.ekm-deployment if it is absent: the
+// content goes to a temporary file first, which is then hard-linked under
+// the marker's name (link, like O_EXCL, fails if the name exists, and the
+// marker appears complete or not at all).
+func (d *Dir) ClaimDeployment(ctx context.Context, id string) error {
+	return Claim(ctx, id, d.createMarker, d.readMarker)
+}
+
+// Deployment reads <root>/.ekm-deployment.
+func (d *Dir) Deployment(ctx context.Context) (string, error) {
+	return ReadDeployment(ctx, d.readMarker)
+}
+
+func (d *Dir) createMarker(ctx context.Context, content []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(d.tmp, "marker-*")
+	if err != nil {
+		return fmt.Errorf("blob: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return fmt.Errorf("blob: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("blob: sync: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("blob: %w", err)
+	}
+	if err := os.Link(f.Name(), filepath.Join(d.root, MarkerName)); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return ErrExists
+		}
+		return fmt.Errorf("blob: %w", err)
+	}
+	return syncDir(d.root)
+}
+
+func (d *Dir) readMarker(ctx context.Context) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(d.root, MarkerName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blob: %w", err)
+	}
+	return b, nil
+}

@@ -4,7 +4,8 @@
 // Commit, an aborted, cancelled or failed upload leaves nothing visible
 // under its key, Commit never overwrites, uploads of many parts round-trip,
 // List sees committed objects with their size and a date no earlier than
-// their commit, keys are checked. With Suite.Faults, it also runs the
+// their commit, keys are checked, the deployment marker is created only if
+// absent and is out of reach of every other method (so of the sweep). With Suite.Faults, it also runs the
 // fault cases through a fault-injecting proxy in front of the store's
 // server: the store going away mid-upload, a 503 on commit, a stalled
 // store. Each must end in an error wrapping blob.ErrUnavailable within a
@@ -62,6 +63,8 @@ func Run(t *testing.T, s Suite) {
 	t.Run("DatedAtCommit", func(t *testing.T) { testDatedAtCommit(t, s) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, s) })
 	t.Run("CrashedUploadSwept", func(t *testing.T) { testCrashed(t, s) })
+	t.Run("DeploymentMarker", func(t *testing.T) { testDeploymentMarker(t, s) })
+	t.Run("DeploymentMarkerRace", func(t *testing.T) { testDeploymentRace(t, s) })
 	if s.Faults == nil {
 		return
 	}
@@ -605,4 +608,103 @@ func testSlow(t *testing.T, s Suite) {
 	})
 	p.Set(Up)
 	assertWholeOrAbsent(t, st, key, data)
+}
+
+// testDeploymentMarker: the first claim writes the marker, a claim with the
+// same id is accepted, one with another id is refused naming both; the
+// marker is never listed, never reachable by Create, Open or Delete, and
+// survives a sweep of temporaries that would accept any key.
+func testDeploymentMarker(t *testing.T, s Suite) {
+	ctx := context.Background()
+	st := s.New(t)
+	if _, err := st.Deployment(ctx); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("deployment of an unclaimed store: %v, want ErrNotFound", err)
+	}
+	ours, theirs := blob.NewDeploymentID(), blob.NewDeploymentID()
+	if err := st.ClaimDeployment(ctx, ours); err != nil {
+		t.Fatalf("first claim: %v", err)
+	}
+	if got, err := st.Deployment(ctx); err != nil || got != ours {
+		t.Fatalf("deployment = %q, %v; want %q", got, err, ours)
+	}
+	if err := st.ClaimDeployment(ctx, ours); err != nil {
+		t.Fatalf("claim again with the same id: %v", err)
+	}
+	err := st.ClaimDeployment(ctx, theirs)
+	var ce *blob.ClaimError
+	if !errors.Is(err, blob.ErrOtherDeployment) || !errors.As(err, &ce) || ce.Ours != theirs || ce.Theirs != ours {
+		t.Fatalf("claim with another id: %v, want a ClaimError naming %s (ours) and %s (theirs)", err, theirs, ours)
+	}
+	if got, err := st.Deployment(ctx); err != nil || got != ours {
+		t.Fatalf("after a refused claim: deployment = %q, %v; want %q", got, err, ours)
+	}
+	if err := st.ClaimDeployment(ctx, "bad/id"); err == nil {
+		t.Fatal("claim with an invalid id accepted")
+	}
+
+	// Out of reach of everything else.
+	key := Key()
+	Put(t, st, key, Data(7, 10))
+	if got := Keys(t, st); !slices.Equal(got, []string{key}) {
+		t.Fatalf("list with a marker: %v, want only %s", got, key)
+	}
+	if _, err := st.Create(ctx, blob.MarkerName); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Fatalf("create the marker's name: %v, want ErrInvalidKey", err)
+	}
+	if _, _, err := st.Open(ctx, blob.MarkerName); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Fatalf("open the marker's name: %v, want ErrInvalidKey", err)
+	}
+	if err := st.Delete(ctx, blob.MarkerName); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Fatalf("delete the marker's name: %v, want ErrInvalidKey", err)
+	}
+	if ts, ok := st.(blob.TempSweeper); ok {
+		if _, err := ts.RemoveStaleTemps(ctx, time.Now().Add(time.Hour), func(string) bool { return true }); err != nil {
+			t.Fatalf("remove stale temporaries: %v", err)
+		}
+	}
+	if got, err := st.Deployment(ctx); err != nil || got != ours {
+		t.Fatalf("after a sweep of temporaries: deployment = %q, %v; want %q", got, err, ours)
+	}
+}
+
+// testDeploymentRace: deployments claiming an empty store at once — exactly
+// one wins, every other is refused naming the winner.
+func testDeploymentRace(t *testing.T, s Suite) {
+	ctx := context.Background()
+	st := s.New(t)
+	const n = 6
+	ids := make([]string, n)
+	errs := make([]error, n)
+	for i := range ids {
+		ids[i] = blob.NewDeploymentID()
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = st.ClaimDeployment(ctx, ids[i]) })
+	}
+	wg.Wait()
+	winner, err := st.Deployment(ctx)
+	if err != nil {
+		t.Fatalf("deployment after the race: %v", err)
+	}
+	won := 0
+	for i, err := range errs {
+		var ce *blob.ClaimError
+		switch {
+		case err == nil:
+			won++
+			if ids[i] != winner {
+				t.Errorf("claim %d (%s) succeeded but the marker names %s", i, ids[i], winner)
+			}
+		case errors.As(err, &ce):
+			if ce.Theirs != winner || ce.Ours != ids[i] {
+				t.Errorf("claim %d: %v, want it to name %s", i, err, winner)
+			}
+		default:
+			t.Errorf("claim %d: %v", i, err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d claims succeeded, want exactly 1: %v", won, errs)
+	}
 }

@@ -375,3 +375,30 @@ func httpStatus(err error) int {
 	}
 	return 0
 }
+
+// ClaimDeployment writes the marker blob.MarkerName under the bucket's
+// prefix if it is absent: a conditional write (If-None-Match: * on S3 and
+// Azure, ifGenerationMatch=0 on GCS), as every Commit is.
+func (b *Bucket) ClaimDeployment(ctx context.Context, id string) error {
+	return blob.Claim(ctx, id, b.createMarker, b.readMarker)
+}
+
+// Deployment reads the marker blob.MarkerName under the bucket's prefix.
+func (b *Bucket) Deployment(ctx context.Context) (string, error) {
+	return blob.ReadDeployment(ctx, b.readMarker)
+}
+
+func (b *Bucket) createMarker(ctx context.Context, content []byte) error {
+	err := b.b.WriteAll(ctx, blob.MarkerName, content, &gcblob.WriterOptions{
+		ContentType:                 "application/json",
+		DisableContentTypeDetection: true,
+		IfNotExist:                  true,
+		BeforeWrite:                 b.before,
+	})
+	return b.classify(err)
+}
+
+func (b *Bucket) readMarker(ctx context.Context) ([]byte, error) {
+	c, err := b.b.ReadAll(ctx, blob.MarkerName)
+	return c, b.classify(err)
+}
