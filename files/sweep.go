@@ -47,8 +47,20 @@ const SweepGrace = DefaultMaxWrite + SweepMargin
 // pass now.Add(-SweepGrace) (tests of writers that use a shorter
 // Store.MaxWrite may pass now minus that plus SweepMargin). Run it at
 // startup.
+//
+// Sweep deletes nothing, and returns an error wrapping ErrNotOurStore,
+// unless the blob store's deployment marker names the database's
+// deployment (store.Queries.DeploymentID, blob.Store.Deployment): a
+// deployment that lost the race to claim the store, or whose marker was
+// replaced by another's, must never judge that deployment's blobs by its
+// own records. A database that never claimed a store (only tools and tests
+// that assemble the parts themselves: app.Open always claims) sweeps only
+// a store without a marker.
 func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Time) (SweepResult, error) {
 	var res SweepResult
+	if err := checkDeployment(ctx, st, blobs); err != nil {
+		return res, err
+	}
 	var orphans []string
 	err := blobs.List(ctx, func(i blob.Info) error {
 		if !i.ModTime.Before(cutoff) {
@@ -82,6 +94,33 @@ func Sweep(ctx context.Context, st store.Store, blobs blob.Store, cutoff time.Ti
 		}
 	}
 	return res, nil
+}
+
+// ErrNotOurStore: the blob store's deployment marker does not name the
+// database's deployment, so Sweep deleted nothing.
+var ErrNotOurStore = errors.New("sweep: the blob store is not this deployment's")
+
+// checkDeployment: the marker names the database's deployment (or neither
+// has one).
+func checkDeployment(ctx context.Context, st store.Store, blobs blob.Store) error {
+	ours, err := st.DeploymentID(ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("sweep: reading the deployment id: %w", err)
+	}
+	marked, err := blobs.Deployment(ctx)
+	if err != nil && !errors.Is(err, blob.ErrNotFound) {
+		return fmt.Errorf("%w: reading its deployment marker: %w", ErrNotOurStore, err)
+	}
+	if ours == marked {
+		return nil
+	}
+	switch {
+	case marked == "":
+		return fmt.Errorf("%w: it has no deployment marker %s (this database is deployment %s; restart ekm to claim the store)", ErrNotOurStore, blob.MarkerName, ours)
+	case ours == "":
+		return fmt.Errorf("%w: its marker %s names deployment %s, this database has no deployment id", ErrNotOurStore, blob.MarkerName, marked)
+	}
+	return fmt.Errorf("%w: its marker %s names deployment %s, this database is deployment %s", ErrNotOurStore, blob.MarkerName, marked, ours)
 }
 
 // isOrphan reports whether no file record points at the content blob key.

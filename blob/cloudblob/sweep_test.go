@@ -94,10 +94,52 @@ func (s *sweepingStore) CreateFile(ctx context.Context, f store.File) error {
 	return s.Store.CreateFile(ctx, f)
 }
 
+// deployedStore is a database whose deployment id is id.
+type deployedStore struct {
+	store.Store
+	id string
+}
+
+func (s *deployedStore) DeploymentID(context.Context) (string, error) { return s.id, nil }
+
 func testSweepSafety(t *testing.T, kind string, open func(*testing.T, cloudblob.Options) blob.Store) {
 	env := dataplanetest.New(t, dataplanetest.Options{})
 	p := env.NewProject(t, "", false)
 	ctx := context.Background()
+
+	// Another deployment's store (its marker names another id), or one
+	// whose marker is gone, is never swept: the orphans a database sees
+	// there may be the other deployment's files.
+	t.Run("OtherDeploymentUntouched", func(t *testing.T) {
+		st := open(t, cloudblobtest.TestOptions())
+		orphan := files.BlobKey(p.OrgID, p.ID, ids.New("file-"))
+		blobtest.Put(t, st, orphan, []byte("another deployment's file"))
+		ours, theirs := &deployedStore{Store: env.Store, id: blob.NewDeploymentID()}, blob.NewDeploymentID()
+		res, err := files.Sweep(ctx, ours, st, time.Now().Add(time.Minute))
+		if !errors.Is(err, files.ErrNotOurStore) || res != (files.SweepResult{}) {
+			t.Fatalf("sweep of a store without a marker by a deployed database: %+v, %v; want ErrNotOurStore", res, err)
+		}
+		if err := st.ClaimDeployment(ctx, theirs); err != nil {
+			t.Fatal(err)
+		}
+		for _, db := range []store.Store{ours, env.Store} { // another id; no id at all
+			res, err := files.Sweep(ctx, db, st, time.Now().Add(time.Minute))
+			if !errors.Is(err, files.ErrNotOurStore) || res != (files.SweepResult{}) {
+				t.Fatalf("sweep of another deployment's store: %+v, %v; want ErrNotOurStore", res, err)
+			}
+		}
+		if got := blobtest.Keys(t, st); !slices.Equal(got, []string{orphan}) {
+			t.Fatalf("after refused sweeps the store holds %v, want %v", got, []string{orphan})
+		}
+		// The deployment the marker names sweeps it.
+		res, err = files.Sweep(ctx, &deployedStore{Store: env.Store, id: theirs}, st, time.Now().Add(time.Minute))
+		if err != nil || res.OrphanBlobs != 1 {
+			t.Fatalf("sweep by the marker's deployment: %+v, %v; want 1 orphan removed", res, err)
+		}
+		if got, err := st.Deployment(ctx); err != nil || got != theirs {
+			t.Fatalf("the sweep touched the marker: %q, %v", got, err)
+		}
+	})
 
 	t.Run("ForeignKeysSurvive", func(t *testing.T) {
 		st := open(t, cloudblobtest.TestOptions())
