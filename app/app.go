@@ -150,9 +150,12 @@ type App struct {
 	Service *lifecycle.Service
 	Keyring *keyring.Keyring
 	Blobs   blob.Store
-	Metrics *metrics.Metrics
-	Logger  *slog.Logger
-	Handler http.Handler
+	// Deployment is this deployment's id: the database's, which the blob
+	// store's marker names (claimBlobStore).
+	Deployment string
+	Metrics    *metrics.Metrics
+	Logger     *slog.Logger
+	Handler    http.Handler
 	// Changes is the change log replicas cooperate through (package
 	// cluster); Replica names this process in leases.
 	Changes *cluster.Log
@@ -531,12 +534,55 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if a.Deployment, err = claimBlobStore(ctx, st, a.Blobs, cloudblob.Describe(c.BlobURL, c.DataDir)); err != nil {
+		closeBlobs(a.Blobs)
+		return fail(err)
+	}
 	a.Handler = a.routes()
 	// Checked above, before anything was opened.
 	if err := envelope.SetWriteVersion(c.EnvelopeWriteVersion); err != nil {
 		return fail(err)
 	}
 	return a, nil
+}
+
+// OneDeploymentPerStore is the docs/OPERATIONS.md section on the
+// deployment marker, named in the error that refuses another deployment's
+// blob store.
+const OneDeploymentPerStore = `docs/OPERATIONS.md, "One deployment per bucket and prefix"`
+
+// claimBlobStore makes sure the blob store is this deployment's: it gets
+// the database's deployment id (created at the first start, insert if
+// absent: replicas starting at once agree on one), then claims the store
+// with it (its marker is written if absent, conditionally: of two
+// deployments starting at once on one store, one wins). A store whose
+// marker names another deployment is refused: two deployments sharing a
+// bucket and prefix would sweep each other's files away.
+func claimBlobStore(ctx context.Context, st store.Store, blobs blob.Store, where string) (string, error) {
+	id, err := st.ClaimDeploymentID(ctx, blob.NewDeploymentID())
+	if err != nil {
+		return "", fmt.Errorf("deployment id: %w", err)
+	}
+	err = blobs.ClaimDeployment(ctx, id)
+	var ce *blob.ClaimError
+	if errors.As(err, &ce) {
+		return "", fmt.Errorf("the blob store %s belongs to another ekm deployment: its marker %s names deployment %s, "+
+			"this database is deployment %s. Two deployments (say staging and production) must never share a bucket and prefix: "+
+			"each one's sweep would delete the other's files. Give this deployment a bucket of its own, or a prefix= of its own "+
+			"(--blob-url, EKM_BLOB_URL); if this store is this deployment's and the other deployment is gone for good, "+
+			"re-claim it as %s says", where, blob.MarkerName, ce.Theirs, ce.Ours, OneDeploymentPerStore)
+	}
+	if err != nil {
+		return "", fmt.Errorf("blob store %s: claiming it for deployment %s: %w", where, id, err)
+	}
+	return id, nil
+}
+
+// closeBlobs releases a blob store that has clients to release.
+func closeBlobs(b blob.Store) {
+	if c, ok := b.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
 }
 
 // checkEnvelopeWriteVersion refuses a format version ekm cannot write.
@@ -769,7 +815,9 @@ func (a *App) sweepBlobs(ctx context.Context) {
 	defer t.Stop()
 	for {
 		res, err := files.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-files.SweepGrace))
-		if err != nil && ctx.Err() == nil {
+		if errors.Is(err, files.ErrNotOurStore) {
+			a.Logger.Error("blob sweep skipped: the blob store is not this deployment's, nothing was deleted", "deployment", a.Deployment, "err", err)
+		} else if err != nil && ctx.Err() == nil {
 			a.Logger.Warn("blob sweep failed", "err", err)
 		} else if err == nil {
 			a.Logger.Info("blob sweep", "orphan_blobs", res.OrphanBlobs, "stale_temps", res.StaleTemps)

@@ -123,6 +123,24 @@ func Open(ctx context.Context, rawURL, dataDir string, o Options) (blob.Store, e
 	return b, nil
 }
 
+// Describe names the store of a --blob-url for operators (logs, errors):
+// the URL without user information and with every secret-bearing query
+// value redacted, and for the local directory default its path.
+func Describe(rawURL, dataDir string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(an unparseable --blob-url)"
+	}
+	if rawURL == "" || u.Scheme == "file" && u.Opaque == "" && u.Path == "" {
+		if abs, err := filepath.Abs(filepath.Join(dataDir, "blobs")); err == nil {
+			return "file://" + filepath.ToSlash(abs)
+		}
+		return "file://"
+	}
+	u.User = nil
+	return redacted(u.String())
+}
+
 func openDir(u *url.URL, dataDir string) (blob.Store, error) {
 	if u.Opaque != "" || u.Host != "" && u.Host != "localhost" {
 		return nil, errors.New("blob url: want file:///absolute/path, or file:// for <data-dir>/blobs")
