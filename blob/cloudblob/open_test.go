@@ -106,3 +106,22 @@ func TestURLTuning(t *testing.T) {
 		})
 	}
 }
+
+// Describe, which names the store in the refusal of another deployment's
+// store, shows no credential: no user information, secret-bearing query
+// values redacted; the default directory by its path.
+func TestDescribe(t *testing.T) {
+	data := t.TempDir()
+	for in, want := range map[string]string{
+		"":                                     "file://" + filepath.ToSlash(filepath.Join(data, "blobs")),
+		"file://":                              "file://" + filepath.ToSlash(filepath.Join(data, "blobs")),
+		"file:///srv/ekm/blobs":                "file:///srv/ekm/blobs",
+		"s3://b?region=eu-west-1&prefix=prod/": "s3://b?region=eu-west-1&prefix=prod/",
+		"azblob://c?storage_account=a&sig=s3cr3t":     "azblob://c?storage_account=a&sig=REDACTED",
+		"gs://user:pass@bucket?X-Goog-Signature=abcd": "gs://bucket?X-Goog-Signature=REDACTED",
+	} {
+		if got := cloudblob.Describe(in, data); got != want {
+			t.Errorf("Describe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
