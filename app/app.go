@@ -534,7 +534,7 @@ func Open(ctx context.Context, c Config) (*App, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if a.Deployment, err = claimBlobStore(ctx, st, a.Blobs, cloudblob.Describe(c.BlobURL, c.DataDir)); err != nil {
+	if a.Deployment, err = claimBlobStore(ctx, st, a.Blobs, cloudblob.Describe(c.BlobURL, c.DataDir), c.Logger); err != nil {
 		closeBlobs(a.Blobs)
 		return fail(err)
 	}
@@ -557,8 +557,12 @@ const OneDeploymentPerStore = `docs/OPERATIONS.md, "One deployment per bucket an
 // with it (its marker is written if absent, conditionally: of two
 // deployments starting at once on one store, one wins). A store whose
 // marker names another deployment is refused: two deployments sharing a
-// bucket and prefix would sweep each other's files away.
-func claimBlobStore(ctx context.Context, st store.Store, blobs blob.Store, where string) (string, error) {
+// bucket and prefix would sweep each other's files away. A store that
+// cannot be reached now does not stop the start (the crypto and Admin APIs
+// need no blob store, and a replica restarting during a bucket outage must
+// come back): the claim is made again before every sweep, and the sweep
+// deletes nothing until the marker is this deployment's.
+func claimBlobStore(ctx context.Context, st store.Store, blobs blob.Store, where string, logger *slog.Logger) (string, error) {
 	id, err := st.ClaimDeploymentID(ctx, blob.NewDeploymentID())
 	if err != nil {
 		return "", fmt.Errorf("deployment id: %w", err)
@@ -571,6 +575,11 @@ func claimBlobStore(ctx context.Context, st store.Store, blobs blob.Store, where
 			"each one's sweep would delete the other's files. Give this deployment a bucket of its own, or a prefix= of its own "+
 			"(--blob-url, EKM_BLOB_URL); if this store is this deployment's and the other deployment is gone for good, "+
 			"re-claim it as %s says", where, blob.MarkerName, ce.Theirs, ce.Ours, OneDeploymentPerStore)
+	}
+	if errors.Is(err, blob.ErrUnavailable) {
+		logger.Warn("blob store unreachable at start: its deployment marker is claimed before the next sweep, which deletes nothing until then",
+			"store", where, "deployment", id, "err", err)
+		return id, nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("blob store %s: claiming it for deployment %s: %w", where, id, err)
@@ -814,8 +823,15 @@ func (a *App) sweepBlobs(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		res, err := files.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-files.SweepGrace))
-		if errors.Is(err, files.ErrNotOurStore) {
+		// Claimed again first: a store unreachable at start is claimed
+		// once it answers (a no-op read when the marker is ours).
+		err := a.Blobs.ClaimDeployment(ctx, a.Deployment)
+		var res files.SweepResult
+		if err == nil {
+			res, err = files.Sweep(ctx, a.Store, a.Blobs, a.Config.Now().Add(-files.SweepGrace))
+		}
+		var ce *blob.ClaimError
+		if errors.Is(err, files.ErrNotOurStore) || errors.As(err, &ce) {
 			a.Logger.Error("blob sweep skipped: the blob store is not this deployment's, nothing was deleted", "deployment", a.Deployment, "err", err)
 		} else if err != nil && ctx.Err() == nil {
 			a.Logger.Warn("blob sweep failed", "err", err)
