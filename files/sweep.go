@@ -116,7 +116,7 @@ func checkDeployment(ctx context.Context, st store.Store, blobs blob.Store) erro
 	}
 	switch {
 	case marked == "":
-		return fmt.Errorf("%w: it has no deployment marker %s (this database is deployment %s; restart ekm to claim the store)", ErrNotOurStore, blob.MarkerName, ours)
+		return fmt.Errorf("%w: it has no deployment marker %s (this database is deployment %s; a server claims it again before its next sweep)", ErrNotOurStore, blob.MarkerName, ours)
 	case ours == "":
 		return fmt.Errorf("%w: its marker %s names deployment %s, this database has no deployment id", ErrNotOurStore, blob.MarkerName, marked)
 	}
