@@ -406,24 +406,31 @@ func (p *Prober) leaseEnd(sent time.Time) time.Time {
 // cancels the check. A renewal is given until end, so a stalled statement
 // cannot hold the check past it.
 func (p *Prober) holdLease(ctx context.Context, lost func(), name string, end time.Time) {
+	// The cut at the lease's end is a timer of its own, so it does not
+	// wait for a renewal statement to return (one that did not honour its
+	// deadline would otherwise hold the check past the lease).
+	cut := time.AfterFunc(time.Until(end), func() {
+		p.cfg.Logger.Warn("probe: a check outlasted its probe lease, which could not be renewed; cancelled, nothing recorded, the next round checks the key", "lease", name)
+		lost()
+	})
+	defer cut.Stop()
+	tick := time.NewTicker(p.cfg.LeaseTTL / 3)
+	defer tick.Stop()
 	for {
-		wait := min(p.cfg.LeaseTTL/3, time.Until(end))
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
-		}
-		if !time.Now().Before(end) {
-			p.cfg.Logger.Warn("probe: a check outlasted its probe lease, which could not be renewed; cancelled, nothing recorded, the next round checks the key", "lease", name)
-			lost()
-			return
+		case <-tick.C:
 		}
 		sent := time.Now()
-		if p.renew(ctx, name, end) {
-			end = p.leaseEnd(sent)
+		if !p.renew(ctx, name, end) {
+			continue // the cut stays at the old end
 		}
+		if !cut.Stop() {
+			return // the cut came first: the check is cancelled
+		}
+		end = p.leaseEnd(sent)
+		cut.Reset(time.Until(end))
 	}
 }
 

@@ -101,6 +101,9 @@ func (d *Driver) Open(org string, p kms.Params) (kms.Provider, error) {
 // Fail makes every call return err (nil: work again).
 func (d *Driver) Fail(err error) { d.mu.Lock(); d.fail = err; d.mu.Unlock() }
 
+// InFlight is the number of Unwrap calls running now.
+func (d *Driver) InFlight() int64 { return d.inFlight.Load() }
+
 // Hold makes Unwrap calls wait until the returned func is called.
 func (d *Driver) Hold() (release func()) {
 	ch := make(chan struct{})
