@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -25,25 +24,7 @@ type running struct {
 
 func start(t *testing.T, cfg app.Config) *running {
 	t.Helper()
-	buf := &bytes.Buffer{}
-	w := &syncWriter{w: buf}
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.NewJSONHandler(w, nil))
-	a, err := app.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{a: a, log: w, buf: buf, cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan struct{})
-	go func() { r.done <- a.Run(ctx, func(string) { close(ready) }) }()
-	t.Cleanup(func() { r.stop() })
-	select {
-	case <-ready:
-	case err := <-r.done:
-		r.done <- err
-	}
-	return r
+	return startAfter(t, cfg, func() {})
 }
 
 func (r *running) stop() {

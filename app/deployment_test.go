@@ -228,34 +228,17 @@ func startAfter(t *testing.T, cfg app.Config, before func()) *running {
 	return r
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A blob store that cannot be reached at start (a bucket outage) does not
 // stop the server: it starts with a warning, and the claim waits for the
 // sweep (which deletes nothing until then).
 func TestUnreachableBlobStoreAtStart(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	var logs syncBuffer
+	var buf bytes.Buffer
+	logs := &syncWriter{w: &buf}
 	c := app.Config{DataDir: t.TempDir(),
 		BlobURL: "s3://ekm?region=us-east-1&endpoint=http://127.0.0.1:1&use_path_style=true&disable_https=true",
-		Logger:  slog.New(slog.NewTextHandler(&logs, nil))}
+		Logger:  slog.New(slog.NewTextHandler(logs, nil))}
 	a, err := app.Open(context.Background(), c)
 	if err != nil {
 		t.Fatalf("an unreachable blob store stopped the start: %v", err)
@@ -264,7 +247,9 @@ func TestUnreachableBlobStoreAtStart(t *testing.T) {
 	if !strings.HasPrefix(a.Deployment, "dep-") {
 		t.Fatalf("deployment id %q", a.Deployment)
 	}
-	if !strings.Contains(logs.String(), "blob store unreachable at start") {
-		t.Fatalf("no warning logged: %s", logs.String())
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if !strings.Contains(buf.String(), "blob store unreachable at start") {
+		t.Fatalf("no warning logged: %s", buf.String())
 	}
 }
