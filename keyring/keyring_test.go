@@ -93,6 +93,12 @@ func TestKeysShareDerivedState(t *testing.T) {
 	}
 	release()
 	wg.Wait()
+	// Waiters that reach the Memo at the same moment may each derive once
+	// (a Memo does not serialise first uses); every later read is served.
+	waiters := derived.Load()
+	if waiters < 1 || waiters > 4 {
+		t.Fatalf("%d derivations for 4 waiters of one unwrap, want 1 to 4", waiters)
+	}
 	for range 4 { // cache hits
 		_, k, err := e.kr.Current(ctx, e.org, pid)
 		if err != nil {
@@ -101,8 +107,8 @@ func TestKeysShareDerivedState(t *testing.T) {
 		memo.Get(k, derive)
 		k.Zero()
 	}
-	if n := derived.Load(); n != 1 {
-		t.Fatalf("%d derivations for 8 reads of one key, want 1", n)
+	if n := derived.Load() - waiters; n != 0 {
+		t.Fatalf("%d derivations for 4 cache hits after the unwrap, want 0 (clones share their origin's entry)", n)
 	}
 }
 
