@@ -269,11 +269,11 @@ func (r renewalIgnoresContext) AcquireLeasesFor(ctx context.Context, holder stri
 
 // The check is cut at its lease's end by a timer of its own, not when a
 // renewal statement returns: with a renewal that ignores its deadline and
-// hangs for three lease TTLs, the KMS call is still cancelled by then.
+// hangs for six lease TTLs, the KMS call is still cancelled by then.
 func TestCheckCutAtLeaseEndWhateverTheRenewal(t *testing.T) {
 	clusterBackends(t, func(t *testing.T, dsn string) {
 		const ttl = 600 * time.Millisecond
-		c := dbCluster(t, dsn, 1, ttl, time.Minute, func(s store.Store) store.Store { return renewalIgnoresContext{s, 3 * ttl} })
+		c := dbCluster(t, dsn, 1, ttl, time.Minute, func(s store.Store) store.Store { return renewalIgnoresContext{s, 6 * ttl} })
 		c.keys(t, 1)
 		release := c.drv.Hold()
 		defer release()
@@ -283,10 +283,10 @@ func TestCheckCutAtLeaseEndWhateverTheRenewal(t *testing.T) {
 		for c.drv.Unwraps.Load() == 0 {
 			runtime.Gosched()
 		}
-		// Cut at 0.9 TTL; 2 TTLs leave room for a loaded machine and stay
-		// well short of the hung renewal's return (TTL/3 + 3 TTLs).
+		// Cut at 0.9 TTL; 3 TTLs leave room for a loaded machine and stay
+		// well short of the hung renewal's return (TTL/3 + 6 TTLs).
 		for c.drv.InFlight() > 0 {
-			if time.Since(start) > 2*ttl {
+			if time.Since(start) > 3*ttl {
 				t.Fatalf("the check's KMS call still ran %v after the check began (lease TTL %v): it waited for the hung renewal", time.Since(start), ttl)
 			}
 			time.Sleep(5 * time.Millisecond)
