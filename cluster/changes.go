@@ -40,6 +40,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ekm-dev/ekm/store"
@@ -104,6 +105,10 @@ type Log struct {
 	cond   *sync.Cond         // on mu: signalled when the follower finishes a change
 	last   int64              // the follower's cursor: every change up to it is applied
 	begun  bool               // last is set
+
+	// listening: the PostgreSQL listener is connected, so every change
+	// committed from now on wakes the follower at once.
+	listening atomic.Bool
 
 	syncMu   sync.Mutex // one Sync at a time
 	lastRead time.Time  // start of the last successful Sync
@@ -346,12 +351,18 @@ func (l *Log) Run(ctx context.Context) {
 	}
 }
 
+// Listening reports whether the follower's PostgreSQL listener is
+// connected: until it is (just after start, or while it reconnects),
+// another replica's change reaches this one only at the next resync.
+func (l *Log) Listening() bool { return l.listening.Load() }
+
 // listen keeps a listener connected, reconnecting with backoff.
 func (l *Log) listen(ctx context.Context, ls store.ChangeListener, poke func()) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		connected := false
-		err := ls.ListenChanges(ctx, func() { connected = true; poke() }, poke)
+		err := ls.ListenChanges(ctx, func() { connected = true; l.listening.Store(true); poke() }, poke)
+		l.listening.Store(false)
 		if ctx.Err() != nil {
 			return
 		}

@@ -94,6 +94,14 @@ func newFixture(t *testing.T) *fixture {
 	// A long probe interval: nothing here may rest on the periodic resync.
 	cfg := app.Config{DataDir: dir, Database: dsn, ProbeInterval: time.Hour}
 	f.a, f.b = startReplica(t, cfg), startReplica(t, cfg)
+	// The 1 s bound is for replicas whose change listener is connected: a
+	// replica just started catches up when it connects (a loaded CI
+	// machine once took over a second to).
+	for deadline := time.Now().Add(30 * time.Second); !f.a.a.Changes.Listening() || !f.b.a.Changes.Listening(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replicas' change listeners did not connect")
+		}
+	}
 	org, admin, err := adminapi.CreateOrg(context.Background(), f.a.a.Store, "cache test", time.Now())
 	if err != nil {
 		t.Fatal(err)
