@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +18,8 @@ import (
 
 	"github.com/ekm-dev/ekm/adminapi"
 	"github.com/ekm-dev/ekm/app"
+	"github.com/ekm-dev/ekm/lifecycle/lifecycletest"
 )
-
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // openHandler opens an app for cfg and serves its handler (no background
 // workers), with an org and an SDK client of its admin key that does not
@@ -63,7 +46,7 @@ func openHandler(t *testing.T, cfg app.Config) (*app.App, openai.Client) {
 // Config says (here: 2 at once, then 1 a second), on its own clock, with
 // the whole middleware around the 429 (X-Request-Id).
 func TestAdminKMSRateLimitWired(t *testing.T) {
-	clk := &testClock{t: time.Unix(1_800_000_000, 0)}
+	clk := lifecycletest.NewClock(time.Unix(1_800_000_000, 0))
 	_, c := openHandler(t, app.Config{AdminKMSRate: 1, AdminKMSBurst: 2, Now: clk.Now})
 	ctx := context.Background()
 	create := func() error {
@@ -88,7 +71,7 @@ func TestAdminKMSRateLimitWired(t *testing.T) {
 
 // Config{} limits at the documented defaults; a negative rate is no limit.
 func TestAdminKMSRateLimitDefaultsAndOff(t *testing.T) {
-	clk := &testClock{t: time.Unix(1_800_000_000, 0)}
+	clk := lifecycletest.NewClock(time.Unix(1_800_000_000, 0))
 	a, _ := openHandler(t, app.Config{Now: clk.Now})
 	if a.Config.AdminKMSRate != app.DefaultAdminKMSRate || a.Config.AdminKMSBurst != app.DefaultAdminKMSBurst ||
 		app.DefaultAdminKMSRate != 5 || app.DefaultAdminKMSBurst != 50 {
