@@ -145,3 +145,33 @@ func TestCloneOfZeroKey(t *testing.T) {
 		t.Fatal("a zero key cloned to a non-zero one")
 	}
 }
+
+// equalKeys and IsZero work word by word: every byte of the key counts,
+// whichever word it is in.
+func TestWordwiseChecksSeeEveryByte(t *testing.T) {
+	var a, b [Size]byte
+	for i := range Size {
+		a[i] = byte(i + 1)
+	}
+	b = a
+	if !equalKeys(&a, &b) {
+		t.Fatal("equal keys compare unequal")
+	}
+	for i := range Size {
+		for bit := range 8 {
+			c := a
+			c[i] ^= 1 << bit
+			if equalKeys(&a, &c) || equalKeys(&c, &a) {
+				t.Fatalf("keys differing in byte %d bit %d compare equal", i, bit)
+			}
+			var z [Size]byte
+			z[i] = 1 << bit
+			if (Key{b: &z}).IsZero() {
+				t.Fatalf("a key with byte %d bit %d set is zero", i, bit)
+			}
+		}
+	}
+	if !(Key{b: new([Size]byte)}).IsZero() {
+		t.Fatal("a zero key is not zero")
+	}
+}

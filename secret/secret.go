@@ -8,6 +8,7 @@ package secret
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,9 +89,9 @@ func (k Key) IsZero() bool {
 	if k.b == nil {
 		return true
 	}
-	var acc byte
-	for _, c := range k.b {
-		acc |= c
+	var acc uint64 // word by word: it is on every data-plane request's path
+	for i := 0; i < Size; i += 8 {
+		acc |= binary.LittleEndian.Uint64(k.b[i:])
 	}
 	return acc == 0
 }
