@@ -198,7 +198,7 @@ func (c *Config) checkAdminKMSLimit() error {
 }
 
 // DefaultEnvelopeWriteVersion is Config.EnvelopeWriteVersion's default.
-const DefaultEnvelopeWriteVersion = envelope.Version2
+const DefaultEnvelopeWriteVersion = envelope.Version3
 
 func (c *Config) defaults() {
 	if c.Addr == "" {
@@ -596,8 +596,8 @@ func closeBlobs(b blob.Store) {
 
 // checkEnvelopeWriteVersion refuses a format version ekm cannot write.
 func checkEnvelopeWriteVersion(v int) error {
-	if v != envelope.Version1 && v != envelope.Version2 {
-		return fmt.Errorf("envelope write version %d (--envelope-write-version, EKM_ENVELOPE_WRITE_VERSION): must be 1 or 2", v)
+	if v != envelope.Version1 && v != envelope.Version2 && v != envelope.Version3 {
+		return fmt.Errorf("envelope write version %d (--envelope-write-version, EKM_ENVELOPE_WRITE_VERSION): must be 1, 2 or 3", v)
 	}
 	return nil
 }

@@ -77,7 +77,7 @@ func TestEnvelopeWriteVersion(t *testing.T) {
 	for i, setting := range []int{1, 0, 1} {
 		want := setting
 		if want == 0 {
-			want = envelope.Version2
+			want = envelope.Version3
 		}
 		var logs bytes.Buffer
 		w := &syncWriter{w: &logs}
@@ -177,14 +177,14 @@ func TestEnvelopeWriteVersion(t *testing.T) {
 func TestEnvelopeWriteVersionRefused(t *testing.T) {
 	keepWriteVersion(t)
 	before := envelope.WriteVersion()
-	for _, v := range []int{-1, 3, 255} {
+	for _, v := range []int{-1, 4, 255} {
 		dir := filepath.Join(t.TempDir(), "data")
 		a, err := app.Open(context.Background(), app.Config{DataDir: dir, EnvelopeWriteVersion: v, Logger: slog.New(slog.DiscardHandler)})
 		if err == nil {
 			a.Close()
 			t.Fatalf("EnvelopeWriteVersion %d accepted", v)
 		}
-		if !strings.Contains(err.Error(), "must be 1 or 2") || !strings.Contains(err.Error(), "--envelope-write-version") {
+		if !strings.Contains(err.Error(), "must be 1, 2 or 3") || !strings.Contains(err.Error(), "--envelope-write-version") {
 			t.Errorf("EnvelopeWriteVersion %d: %q does not say what is wrong", v, err)
 		}
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {

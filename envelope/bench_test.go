@@ -318,9 +318,10 @@ func BenchmarkInterleaved1KiB(b *testing.B) {
 	aead := rawGCM(b)
 	var nonce [12]byte
 	rawCT := aead.Seal(nil, nonce[:], pt, nil)
-	var v1CT, v2CT []byte
+	var v1CT, v2CT, v3CT []byte
 	withVersion(b, envelope.Version1, func() { v1CT, _ = envelope.Seal(key, benchCtx(), pt) })
-	v2CT, _ = envelope.Seal(key, benchCtx(), pt)
+	withVersion(b, envelope.Version2, func() { v2CT, _ = envelope.Seal(key, benchCtx(), pt) })
+	v3CT, _ = envelope.Seal(key, benchCtx(), pt)
 	must := func(_ []byte, err error) {
 		if err != nil {
 			b.Fatal(err)
@@ -333,15 +334,21 @@ func BenchmarkInterleaved1KiB(b *testing.B) {
 	ops := map[string][]variant{
 		"Seal": {
 			{"envelope", func() { must(envelope.Seal(key, benchCtx(), pt)) }},
+			{"envelope-v2", func() {
+				envelope.SetWriteVersion(envelope.Version2)
+				must(envelope.Seal(key, benchCtx(), pt))
+				envelope.SetWriteVersion(envelope.Version3)
+			}},
 			{"envelope-v1", func() {
 				envelope.SetWriteVersion(envelope.Version1)
 				must(envelope.Seal(key, benchCtx(), pt))
-				envelope.SetWriteVersion(envelope.Version2)
+				envelope.SetWriteVersion(envelope.Version3)
 			}},
 			{"raw-gcm", func() { aead.Seal(make([]byte, 0, len(nonce)+len(pt)+16), nonce[:], pt, nil) }},
 		},
 		"Open": {
-			{"envelope", func() { must(envelope.Open(keys, benchCtx(), v2CT)) }},
+			{"envelope", func() { must(envelope.Open(keys, benchCtx(), v3CT)) }},
+			{"envelope-v2", func() { must(envelope.Open(keys, benchCtx(), v2CT)) }},
 			{"envelope-v1", func() { must(envelope.Open(keys, benchCtx(), v1CT)) }},
 			{"raw-gcm", func() { must(aead.Open(make([]byte, 0, len(pt)), nonce[:], rawCT, nil)) }},
 		},

@@ -11,7 +11,7 @@ import (
 	"github.com/ekm-dev/ekm/secret"
 )
 
-// BenchmarkSealCosts breaks a version 2 1 KiB Seal into its parts and
+// BenchmarkSealCosts breaks a version 3 1 KiB Seal into its parts and
 // times each the way BenchmarkInterleaved1KiB does (batches of 100,
 // interleaved, fastest and median batch), so that the figures of one run
 // add up: what a seal costs beyond raw AES-256-GCM, part by part.
@@ -21,7 +21,7 @@ func BenchmarkSealCosts(b *testing.B) {
 	const batch, rounds = 100, 300
 	key := secret.New()
 	pt := make([]byte, 1<<10)
-	kx := make([]byte, 32)
+	kx, kc, x := make([]byte, 32), make([]byte, 32), make([]byte, 16)
 	block, _ := aes.NewCipher(kx)
 	raw, _ := cipher.NewGCM(block)
 	nonce := make([]byte, raw.NonceSize())
@@ -37,9 +37,10 @@ func BenchmarkSealCosts(b *testing.B) {
 		{"raw-gcm-aad", func() { raw.Seal(make([]byte, 0, len(pt)+16), nonce, pt, aad) }},
 		{"data-key-setup", func() { dataAEAD(kx) }},
 		{"xaes-subkey", func() { xaesSubkey(projectCipherOf(key), xnonce[:12], kx) }},
-		{"commitment", func() { commitV2(kx) }},
+		{"commitment-v2", func() { commitV2(kx) }},
+		{"commitment-v3", func() { kcXAES(projectCipherOf(key), xnonce[:], kc, x) }},
 		{"randomness", func() { rand.Read(xnonce[:]) }},
-		{"seal-fixed-nonce", func() { sealV2(key, &c, pt, xnonce[:]) }},
+		{"seal-fixed-nonce", func() { sealXAES(formatV3, key, &c, pt, xnonce[:]) }},
 		{"seal", func() { Seal(key, c, pt) }},
 	}
 	for b.Loop() {

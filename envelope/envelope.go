@@ -8,8 +8,11 @@
 // 64 KiB segments using the STREAM construction, so truncation, reordering
 // and segment swaps are detected.
 //
-// Two format versions exist (docs/FORMAT.md); both are always readable, and
-// Seal and NewWriter write version 2 unless [SetWriteVersion] says otherwise:
+// Three format versions exist (docs/FORMAT.md); all are always readable, and
+// Seal and NewWriter write version 3 unless [SetWriteVersion] says otherwise:
+//   - version 3: as version 2, but the commitment is the KC-XAES-256-GCM key
+//     commitment (eprint 2025/758: CMAC-AES-256 under the project key over
+//     the nonce), three AES blocks instead of a SHA-256 compression;
 //   - version 2: the data key is the XAES-256-GCM subkey (c2sp.org/XAES-256-GCM,
 //     a NIST SP 800-108r1 CMAC-AES-256 KDF) of the project key and a random
 //     192-bit nonce, so every segment is an XAES-256-GCM ciphertext; the
@@ -18,7 +21,7 @@
 //   - version 1: the data key and commitment come from HKDF-SHA256 over the
 //     header (salt included) and the Context.
 //
-// Consequences callers can rely on, in both versions:
+// Consequences callers can rely on, in every version:
 //   - a ciphertext opened with any other org, project, object, caller context
 //     or key fails with [ErrAuth] before any plaintext is produced;
 //   - a ciphertext cannot be made to open under two different project keys
@@ -105,8 +108,12 @@ const (
 	// Version1 is the HKDF-SHA256 format. It is read forever; write it only
 	// while readers that do not know Version2 may still read the data.
 	Version1 = 1
-	// Version2 is the XAES-256-GCM format, written by default.
+	// Version2 is the XAES-256-GCM format with a SHA-256 commitment. It is
+	// read forever; write it only while readers that do not know Version3
+	// may still read the data.
 	Version2 = 2
+	// Version3 is the KC-XAES-256-GCM format, written by default.
+	Version3 = 3
 )
 
 // Format constants (docs/FORMAT.md).
@@ -114,6 +121,7 @@ const (
 	magic         = "ekme"
 	formatV1      = Version1
 	formatV2      = Version2
+	formatV3      = Version3
 	modeSingle    = 0x01
 	modeStream    = 0x02
 	prefixSize    = 4 + 1 + 1 + 4 // magic, version, mode, key version
@@ -122,7 +130,7 @@ const (
 	offKeyVersion = 6
 	offSalt       = prefixSize
 	offCommit     = prefixSize + saltSize
-	// Version 2 splits the salt field into the XAES-256-GCM nonce and
+	// Versions 2 and 3 split the salt field into the XAES-256-GCM nonce and
 	// reserved bytes that must be zero.
 	xnonceSize   = 24
 	offReserved  = offSalt + xnonceSize
@@ -136,15 +144,15 @@ const (
 // writeVersion is the format version Seal and NewWriter write.
 var writeVersion atomic.Uint32
 
-func init() { writeVersion.Store(Version2) }
+func init() { writeVersion.Store(Version3) }
 
 // SetWriteVersion sets the format version that Seal and NewWriter write from
-// now on, process-wide: [Version2] (the default) or [Version1]. Readers open
-// both whatever this says. Writing Version1 is only for a rolling upgrade
-// from a release that cannot read Version2 (docs/FORMAT.md, "Compatibility
-// promise").
+// now on, process-wide: [Version3] (the default), [Version2] or [Version1].
+// Readers open all three whatever this says. Writing an older version is
+// only for a rolling upgrade from a release that cannot read the newer one
+// (docs/FORMAT.md, "Compatibility promise").
 func SetWriteVersion(v int) error {
-	if v != Version1 && v != Version2 {
+	if v != Version1 && v != Version2 && v != Version3 {
 		return fmt.Errorf("envelope: cannot write format version %d", v)
 	}
 	writeVersion.Store(uint32(v))
@@ -190,7 +198,7 @@ func parseHeader(b []byte, wantMode byte) (header, error) {
 	if string(b[:n]) != magic[:n] {
 		return h, fmt.Errorf("%w: not an ekm envelope", ErrFormat)
 	}
-	if len(b) > len(magic) && b[4] != formatV1 && b[4] != formatV2 {
+	if len(b) > len(magic) && b[4] != formatV1 && !isXAES(b[4]) {
 		return h, fmt.Errorf("%w: unsupported format version %d", ErrFormat, b[4])
 	}
 	if len(b) > 5 && b[5] != modeSingle && b[5] != modeStream {
@@ -199,7 +207,7 @@ func parseHeader(b []byte, wantMode byte) (header, error) {
 	if len(b) < HeaderSize {
 		return h, fmt.Errorf("%w: header is %d bytes, need %d", ErrTruncated, len(b), HeaderSize)
 	}
-	if b[4] == formatV2 && !allZero(b[offReserved:offCommit]) {
+	if isXAES(b[4]) && !allZero(b[offReserved:offCommit]) {
 		return h, fmt.Errorf("%w: reserved header bytes are not zero", ErrFormat)
 	}
 	if wantMode != 0 && b[5] != wantMode {
@@ -211,6 +219,10 @@ func parseHeader(b []byte, wantMode byte) (header, error) {
 	copy(h.raw[:], b)
 	return h, nil
 }
+
+// isXAES reports whether format version v is one of the XAES-256-GCM
+// versions (2 and 3), which differ only in their commitment.
+func isXAES(v byte) bool { return v == formatV2 || v == formatV3 }
 
 func (c *Context) validate() error {
 	switch {
@@ -346,6 +358,10 @@ const commitLabel = "ekm envelope v2 commit"
 type projectCipher struct {
 	block cipher.Block
 	k1    [16]byte
+	// k1Hi, k1Lo are k1 as big-endian words: the derivation builds its
+	// blocks in registers (bytewise stores read back as one block stall
+	// the CPU's store forwarding).
+	k1Hi, k1Lo uint64
 }
 
 // newProjectCipher expands key (32 bytes) and computes K1 in constant time:
@@ -364,6 +380,7 @@ func newProjectCipher(key []byte) *projectCipher {
 		k1[i] = k1[i]<<1 | k1[i+1]>>7
 	}
 	k1[15] = k1[15]<<1 ^ 0x87&-msb
+	pc.k1Hi, pc.k1Lo = binary.BigEndian.Uint64(k1), binary.BigEndian.Uint64(k1[8:])
 	return pc
 }
 
@@ -388,13 +405,24 @@ func projectCipherOf(key secret.Key) *projectCipher {
 // key material. kx reaches cipher.Block, so it is heap memory (a stack
 // buffer would escape anyway); the caller wipes it.
 func xaesSubkey(pc *projectCipher, n12, kx []byte) {
-	for i, m := range [...][]byte{kx[:16], kx[16:32]} {
-		// M_i = 0x00 || i (16 bits) || "X" || 0x00 || N[:12]
-		m[0], m[1], m[2], m[3] = 0, byte(i+1), 'X', 0
-		copy(m[4:16], n12)
-		subtle.XORBytes(m, m, pc.k1[:])
-		pc.block.Encrypt(m, m)
-	}
+	putSubkeyBlocks(pc, n12, kx)
+	pc.block.Encrypt(kx[:16], kx[:16])
+	pc.block.Encrypt(kx[16:32], kx[16:32])
+}
+
+// putSubkeyBlocks writes M_1 ⊕ K1 and M_2 ⊕ K1 to kx, where
+// M_i = 00 || i (16 bits) || "X" || 00 || n12.
+func putSubkeyBlocks(pc *projectCipher, n12, kx []byte) {
+	hi := 'X'<<40 | uint64(binary.BigEndian.Uint32(n12))
+	lo := binary.BigEndian.Uint64(n12[4:12]) ^ pc.k1Lo
+	putBlock(kx[:16], (hi|1<<48)^pc.k1Hi, lo)
+	putBlock(kx[16:32], (hi|2<<48)^pc.k1Hi, lo)
+}
+
+// putBlock writes the 16-byte block hi || lo (big-endian) to b.
+func putBlock(b []byte, hi, lo uint64) {
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:16], lo)
 }
 
 // commitV2 is the version 2 key commitment: SHA-256(commitLabel || Kx).
@@ -407,13 +435,74 @@ func commitV2(kx []byte) [commitSize]byte {
 	return sum
 }
 
-// deriveV2 computes the version 2 data AEAD and commitment of header h
-// under a non-zero project key.
-func deriveV2(projectKey secret.Key, h *header) (cipher.AEAD, [commitSize]byte) {
-	kx := make([]byte, 32)
-	defer secret.Wipe(kx)
-	xaesSubkey(projectCipherOf(projectKey), h.raw[offSalt:offSalt+12], kx)
-	return dataAEAD(kx), commitV2(kx)
+// kcLabel starts every KC-XAES-256-GCM commitment input.
+const kcLabel = "XCMT"
+
+// kcXAES computes the KC-XAES-256-GCM key commitment (Kampanakis, Halevi,
+// Ebeid, Campagna, "Blockcipher-Based Key Commitment for Nonce-Derived
+// Schemes", eprint 2025/758) of the 24-byte nonce n under pc into kc (32
+// bytes), using x (16 bytes) as scratch, which it wipes:
+//
+//	kc = CMAC(K, "XCMT" || n || 00 01 00 01) || CMAC(K, "XCMT" || n || 00 01 00 02)
+//
+// Both CMAC inputs are two complete blocks with the same first block, so
+// X1 = AES-256(K, "XCMT" || n[0:12]) is computed once and each half of kc
+// is AES-256(K, (n[12:24] || 00 01 00 0i) ⊕ X1 ⊕ K1). X1 ⊕ K1 is secret:
+// it is wiped. Every buffer reaches cipher.Block, so it is heap memory
+// supplied by the caller.
+func kcXAES(pc *projectCipher, n, kc, x []byte) {
+	putKCFirst(n, x)
+	pc.block.Encrypt(x, x)
+	kcFinish(pc, n, kc, x)
+}
+
+// xaesSubkeyKC is xaesSubkey and kcXAES in one: the three AES calls that
+// do not depend on each other are issued together, so the CPU overlaps
+// them, then the two that depend on X1.
+func xaesSubkeyKC(pc *projectCipher, n, kx, kc, x []byte) {
+	putSubkeyBlocks(pc, n[:12], kx)
+	putKCFirst(n, x)
+	pc.block.Encrypt(kx[:16], kx[:16])
+	pc.block.Encrypt(kx[16:32], kx[16:32])
+	pc.block.Encrypt(x, x)
+	kcFinish(pc, n, kc, x)
+}
+
+// putKCFirst writes the first block of both commitment inputs,
+// "XCMT" || n[0:12], to x.
+func putKCFirst(n, x []byte) {
+	putBlock(x, uint64(binary.BigEndian.Uint32([]byte(kcLabel)))<<32|uint64(binary.BigEndian.Uint32(n)),
+		binary.BigEndian.Uint64(n[4:12]))
+}
+
+// kcFinish computes kc from X1 (in x), then wipes x.
+func kcFinish(pc *projectCipher, n, kc, x []byte) {
+	hi := binary.BigEndian.Uint64(x) ^ pc.k1Hi ^ binary.BigEndian.Uint64(n[12:20])
+	lo := binary.BigEndian.Uint64(x[8:]) ^ pc.k1Lo ^ (uint64(binary.BigEndian.Uint32(n[20:24]))<<32 | 1<<16)
+	secret.Wipe(x)
+	putBlock(kc[:16], hi, lo^1)
+	putBlock(kc[16:32], hi, lo^2)
+	pc.block.Encrypt(kc[:16], kc[:16])
+	pc.block.Encrypt(kc[16:32], kc[16:32])
+}
+
+// deriveXAES computes the data AEAD and commitment of a version 2 or 3
+// header h under a non-zero project key.
+func deriveXAES(projectKey secret.Key, h *header) (cipher.AEAD, [commitSize]byte) {
+	buf := make([]byte, 32+commitSize+16) // kx, commitment, scratch
+	defer secret.Wipe(buf)
+	kx, kc := buf[:32], buf[32:32+commitSize]
+	pc := projectCipherOf(projectKey)
+	n := h.raw[offSalt:offReserved]
+	var commit [commitSize]byte
+	if h.version() == formatV3 {
+		xaesSubkeyKC(pc, n, kx, kc, buf[32+commitSize:])
+		copy(commit[:], kc)
+	} else {
+		xaesSubkey(pc, n[:12], kx)
+		commit = commitV2(kx)
+	}
+	return dataAEAD(kx), commit
 }
 
 // body is what one ciphertext's body is sealed or opened with.
@@ -432,8 +521,9 @@ func (b *body) nonce(n *[nonceSize]byte, counter uint64, final bool) {
 	streamNonce(n[:], b.base[:], counter, final)
 }
 
-// v2Body builds the version 2 body parameters of h, whose commitment is set.
-func v2Body(aead cipher.AEAD, h *header, c *Context) *body {
+// xaesBody builds the version 2 or 3 body parameters of h, whose commitment
+// is set.
+func xaesBody(aead cipher.AEAD, h *header, c *Context) *body {
 	b := &body{aead: aead, aad: make([]byte, 0, HeaderSize+c.encodingSize())}
 	b.aad = c.appendEncoding(append(b.aad, h.raw[:]...))
 	copy(b.base[:], h.raw[offSalt+12:offSalt+xnonceSize])
@@ -447,10 +537,10 @@ func sealKeys(key secret.Key, h *header, c *Context) (*body, error) {
 	if key.IsZero() {
 		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
 	}
-	if h.version() == formatV2 {
-		aead, commit := deriveV2(key, h)
+	if isXAES(h.version()) {
+		aead, commit := deriveXAES(key, h)
 		copy(h.raw[offCommit:], commit[:])
-		return v2Body(aead, h, c), nil
+		return xaesBody(aead, h, c), nil
 	}
 	return &body{aead: sealKeysV1(key, h, c), aad: h.raw[:]}, nil
 }
@@ -496,11 +586,11 @@ func openKeys(keys KeyFunc, h *header, c *Context) (*body, error) {
 	if err != nil {
 		return nil, err
 	}
-	aead, commit := deriveV2(key, h)
+	aead, commit := deriveXAES(key, h)
 	if subtle.ConstantTimeCompare(commit[:], h.commitment()) != 1 {
 		return nil, ErrAuth
 	}
-	return v2Body(aead, h, c), nil
+	return xaesBody(aead, h, c), nil
 }
 
 // openKeysV1 is openKeys for version 1, returning the data AEAD.
@@ -530,17 +620,16 @@ func segmentNonce(n *[nonceSize]byte, counter uint64, final bool) {
 // streamNonce writes (11-byte big-endian counter || flag) XOR base to
 // n[:12]; a nil base is zero.
 func streamNonce(n, base []byte, counter uint64, final bool) {
-	n = n[:nonceSize]
-	clear(n[:3])
-	binary.BigEndian.PutUint64(n[3:11], counter)
+	hi, lo := counter>>24, uint32(counter)<<8|nonFinalFlag // 00 00 00 || counter || flag
 	if final {
-		n[11] = finalFlag
-	} else {
-		n[11] = nonFinalFlag
+		lo |= finalFlag
 	}
 	if base != nil {
-		subtle.XORBytes(n, n, base[:nonceSize])
+		hi ^= binary.BigEndian.Uint64(base[:8])
+		lo ^= binary.BigEndian.Uint32(base[8:nonceSize])
 	}
+	binary.BigEndian.PutUint64(n[:8], hi)
+	binary.BigEndian.PutUint32(n[8:nonceSize], lo)
 }
 
 // Seal encrypts plaintext under a fresh data key derived from key, bound to c,
@@ -550,7 +639,7 @@ func Seal(key secret.Key, c Context, plaintext []byte) ([]byte, error) {
 	var salt [saltSize]byte
 	n := saltSize
 	v := byte(writeVersion.Load())
-	if v == formatV2 {
+	if isXAES(v) {
 		n = xnonceSize
 	}
 	if _, err := rand.Read(salt[:n]); err != nil {
@@ -560,13 +649,13 @@ func Seal(key secret.Key, c Context, plaintext []byte) ([]byte, error) {
 }
 
 // seal is Seal with the version and the salt (version 1) or XAES-256-GCM
-// nonce (version 2) supplied (the golden test vectors use it).
+// nonce (versions 2 and 3) supplied (the golden test vectors use it).
 func seal(version byte, key secret.Key, c *Context, plaintext, salt []byte) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	if version == formatV2 {
-		return sealV2(key, c, plaintext, salt)
+	if isXAES(version) {
+		return sealXAES(version, key, c, plaintext, salt)
 	}
 	if key.IsZero() {
 		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
@@ -578,42 +667,58 @@ func seal(version byte, key secret.Key, c *Context, plaintext, salt []byte) ([]b
 	return aead.Seal(out, singleNonce[:], plaintext, out[:HeaderSize]), nil
 }
 
-// singleV2 is the one allocation of a version 2 single-shot operation: the
-// output (ciphertext or plaintext) and, after it, the buffers that reach
-// cipher.Block and cipher.AEAD and so would each be a heap allocation of
-// their own (the data key, nonce, associated data). Only
-// out[:len(out):len(out)] is returned to the caller; kx is wiped before
-// that, the rest is public.
-type singleV2 struct {
-	out, kx, nonce, aad []byte
+// singleXAES is the one allocation of a version 2 or 3 single-shot
+// operation: the output (ciphertext or plaintext) and, after it, the
+// buffers that reach cipher.Block and cipher.AEAD and so would each be a
+// heap allocation of their own (the data key, the commitment and its
+// scratch block, the nonce, the associated data). Only
+// out[:len(out):len(out)] is returned to the caller; kx and x are wiped
+// before that, the rest is public.
+type singleXAES struct {
+	out, kx, kc, x, nonce, aad []byte
 }
 
-func newSingleV2(outLen int, c *Context) singleV2 {
-	const fixed = 32 + nonceSize
+func newSingleXAES(outLen int, c *Context) singleXAES {
+	const fixed = 32 + commitSize + 16 + nonceSize
 	b := make([]byte, outLen+fixed, outLen+fixed+HeaderSize+c.encodingSize())
-	return singleV2{
+	f := b[outLen:]
+	return singleXAES{
 		out:   b[:outLen],
-		kx:    b[outLen : outLen+32],
-		nonce: b[outLen+32 : outLen+fixed],
-		aad:   b[outLen+fixed : outLen+fixed],
+		kx:    f[:32],
+		kc:    f[32 : 32+commitSize],
+		x:     f[32+commitSize : 32+commitSize+16],
+		nonce: f[32+commitSize+16 : fixed],
+		aad:   f[fixed:fixed],
 	}
 }
 
-// sealV2 is seal for version 2, with xnonce the 24-byte XAES-256-GCM nonce.
-func sealV2(key secret.Key, c *Context, plaintext, xnonce []byte) ([]byte, error) {
+// derive computes the data key of the nonce n under pc into op.kx and
+// the commitment of version v (2 or 3) into op.kc.
+func (op *singleXAES) derive(v byte, pc *projectCipher, n []byte) {
+	if v == formatV3 {
+		xaesSubkeyKC(pc, n, op.kx, op.kc, op.x)
+		return
+	}
+	xaesSubkey(pc, n[:12], op.kx)
+	c := commitV2(op.kx)
+	copy(op.kc, c[:])
+}
+
+// sealXAES is seal for versions 2 and 3, with xnonce the 24-byte
+// XAES-256-GCM nonce.
+func sealXAES(version byte, key secret.Key, c *Context, plaintext, xnonce []byte) ([]byte, error) {
 	if key.IsZero() {
 		return nil, fmt.Errorf("envelope: %w", secret.ErrEmpty)
 	}
 	n := HeaderSize + len(plaintext) + TagSize
-	op := newSingleV2(n, c)
+	op := newSingleXAES(n, c)
 	ct := op.out
-	writePrefix(ct, formatV2, modeSingle, c.KeyVersion)
+	writePrefix(ct, version, modeSingle, c.KeyVersion)
 	copy(ct[offSalt:offReserved], xnonce) // the reserved bytes stay zero
-	xaesSubkey(projectCipherOf(key), xnonce[:12], op.kx)
+	op.derive(version, projectCipherOf(key), xnonce)
 	aead := dataAEAD(op.kx)
-	commit := commitV2(op.kx)
 	secret.Wipe(op.kx)
-	copy(ct[offCommit:], commit[:])
+	copy(ct[offCommit:], op.kc)
 	streamNonce(op.nonce, xnonce[12:], 0, true)
 	aad := c.appendEncoding(append(op.aad, ct[:HeaderSize]...))
 	aead.Seal(ct[:HeaderSize], op.nonce, plaintext, aad) // fills ct[HeaderSize:n]
@@ -635,8 +740,8 @@ func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {
 	if len(body) < TagSize {
 		return nil, fmt.Errorf("%w: body is %d bytes, need at least %d", ErrTruncated, len(body), TagSize)
 	}
-	if h.version() == formatV2 {
-		return openV2(keys, &h, &c, ciphertext)
+	if isXAES(h.version()) {
+		return openXAES(keys, &h, &c, ciphertext)
 	}
 	aead, err := openKeysV1(keys, &h, &c)
 	if err != nil {
@@ -649,18 +754,17 @@ func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {
 	return pt, nil
 }
 
-// openV2 is Open for version 2 once the header is parsed.
-func openV2(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, error) {
+// openXAES is Open for versions 2 and 3 once the header is parsed.
+func openXAES(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, error) {
 	key, err := projectKey(keys, h)
 	if err != nil {
 		return nil, err
 	}
 	ptLen := len(ciphertext) - HeaderSize - TagSize
-	op := newSingleV2(ptLen, c)
+	op := newSingleXAES(ptLen, c)
 	xnonce := h.raw[offSalt:offReserved]
-	xaesSubkey(projectCipherOf(key), xnonce[:12], op.kx)
-	commit := commitV2(op.kx)
-	if subtle.ConstantTimeCompare(commit[:], h.commitment()) != 1 {
+	op.derive(h.version(), projectCipherOf(key), xnonce)
+	if subtle.ConstantTimeCompare(op.kc, h.commitment()) != 1 {
 		secret.Wipe(op.kx)
 		return nil, ErrAuth
 	}
@@ -675,10 +779,10 @@ func openV2(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, err
 	return pt[:ptLen:ptLen], nil
 }
 
-// FormatVersion returns the format version ([Version1] or [Version2]) of a
-// ciphertext (single-shot or streaming; the byte after the magic, see
-// docs/FORMAT.md) without authenticating anything: use it to report or
-// check what was written, never as proof of integrity.
+// FormatVersion returns the format version ([Version1], [Version2] or
+// [Version3]) of a ciphertext (single-shot or streaming; the byte after the
+// magic, see docs/FORMAT.md) without authenticating anything: use it to
+// report or check what was written, never as proof of integrity.
 func FormatVersion(ciphertext []byte) (int, error) {
 	h, err := parseHeader(ciphertext, 0)
 	if err != nil {

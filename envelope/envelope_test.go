@@ -46,11 +46,11 @@ func pattern(n int) []byte {
 	return b
 }
 
-// bothVersions runs a test once per format version written (Seal and
-// NewWriter follow envelope.SetWriteVersion; both versions are always read).
-func bothVersions(t *testing.T, test func(t *testing.T)) {
+// everyVersion runs a test once per format version written (Seal and
+// NewWriter follow envelope.SetWriteVersion; every version is always read).
+func everyVersion(t *testing.T, test func(t *testing.T)) {
 	defer envelope.SetWriteVersion(envelope.WriteVersion())
-	for _, v := range []int{envelope.Version1, envelope.Version2} {
+	for _, v := range []int{envelope.Version1, envelope.Version2, envelope.Version3} {
 		if err := envelope.SetWriteVersion(v); err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +58,7 @@ func bothVersions(t *testing.T, test func(t *testing.T)) {
 	}
 }
 
-func TestSealOpenRoundTrip(t *testing.T) { bothVersions(t, testSealOpenRoundTrip) }
+func TestSealOpenRoundTrip(t *testing.T) { everyVersion(t, testSealOpenRoundTrip) }
 
 func testSealOpenRoundTrip(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -85,7 +85,7 @@ func testSealOpenRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSealIsRandomized(t *testing.T) { bothVersions(t, testSealIsRandomized) }
+func TestSealIsRandomized(t *testing.T) { everyVersion(t, testSealIsRandomized) }
 
 func testSealIsRandomized(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -119,7 +119,7 @@ func contextVariants() map[string]envelope.Context {
 	return v
 }
 
-func TestOpenWrongContextFails(t *testing.T) { bothVersions(t, testOpenWrongContextFails) }
+func TestOpenWrongContextFails(t *testing.T) { everyVersion(t, testOpenWrongContextFails) }
 
 func testOpenWrongContextFails(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -141,7 +141,7 @@ func testOpenWrongContextFails(t *testing.T) {
 	}
 }
 
-func TestEmptyAndNilCallerAreEqual(t *testing.T) { bothVersions(t, testEmptyAndNilCallerAreEqual) }
+func TestEmptyAndNilCallerAreEqual(t *testing.T) { everyVersion(t, testEmptyAndNilCallerAreEqual) }
 
 func testEmptyAndNilCallerAreEqual(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -154,7 +154,7 @@ func testEmptyAndNilCallerAreEqual(t *testing.T) {
 	}
 }
 
-func TestOpenWrongKey(t *testing.T) { bothVersions(t, testOpenWrongKey) }
+func TestOpenWrongKey(t *testing.T) { everyVersion(t, testOpenWrongKey) }
 
 func testOpenWrongKey(t *testing.T) {
 	ct, _ := envelope.Seal(fixedKey(t, 1), testCtx(), []byte("secret data"))
@@ -185,7 +185,7 @@ func testOpenWrongKey(t *testing.T) {
 
 // The header's key version is authenticated: relabelling a ciphertext with
 // another version fails even if that version maps to the same key bytes.
-func TestKeyVersionIsBound(t *testing.T) { bothVersions(t, testKeyVersionIsBound) }
+func TestKeyVersionIsBound(t *testing.T) { everyVersion(t, testKeyVersionIsBound) }
 
 func testKeyVersionIsBound(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -200,7 +200,7 @@ func testKeyVersionIsBound(t *testing.T) {
 	}
 }
 
-func TestKeyVersionLookup(t *testing.T) { bothVersions(t, testKeyVersionLookup) }
+func TestKeyVersionLookup(t *testing.T) { everyVersion(t, testKeyVersionLookup) }
 
 func testKeyVersionLookup(t *testing.T) {
 	var asked []uint32
@@ -226,7 +226,7 @@ func testKeyVersionLookup(t *testing.T) {
 	}
 }
 
-func TestEveryBitFlipFails(t *testing.T) { bothVersions(t, testEveryBitFlipFails) }
+func TestEveryBitFlipFails(t *testing.T) { everyVersion(t, testEveryBitFlipFails) }
 
 func testEveryBitFlipFails(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -259,7 +259,7 @@ func testEveryBitFlipFails(t *testing.T) {
 	}
 }
 
-func TestTruncatedAndMalformedSingle(t *testing.T) { bothVersions(t, testTruncatedAndMalformedSingle) }
+func TestTruncatedAndMalformedSingle(t *testing.T) { everyVersion(t, testTruncatedAndMalformedSingle) }
 
 func testTruncatedAndMalformedSingle(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -278,7 +278,7 @@ func testTruncatedAndMalformedSingle(t *testing.T) {
 	}
 	for name, in := range map[string][]byte{
 		"not envelope": []byte("PK\x03\x04 zip file, not an envelope......"),
-		"version 3":    append([]byte("ekme\x03"), ct[5:]...),
+		"version 4":    append([]byte("ekme\x04"), ct[5:]...),
 		"version 0":    append([]byte("ekme\x00"), ct[5:]...),
 		"mode 9":       append([]byte("ekme\x01\x09"), ct[6:]...),
 	} {
@@ -297,7 +297,7 @@ func testTruncatedAndMalformedSingle(t *testing.T) {
 	}
 }
 
-func TestModesAreNotInterchangeable(t *testing.T) { bothVersions(t, testModesAreNotInterchangeable) }
+func TestModesAreNotInterchangeable(t *testing.T) { everyVersion(t, testModesAreNotInterchangeable) }
 
 func testModesAreNotInterchangeable(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -321,7 +321,7 @@ func testModesAreNotInterchangeable(t *testing.T) {
 	}
 }
 
-func TestContextValidation(t *testing.T) { bothVersions(t, testContextValidation) }
+func TestContextValidation(t *testing.T) { everyVersion(t, testContextValidation) }
 
 func testContextValidation(t *testing.T) {
 	key := fixedKey(t, 1)
@@ -357,7 +357,7 @@ func testContextValidation(t *testing.T) {
 	}
 }
 
-func TestErrorsDoNotLeak(t *testing.T) { bothVersions(t, testErrorsDoNotLeak) }
+func TestErrorsDoNotLeak(t *testing.T) { everyVersion(t, testErrorsDoNotLeak) }
 
 func testErrorsDoNotLeak(t *testing.T) {
 	key := fixedKey(t, 0xAB)

@@ -95,13 +95,15 @@ func FuzzNewReader(f *testing.F) {
 	})
 }
 
-// seedCorpus returns deterministic seeds: valid ciphertexts of both format
-// versions under the fuzz key and context, and the edge cases around them.
+// seedCorpus returns deterministic seeds: valid ciphertexts of every format
+// version under the fuzz key and context, and the edge cases around them.
 func seedCorpus(t testing.TB) map[string]map[string][]byte {
 	v1 := versionSeeds(t, formatV1, goldenSalt(), "")
 	v2 := versionSeeds(t, formatV2, goldenNonce(), "v2-")
+	v3 := versionSeeds(t, formatV3, goldenNonce(), "v3-")
 	single, _, _ := goldenVectors(t)
 	single2, emptyStream2, _ := goldenVectorsV2(t)
+	single3, _, _ := goldenVectorsV3(t)
 	edit := func(b []byte, i int, v byte) []byte {
 		b = bytes.Clone(b)
 		b[i] = v
@@ -112,10 +114,13 @@ func seedCorpus(t testing.TB) map[string]map[string][]byte {
 		"magic":        []byte(magic),
 		"header-short": single[:HeaderSize-1],
 		// A version 1 ciphertext relabelled 2 (its salt fills the reserved
-		// bytes) and 3 (unknown); a version 2 one relabelled 1.
+		// bytes) and 4 (unknown); a version 2 one relabelled 1 and 3, a
+		// version 3 one relabelled 2 (same data key, other commitment).
 		"version-2":       edit(single, 4, 2),
-		"version-3":       edit(single, 4, 3),
+		"version-4":       edit(single, 4, 4),
 		"v2-as-v1":        edit(single2, 4, 1),
+		"v2-as-v3":        edit(single2, 4, 3),
+		"v3-as-v2":        edit(single3, 4, 2),
 		"mode-3":          edit(single, 5, 3),
 		"v2-reserved-set": edit(single2, offReserved, 1),
 		"v2-reserved-end": edit(emptyStream2, offCommit-1, 0x80),
@@ -130,9 +135,9 @@ func seedCorpus(t testing.TB) map[string]map[string][]byte {
 		return out
 	}
 	return map[string]map[string][]byte{
-		"FuzzOpen":       merge(common, v1["common"], v1["singles"], v2["common"], v2["singles"]),
-		"FuzzKeyVersion": merge(common, v1["common"], v1["singles"], v2["common"], v2["singles"], v1["stream-empty"], v2["stream-empty"]),
-		"FuzzNewReader":  merge(common, v1["common"], v1["streams"], v2["common"], v2["streams"]),
+		"FuzzOpen":       merge(common, v1["common"], v1["singles"], v2["common"], v2["singles"], v3["common"], v3["singles"]),
+		"FuzzKeyVersion": merge(common, v1["common"], v1["singles"], v2["common"], v2["singles"], v3["common"], v3["singles"], v1["stream-empty"], v2["stream-empty"], v3["stream-empty"]),
+		"FuzzNewReader":  merge(common, v1["common"], v1["streams"], v2["common"], v2["streams"], v3["common"], v3["streams"]),
 	}
 }
 

@@ -76,6 +76,16 @@ const (
 	goldenV2StreamSHA256 = "b78d3f1889b0e34e57ada1e775ba3e224fccdcb67e75dbe5714d490367ed2feb"
 )
 
+// Version 3 vectors (the version 2 inputs: same data key, other commitment).
+const (
+	goldenV3SingleHex = "656b6d65030100000007808182838485868788898a8b8c8d8e8f90919293949596970000000000000000d8335ef144aa9a5aa9e72fbbf77cb98d023bcb719033d2272743b294a8d1d5cb53c3b4d3409d22131f7721e8efad03beeee73ffec84ac13e1660"
+	// goldenV3Commitment is the KC-XAES-256-GCM commitment of the golden
+	// key and nonce.
+	goldenV3Commitment   = "d8335ef144aa9a5aa9e72fbbf77cb98d023bcb719033d2272743b294a8d1d5cb"
+	goldenV3EmptyStream  = "656b6d65030200000007808182838485868788898a8b8c8d8e8f90919293949596970000000000000000d8335ef144aa9a5aa9e72fbbf77cb98d023bcb719033d2272743b294a8d1d5cbfe48898ca778f3559eaf5850558bdf25"
+	goldenV3StreamSHA256 = "4a1328aa01a21dcbfd9499689c3faf6addcc1666682a21b0e7099ad4231cfccc"
+)
+
 // goldenVectors returns the version 1 vectors.
 func goldenVectors(t testing.TB) (single, emptyStream, stream []byte) {
 	return goldenVectorsOf(t, formatV1, goldenSalt())
@@ -84,6 +94,11 @@ func goldenVectors(t testing.TB) (single, emptyStream, stream []byte) {
 // goldenVectorsV2 returns the version 2 vectors.
 func goldenVectorsV2(t testing.TB) (single, emptyStream, stream []byte) {
 	return goldenVectorsOf(t, formatV2, goldenNonce())
+}
+
+// goldenVectorsV3 returns the version 3 vectors.
+func goldenVectorsV3(t testing.TB) (single, emptyStream, stream []byte) {
+	return goldenVectorsOf(t, formatV3, goldenNonce())
 }
 
 func goldenVectorsOf(t testing.TB, version byte, salt []byte) (single, emptyStream, stream []byte) {
@@ -117,7 +132,18 @@ func TestGoldenVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	dk2 := v2DataKey(t, goldenKey(t), &h2)
+	single3, empty3, stream3 := goldenVectorsV3(t)
+	sum3 := sha256.Sum256(stream3)
+	h3, err := parseHeader(single3, modeSingle)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]string{
+		"v3 single":       hex.EncodeToString(single3),
+		"v3 data key":     hex.EncodeToString(v2DataKey(t, goldenKey(t), &h3)),
+		"v3 commitment":   hex.EncodeToString(h3.commitment()),
+		"v3 empty stream": hex.EncodeToString(empty3),
+		"v3 stream":       hex.EncodeToString(sum3[:]),
 		"single":          hex.EncodeToString(single),
 		"empty stream":    hex.EncodeToString(empty),
 		"stream":          hex.EncodeToString(sum[:]),
@@ -128,6 +154,11 @@ func TestGoldenVectors(t *testing.T) {
 		"v2 stream":       hex.EncodeToString(sum2[:]),
 	}
 	want := map[string]string{
+		"v3 single":       goldenV3SingleHex,
+		"v3 data key":     goldenV2DataKey,
+		"v3 commitment":   goldenV3Commitment,
+		"v3 empty stream": goldenV3EmptyStream,
+		"v3 stream":       goldenV3StreamSHA256,
 		"single":          goldenSingleHex,
 		"empty stream":    goldenEmptyStreamHex,
 		"stream":          goldenStreamSHA256,
@@ -157,7 +188,7 @@ func TestGoldenVectors(t *testing.T) {
 		}
 		return goldenKey(t), nil
 	}
-	for _, v := range []struct{ single, stream []byte }{{single, stream}, {single2, stream2}} {
+	for _, v := range []struct{ single, stream []byte }{{single, stream}, {single2, stream2}, {single3, stream3}} {
 		if pt, err := Open(keys, *goldenCtx(), v.single); err != nil || string(pt) != "hello, ekm" {
 			t.Fatalf("Open(golden) = %q, %v", pt, err)
 		}
@@ -200,6 +231,84 @@ func TestPythonReference(t *testing.T) {
 	for _, want := range []string{goldenV2SingleHex, goldenV2DataKey, goldenV2Commitment, goldenV2EmptyStream, goldenV2StreamSHA256} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("ref_v2.py output lacks %s:\n%s", want, out)
+		}
+	}
+	// ref_v3.py likewise checks KC-XAES-256-GCM against the published
+	// vectors, then the version 3 vectors.
+	out, err = exec.Command("python3", "testdata/ref_v3.py").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ref_v3.py: %v\n%s", err, out)
+	}
+	for _, want := range []string{goldenV3SingleHex, goldenV2DataKey, goldenV3Commitment, goldenV3EmptyStream, goldenV3StreamSHA256} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("ref_v3.py output lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// commitmentOf is the commitment a version 2 or 3 header h gets under
+// projectKey, whose data key for h is dk.
+func commitmentOf(t testing.TB, projectKey secret.Key, h *header, dk []byte) []byte {
+	if h.version() == formatV3 {
+		kc := make([]byte, commitSize)
+		kcXAES(newProjectCipher(projectKey.Bytes()), h.raw[offSalt:offReserved], kc, make([]byte, 16))
+		return kc
+	}
+	c := commitV2(dk)
+	return c[:]
+}
+
+// The published KC-XAES-256-GCM vectors: the C2SP XAES-256-GCM inputs
+// with the key commitment of ePrint 2025/758, as the C (xaes256gcm) and
+// JavaScript (kc_xaes_256_gcm) implementations give them; kcXAES (alone and
+// inside the fused derivation) must reproduce them.
+func TestKCXAESVectors(t *testing.T) {
+	nonce := []byte("ABCDEFGHIJKLMNOPQRSTUVWX")
+	for _, v := range []struct {
+		key    byte
+		kx, kc string
+	}{
+		{0x01, "c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b", "04076b6085eebab138855fe57811c04112eff989d44120dfff662d5475a383c3"},
+		{0x03, "e9c621d4cdd9b11b00a6427ad7e559aeedd66b3857646677748f8ca796cb3fd8", "5553cd21d1592b422e3129632a3187eee8a658cdca5c5b32ce86308dcc18e9d1"},
+	} {
+		pc := newProjectCipher(bytes.Repeat([]byte{v.key}, 32))
+		kx, kc, x := make([]byte, 32), make([]byte, 32), make([]byte, 16)
+		kcXAES(pc, nonce, kc, x)
+		if got := hex.EncodeToString(kc); got != v.kc {
+			t.Errorf("key %02x: kc = %s, want %s", v.key, got, v.kc)
+		}
+		if !allZero(x) {
+			t.Errorf("key %02x: kcXAES left its scratch (X1 ⊕ K1) unwiped", v.key)
+		}
+		clear(kc)
+		xaesSubkeyKC(pc, nonce, kx, kc, x)
+		if got := hex.EncodeToString(kx); got != v.kx {
+			t.Errorf("key %02x: fused Kx = %s, want %s", v.key, got, v.kx)
+		}
+		if got := hex.EncodeToString(kc); got != v.kc {
+			t.Errorf("key %02x: fused kc = %s, want %s", v.key, got, v.kc)
+		}
+	}
+}
+
+// Versions 2 and 3 share the data key and differ in the commitment: a
+// ciphertext of one relabelled as the other fails the commitment check,
+// before any decryption, whichever way.
+func TestV2V3Relabelled(t *testing.T) {
+	key := goldenKey(t)
+	keys := func(uint32) (secret.Key, error) { return key, nil }
+	for _, v := range []struct{ from, to byte }{{formatV2, formatV3}, {formatV3, formatV2}} {
+		ct, err := seal(v.from, key, goldenCtx(), []byte("attack at dawn"), goldenNonce())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct[4] = v.to
+		if pt, err := Open(keys, *goldenCtx(), ct); !errors.Is(err, ErrAuth) || pt != nil {
+			t.Fatalf("v%d relabelled v%d: Open = %q, %v; want ErrAuth", v.from, v.to, pt, err)
+		}
+		h, _ := parseHeader(ct, modeSingle)
+		if _, err := openKeys(keys, &h, goldenCtx()); !errors.Is(err, ErrAuth) {
+			t.Fatalf("v%d relabelled v%d: the commitment check passed: %v", v.from, v.to, err)
 		}
 	}
 }
@@ -300,7 +409,7 @@ func TestCommitmentIsChecked(t *testing.T) {
 	for _, v := range []struct {
 		version byte
 		salt    []byte
-	}{{formatV1, goldenSalt()}, {formatV2, goldenNonce()}} {
+	}{{formatV1, goldenSalt()}, {formatV2, goldenNonce()}, {formatV3, goldenNonce()}} {
 		ct, err := seal(v.version, key, c, []byte("attack at dawn"), v.salt)
 		if err != nil {
 			t.Fatal(err)
@@ -444,10 +553,10 @@ func TestWriteVersion(t *testing.T) {
 	defer SetWriteVersion(WriteVersion())
 	key := goldenKey(t)
 	keys := func(uint32) (secret.Key, error) { return key, nil }
-	if WriteVersion() != Version2 {
-		t.Fatalf("default WriteVersion = %d, want 2", WriteVersion())
+	if WriteVersion() != Version3 {
+		t.Fatalf("default WriteVersion = %d, want 3", WriteVersion())
 	}
-	for _, v := range []int{Version1, Version2} {
+	for _, v := range []int{Version1, Version2, Version3} {
 		if err := SetWriteVersion(v); err != nil {
 			t.Fatal(err)
 		}
@@ -469,7 +578,7 @@ func TestWriteVersion(t *testing.T) {
 			t.Fatalf("NewWriter with write version %d wrote version %d", v, buf.Bytes()[4])
 		}
 	}
-	for _, bad := range []int{0, 3, 255} {
+	for _, bad := range []int{0, 4, 255} {
 		if err := SetWriteVersion(bad); err == nil {
 			t.Fatalf("SetWriteVersion(%d) succeeded", bad)
 		}
@@ -477,12 +586,12 @@ func TestWriteVersion(t *testing.T) {
 }
 
 // TestFormatVersion: FormatVersion reads the version byte of single-shot
-// and streaming ciphertexts of both versions, and refuses what is not an
+// and streaming ciphertexts of every version, and refuses what is not an
 // envelope or has a version no reader knows.
 func TestFormatVersion(t *testing.T) {
 	defer SetWriteVersion(WriteVersion())
 	key := goldenKey(t)
-	for _, v := range []int{Version1, Version2} {
+	for _, v := range []int{Version1, Version2, Version3} {
 		if err := SetWriteVersion(v); err != nil {
 			t.Fatal(err)
 		}
@@ -503,9 +612,9 @@ func TestFormatVersion(t *testing.T) {
 		if got, err := FormatVersion(buf.Bytes()); err != nil || got != v {
 			t.Fatalf("FormatVersion(NewWriter at %d) = %d, %v", v, got, err)
 		}
-		ct[4] = 3
+		ct[4] = 4
 		if _, err := FormatVersion(ct); !errors.Is(err, ErrFormat) {
-			t.Fatalf("FormatVersion of version 3: %v, want ErrFormat", err)
+			t.Fatalf("FormatVersion of version 4: %v, want ErrFormat", err)
 		}
 	}
 	for _, bad := range [][]byte{nil, []byte("ekme"), []byte("not an envelope at all")} {
@@ -631,7 +740,7 @@ func BenchmarkDerive(b *testing.B) {
 		b.ReportAllocs()
 		h2 := newHeader(formatV2, modeSingle, 1, goldenNonce())
 		for b.Loop() {
-			deriveV2(key, &h2)
+			deriveXAES(key, &h2)
 		}
 	})
 	b.Run("handwritten", func(b *testing.B) {

@@ -99,7 +99,7 @@ func TestKeyCommitmentStopsMultiKeyCiphertext(t *testing.T) {
 	for _, v := range []struct {
 		version byte
 		salt    []byte
-	}{{formatV1, goldenSalt()}, {formatV2, goldenNonce()}} {
+	}{{formatV1, goldenSalt()}, {formatV2, goldenNonce()}, {formatV3, goldenNonce()}} {
 		t.Run(fmt.Sprintf("v%d", v.version), func(t *testing.T) {
 			testMultiKeyCiphertext(t, v.version, v.salt)
 		})
@@ -120,8 +120,7 @@ func testMultiKeyCiphertext(t *testing.T, version byte, salt []byte) {
 			return okm[:32], okm[32:]
 		}
 		dk := v2DataKey(t, k, &h)
-		cm := commitV2(dk)
-		return dk, cm[:]
+		return dk, commitmentOf(t, k, &h, dk)
 	}
 	dk1, cm1 := keyAndCommit(k1)
 	dk2, cm2 := keyAndCommit(k2)

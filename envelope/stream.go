@@ -65,7 +65,7 @@ func NewWriter(dst io.Writer, key secret.Key, c Context) (io.WriteCloser, error)
 	var salt [saltSize]byte
 	n := saltSize
 	v := byte(writeVersion.Load())
-	if v == formatV2 {
+	if isXAES(v) {
 		n = xnonceSize
 	}
 	if _, err := rand.Read(salt[:n]); err != nil {

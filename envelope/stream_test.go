@@ -44,7 +44,7 @@ func readStream(ct []byte, keys envelope.KeyFunc, c envelope.Context) ([]byte, e
 	return io.ReadAll(r)
 }
 
-func TestStreamRoundTrip(t *testing.T) { bothVersions(t, testStreamRoundTrip) }
+func TestStreamRoundTrip(t *testing.T) { everyVersion(t, testStreamRoundTrip) }
 
 func testStreamRoundTrip(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
@@ -100,7 +100,7 @@ func TestStreamOverhead(t *testing.T) {
 	}
 }
 
-func TestStreamWrongContextOrKey(t *testing.T) { bothVersions(t, testStreamWrongContextOrKey) }
+func TestStreamWrongContextOrKey(t *testing.T) { everyVersion(t, testStreamWrongContextOrKey) }
 
 func testStreamWrongContextOrKey(t *testing.T) {
 	ct := sealStream(t, testCtx(), pattern(2*seg+5))
@@ -117,7 +117,7 @@ func testStreamWrongContextOrKey(t *testing.T) {
 // Truncation at every segment boundary and inside segments is an error, and
 // the reader releases exactly the plaintext of the complete segments before
 // the cut that it could authenticate as non-final.
-func TestStreamTruncation(t *testing.T) { bothVersions(t, testStreamTruncation) }
+func TestStreamTruncation(t *testing.T) { everyVersion(t, testStreamTruncation) }
 
 func testStreamTruncation(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
@@ -156,7 +156,7 @@ func testStreamTruncation(t *testing.T) {
 	}
 }
 
-func TestStreamReorderAndSwap(t *testing.T) { bothVersions(t, testStreamReorderAndSwap) }
+func TestStreamReorderAndSwap(t *testing.T) { everyVersion(t, testStreamReorderAndSwap) }
 
 func testStreamReorderAndSwap(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
@@ -198,7 +198,7 @@ func testStreamReorderAndSwap(t *testing.T) {
 // A full-size final segment followed by extra data is reported as trailing
 // data (ErrAuth), not truncation.
 func TestStreamTrailingAfterFullFinal(t *testing.T) {
-	bothVersions(t, testStreamTrailingAfterFullFinal)
+	everyVersion(t, testStreamTrailingAfterFullFinal)
 }
 
 func testStreamTrailingAfterFullFinal(t *testing.T) {
@@ -216,7 +216,7 @@ func testStreamTrailingAfterFullFinal(t *testing.T) {
 // The reader never hands out plaintext of a segment that fails: tamper with
 // the last byte of each segment in turn.
 func TestStreamNoPlaintextFromFailedSegment(t *testing.T) {
-	bothVersions(t, testStreamNoPlaintextFromFailedSegment)
+	everyVersion(t, testStreamNoPlaintextFromFailedSegment)
 }
 
 func testStreamNoPlaintextFromFailedSegment(t *testing.T) {
@@ -259,7 +259,7 @@ func testStreamNoPlaintextFromFailedSegment(t *testing.T) {
 	}
 }
 
-func TestStreamIOErrors(t *testing.T) { bothVersions(t, testStreamIOErrors) }
+func TestStreamIOErrors(t *testing.T) { everyVersion(t, testStreamIOErrors) }
 
 func testStreamIOErrors(t *testing.T) {
 	keys := keySet{3: fixedKey(t, 1)}.get
@@ -297,7 +297,7 @@ func testStreamIOErrors(t *testing.T) {
 	}
 }
 
-func TestWriterClose(t *testing.T) { bothVersions(t, testWriterClose) }
+func TestWriterClose(t *testing.T) { everyVersion(t, testWriterClose) }
 
 func testWriterClose(t *testing.T) {
 	var buf bytes.Buffer

@@ -26,22 +26,22 @@ func storeFlags(fs *pflag.FlagSet, c *app.Config) {
 func envelopeFlag(fs *pflag.FlagSet, c *app.Config) {
 	c.EnvelopeWriteVersion = app.DefaultEnvelopeWriteVersion
 	fs.Var((*writeVersionValue)(&c.EnvelopeWriteVersion), "envelope-write-version",
-		"envelope format version of new ciphertexts: 2, or 1 while replicas of a release that cannot read version 2 run (rolling upgrade, rollback; both are always read; docs/OPERATIONS.md)")
+		"envelope format version of new ciphertexts: 3, or an older one (2, 1) while replicas of a release that cannot read the newer one run (rolling upgrade, rollback; all are always read; docs/OPERATIONS.md)")
 }
 
-// writeVersionValue is the value of --envelope-write-version: 1 or 2, and
-// nothing else (0 would mean the default to app.Config).
+// writeVersionValue is the value of --envelope-write-version: 1, 2 or 3,
+// and nothing else (0 would mean the default to app.Config).
 type writeVersionValue int
 
 func (v *writeVersionValue) String() string { return strconv.Itoa(int(*v)) }
-func (v *writeVersionValue) Type() string   { return "1|2" }
+func (v *writeVersionValue) Type() string   { return "1|2|3" }
 func (v *writeVersionValue) Set(s string) error {
 	switch s {
-	case "1", "2":
+	case "1", "2", "3":
 		*v = writeVersionValue(s[0] - '0')
 		return nil
 	}
-	return fmt.Errorf("%q is not an envelope format version ekm writes: want 1 or 2", s)
+	return fmt.Errorf("%q is not an envelope format version ekm writes: want 1, 2 or 3", s)
 }
 
 func azureFlags(fs *pflag.FlagSet, c *app.AzureConfig) {

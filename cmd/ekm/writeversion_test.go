@@ -32,7 +32,7 @@ func keepEnvelopeWriteVersion(t *testing.T) {
 
 // TestEnvelopeWriteVersionFlag: serve and reencrypt take
 // --envelope-write-version and EKM_ENVELOPE_WRITE_VERSION, and refuse
-// anything but 1 or 2 before creating anything.
+// anything but 1, 2 or 3 before creating anything.
 func TestEnvelopeWriteVersionFlag(t *testing.T) {
 	keepEnvelopeWriteVersion(t)
 	for _, cmd := range [][]string{{"serve"}, {"reencrypt"}} {
@@ -40,19 +40,19 @@ func TestEnvelopeWriteVersionFlag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(out, "--envelope-write-version") || !strings.Contains(out, "EKM_ENVELOPE_WRITE_VERSION") || !strings.Contains(out, "(default 2)") {
+		if !strings.Contains(out, "--envelope-write-version") || !strings.Contains(out, "EKM_ENVELOPE_WRITE_VERSION") || !strings.Contains(out, "(default 3)") {
 			t.Errorf("ekm %s --help lacks --envelope-write-version, its variable or its default", cmd[0])
 		}
 	}
 	org := "org-0123456789abcdefghjkmnpqrs"
-	for _, bad := range []string{"0", "3", "-1", "two"} {
+	for _, bad := range []string{"0", "4", "-1", "two"} {
 		dir := filepath.Join(t.TempDir(), "data")
 		for _, args := range [][]string{
 			{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--envelope-write-version", bad},
 			{"reencrypt", "--org", org, "--all-projects", "--data-dir", dir, "--envelope-write-version", bad},
 		} {
 			_, _, err := ekmRun(t, args...)
-			if err == nil || !strings.Contains(err.Error(), "--envelope-write-version") || !strings.Contains(err.Error(), "want 1 or 2") {
+			if err == nil || !strings.Contains(err.Error(), "--envelope-write-version") || !strings.Contains(err.Error(), "want 1, 2 or 3") {
 				t.Errorf("ekm %s: %v, want a refusal of %q", strings.Join(args, " "), err, bad)
 			}
 		}
@@ -100,7 +100,7 @@ func wvServe(t *testing.T, dir string) (*app.App, string, func()) {
 // TestReencryptHonoursEnvelopeWriteVersion: `ekm reencrypt
 // --envelope-write-version 1` writes the files it moves in version 1 (so
 // that replicas of a release that cannot read version 2 still can during a
-// rolling upgrade), and leaves a version 2 file already on the current key
+// rolling upgrade), and leaves a version 3 file already on the current key
 // version as it is: re-encryption never downgrades.
 func TestReencryptHonoursEnvelopeWriteVersion(t *testing.T) {
 	keepEnvelopeWriteVersion(t)
@@ -130,14 +130,14 @@ func TestReencryptHonoursEnvelopeWriteVersion(t *testing.T) {
 		return f.ID
 	}
 	oldContent, newContent := bytes.Repeat([]byte("o"), 70000), []byte("new")
-	oldID := upload(base, "old.txt", oldContent) // key version 1, format 2
+	oldID := upload(base, "old.txt", oldContent) // key version 1, format 3
 	stop()
 
 	if _, _, err := ekmRun(t, "project", "rotate-key", "--org", org.ID, "--project", p.ID, "--data-dir", dir); err != nil {
 		t.Fatal(err)
 	}
 	a, base, stop = wvServe(t, dir)
-	newID := upload(base, "new.txt", newContent) // key version 2, format 2
+	newID := upload(base, "new.txt", newContent) // key version 2, format 3
 	newBefore, err := a.Store.GetFile(ctx, org.ID, p.ID, newID)
 	if err != nil {
 		t.Fatal(err)
@@ -175,11 +175,11 @@ func TestReencryptHonoursEnvelopeWriteVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, c := formats(newAfter); newAfter.BlobKey != newBefore.BlobKey || n != 2 || c != 2 {
+	if n, c := formats(newAfter); newAfter.BlobKey != newBefore.BlobKey || n != envelope.Version3 || c != envelope.Version3 {
 		t.Errorf("file already on the current version was rewritten (blob %s → %s) or downgraded (name %d, content %d)",
 			newBefore.BlobKey, newAfter.BlobKey, n, c)
 	}
-	// Both read back on a server writing version 2.
+	// Both read back on a server writing version 3.
 	c, err := client.New(base, sa.APIKey.Value)
 	if err != nil {
 		t.Fatal(err)
