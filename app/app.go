@@ -760,6 +760,7 @@ func (a *App) Prober() *probe.Prober {
 func (a *App) Run(ctx context.Context, ready func(addr string)) error {
 	a.Logger.Info("ekm starting", "version", Version(), "key_types", enabledTypes(a.Service.Registry()),
 		"data_dir", a.Config.DataDir, "database", a.dbKind(), "envelope_write_version", envelope.WriteVersion())
+	warnSoftwareAES(a.Logger, hardwareAES())
 	unlock, lerr := a.singleServer()
 	if lerr != nil {
 		return lerr

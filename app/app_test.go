@@ -173,3 +173,15 @@ func TestRunStartsWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Without AES instructions ekm says so at start (the project key's AES
+// would run in a table-based implementation); with them it says nothing.
+func TestWarnSoftwareAES(t *testing.T) {
+	for _, hw := range []bool{false, true} {
+		var buf bytes.Buffer
+		warnSoftwareAES(slog.New(slog.NewTextHandler(&buf, nil)), hw)
+		if got := strings.Contains(buf.String(), "level=WARN") && strings.Contains(buf.String(), "no AES instructions"); got == hw {
+			t.Errorf("hardware AES %v: logged %q", hw, buf.String())
+		}
+	}
+}

@@ -448,7 +448,7 @@ const kcLabel = "XCMT"
 // Both CMAC inputs are two complete blocks with the same first block, so
 // X1 = AES-256(K, "XCMT" || n[0:12]) is computed once and each half of kc
 // is AES-256(K, (n[12:24] || 00 01 00 0i) ⊕ X1 ⊕ K1). X1 ⊕ K1 is secret:
-// it is wiped. Every buffer reaches cipher.Block, so it is heap memory
+// its heap copy is wiped (registers and spilled locals cannot be). Every buffer reaches cipher.Block, so it is heap memory
 // supplied by the caller.
 func kcXAES(pc *projectCipher, n, kc, x []byte) {
 	putKCFirst(n, x)
