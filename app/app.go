@@ -103,10 +103,11 @@ type Config struct {
 	AdminKMSBurst int
 
 	// EnvelopeWriteVersion is the envelope format version new ciphertexts
-	// are written in (docs/FORMAT.md): 2 (the default; 0 means 2) or 1,
-	// only while replicas of a release that cannot read version 2 may
+	// are written in (docs/FORMAT.md): 3 (the default; 0 means 3), or 2 or
+	// 1 while replicas of a release that cannot read the newer version may
 	// still read the data (a rolling upgrade, or to keep a rollback
-	// possible; docs/OPERATIONS.md). Both are always read. Open refuses
+	// possible; docs/OPERATIONS.md), or 2 to keep version 2's SHA-256 key
+	// commitment. All three are always read. Open refuses
 	// any other value and applies it with envelope.SetWriteVersion, which
 	// is process-wide: the last App opened in a process decides for all.
 	EnvelopeWriteVersion int

@@ -29,7 +29,7 @@ func hardwareAES() bool {
 
 // noHardwareAES is the start-up warning on a CPU without AES instructions.
 const noHardwareAES = "no AES instructions on this CPU: Go's AES runs in software, whose timing depends on keys and data; " +
-	"run ekm on a CPU with AES-NI or ARMv8 AES (docs/FORMAT.md, Version 3, point 6)"
+	"run ekm on a CPU with AES-NI and PCLMULQDQ, or the ARMv8 AES and PMULL extensions (docs/FORMAT.md, Version 3, point 6)"
 
 // warnSoftwareAES logs noHardwareAES unless hw is true.
 func warnSoftwareAES(l *slog.Logger, hw bool) {

@@ -56,11 +56,12 @@ func adminPost(t *testing.T, addr, key, path string, body, out any) {
 	}
 }
 
-// TestEnvelopeWriteVersion runs three servers in turn on one data dir, with
-// Config.EnvelopeWriteVersion 1, the default, then 1 again. Each logs the
-// version at start; a file it stores (content blob and name ciphertext)
-// and a crypto API ciphertext it returns are in that version; and it
-// reads back everything the servers before it wrote, in either version.
+// TestEnvelopeWriteVersion runs four servers in turn on one data dir, with
+// Config.EnvelopeWriteVersion 1, the default (3), 2, then 1 again. Each
+// logs the version at start; a file it stores (content blob and name
+// ciphertext) and a crypto API ciphertext it returns are in that version;
+// and it reads back everything the servers before it wrote, in whichever
+// version.
 func TestEnvelopeWriteVersion(t *testing.T) {
 	keepWriteVersion(t)
 	ctx := context.Background()
@@ -74,7 +75,7 @@ func TestEnvelopeWriteVersion(t *testing.T) {
 	}
 	var all []written
 	var orgID, projID, projKey string
-	for i, setting := range []int{1, 0, 1} {
+	for i, setting := range []int{1, 0, 2, 1} {
 		want := setting
 		if want == 0 {
 			want = envelope.Version3

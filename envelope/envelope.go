@@ -109,8 +109,9 @@ const (
 	// while readers that do not know Version2 may still read the data.
 	Version1 = 1
 	// Version2 is the XAES-256-GCM format with a SHA-256 commitment. It is
-	// read forever; write it only while readers that do not know Version3
-	// may still read the data.
+	// read forever; write it while readers that do not know Version3 may
+	// still read the data, or to keep a commitment that rests on SHA-256
+	// rather than on AES-256 (docs/FORMAT.md, Version 3, point 2).
 	Version2 = 2
 	// Version3 is the KC-XAES-256-GCM format, written by default.
 	Version3 = 3
@@ -149,8 +150,9 @@ func init() { writeVersion.Store(Version3) }
 // SetWriteVersion sets the format version that Seal and NewWriter write from
 // now on, process-wide: [Version3] (the default), [Version2] or [Version1].
 // Readers open all three whatever this says. Writing an older version is
-// only for a rolling upgrade from a release that cannot read the newer one
-// (docs/FORMAT.md, "Compatibility promise").
+// for a rolling upgrade from a release that cannot read the newer one
+// (docs/FORMAT.md, "Compatibility promise"), or, for Version2, to keep its
+// SHA-256 key commitment.
 func SetWriteVersion(v int) error {
 	if v != Version1 && v != Version2 && v != Version3 {
 		return fmt.Errorf("envelope: cannot write format version %d", v)
@@ -162,8 +164,8 @@ func SetWriteVersion(v int) error {
 // WriteVersion returns the format version Seal and NewWriter write.
 func WriteVersion() int { return int(writeVersion.Load()) }
 
-// header is the fixed-size header (the same size and field offsets in both
-// versions). raw is its exact encoding, used as associated data.
+// header is the fixed-size header (the same size and field offsets in every
+// version). raw is its exact encoding, used as associated data.
 type header struct {
 	raw [HeaderSize]byte
 }
@@ -173,7 +175,7 @@ func (h *header) keyVersion() uint32 { return binary.BigEndian.Uint32(h.raw[offK
 func (h *header) commitment() []byte { return h.raw[offCommit : offCommit+commitSize] }
 
 // newHeader builds a header with an unset commitment. salt is the version 1
-// salt (32 bytes) or the version 2 XAES-256-GCM nonce (24 bytes; the
+// salt (32 bytes) or the version 2 and 3 XAES-256-GCM nonce (24 bytes; the
 // reserved bytes after it stay zero).
 func newHeader(version, mode byte, keyVersion uint32, salt []byte) header {
 	var h header
@@ -351,7 +353,7 @@ func dataAEAD(dataKey []byte) cipher.AEAD {
 // block (at most 55 bytes).
 const commitLabel = "ekm envelope v2 commit"
 
-// projectCipher is what the version 2 key derivation needs of a project
+// projectCipher is what the version 2 and 3 derivations need of a project
 // key: AES-256 under it and the CMAC subkey K1 (c2sp.org/XAES-256-GCM,
 // steps 1–2, "precomputed and reused across every operation that uses the
 // same input key"). It is read-only once built.
@@ -447,8 +449,9 @@ const kcLabel = "XCMT"
 //
 // Both CMAC inputs are two complete blocks with the same first block, so
 // X1 = AES-256(K, "XCMT" || n[0:12]) is computed once and each half of kc
-// is AES-256(K, (n[12:24] || 00 01 00 0i) ⊕ X1 ⊕ K1). X1 ⊕ K1 is secret:
-// its heap copy is wiped (registers and spilled locals cannot be). Every buffer reaches cipher.Block, so it is heap memory
+// is AES-256(K, (n[12:24] || 00 01 00 0i) ⊕ X1 ⊕ K1). X1 is secret: the
+// scratch holding it is wiped (X1 ⊕ K1 lives only in registers and in kc
+// before its encryption; Go cannot wipe registers or spilled locals). Every buffer reaches cipher.Block, so it is heap memory
 // supplied by the caller.
 func kcXAES(pc *projectCipher, n, kc, x []byte) {
 	putKCFirst(n, x)
@@ -509,10 +512,10 @@ func deriveXAES(projectKey secret.Key, h *header) (cipher.AEAD, [commitSize]byte
 type body struct {
 	aead cipher.AEAD
 	// aad is every segment's associated data: the header (version 1), or
-	// the header followed by the encoded context (version 2).
+	// the header followed by the encoded context (versions 2 and 3).
 	aad []byte
 	// base is XORed into every STREAM nonce: zero in version 1, the last
-	// 12 bytes of the XAES-256-GCM nonce in version 2.
+	// 12 bytes of the XAES-256-GCM nonce in versions 2 and 3.
 	base [nonceSize]byte
 }
 
@@ -725,7 +728,7 @@ func sealXAES(version byte, key secret.Key, c *Context, plaintext, xnonce []byte
 	return ct[:n:n], nil
 }
 
-// Open decrypts a ciphertext made by Seal (either format version). The key
+// Open decrypts a ciphertext made by Seal (any format version). The key
 // version comes from the header (c.KeyVersion is ignored) and is itself
 // authenticated.
 func Open(keys KeyFunc, c Context, ciphertext []byte) ([]byte, error) {

@@ -113,16 +113,18 @@ func seedCorpus(t testing.TB) map[string]map[string][]byte {
 		"empty":        {},
 		"magic":        []byte(magic),
 		"header-short": single[:HeaderSize-1],
-		// A version 1 ciphertext relabelled 2 (its salt fills the reserved
-		// bytes) and 4 (unknown); a version 2 one relabelled 1 and 3, a
-		// version 3 one relabelled 2 (same data key, other commitment).
+		// A version 1 ciphertext relabelled 2 and 3 (its salt fills the
+		// reserved bytes) and 4 (unknown); a version 2 one relabelled 1 and
+		// 3, a version 3 one relabelled 2 (same data key, other commitment).
 		"version-2":       edit(single, 4, 2),
+		"version-3":       edit(single, 4, 3),
 		"version-4":       edit(single, 4, 4),
 		"v2-as-v1":        edit(single2, 4, 1),
 		"v2-as-v3":        edit(single2, 4, 3),
 		"v3-as-v2":        edit(single3, 4, 2),
 		"mode-3":          edit(single, 5, 3),
 		"v2-reserved-set": edit(single2, offReserved, 1),
+		"v3-reserved-set": edit(single3, offReserved, 1),
 		"v2-reserved-end": edit(emptyStream2, offCommit-1, 0x80),
 	}
 	merge := func(ms ...map[string][]byte) map[string][]byte {

@@ -39,7 +39,7 @@ func goldenSalt() []byte {
 	return b
 }
 
-// goldenNonce is the version 2 vectors' XAES-256-GCM nonce: 80 81 .. 97.
+// goldenNonce is the version 2 and 3 vectors' XAES-256-GCM nonce: 80 81 .. 97.
 func goldenNonce() []byte { return goldenSalt()[:xnonceSize] }
 
 func goldenCtx() *Context {
@@ -203,7 +203,8 @@ func TestGoldenVectors(t *testing.T) {
 }
 
 // TestPythonReference runs the independent Python implementations of the
-// format (testdata/ref_v1.py, ref_v2.py, written from docs/FORMAT.md) and
+// format (testdata/ref_v1.py, ref_v2.py, ref_v3.py, written from
+// docs/FORMAT.md) and
 // checks they reproduce the golden vectors. It skips when python3 or its
 // "cryptography" package is missing.
 func TestPythonReference(t *testing.T) {
@@ -278,7 +279,7 @@ func TestKCXAESVectors(t *testing.T) {
 			t.Errorf("key %02x: kc = %s, want %s", v.key, got, v.kc)
 		}
 		if !allZero(x) {
-			t.Errorf("key %02x: kcXAES left its scratch (X1 ⊕ K1) unwiped", v.key)
+			t.Errorf("key %02x: kcXAES left its scratch (X1) unwiped", v.key)
 		}
 		clear(kc)
 		xaesSubkeyKC(pc, nonce, kx, kc, x)
@@ -479,7 +480,31 @@ func TestV2ContextIsAssociatedData(t *testing.T) {
 // The version 2 header's reserved bytes must be zero, and are checked
 // before any key is looked up.
 func TestV2ReservedBytes(t *testing.T) {
-	single, _, stream := goldenVectorsV2(t)
+	single2, _, stream2 := goldenVectorsV2(t)
+	single3, _, stream3 := goldenVectorsV3(t)
+	for _, v := range []struct{ single, stream []byte }{{single2, stream2}, {single3, stream3}} {
+		testReservedBytes(t, v.single, v.stream)
+	}
+	// Version 1 has no reserved bytes: the same offsets are salt ... but
+	// relabelled 2 or 3, its salt is in them, and it is refused unread.
+	v1, _, _ := goldenVectors(t)
+	if _, err := KeyVersion(v1); err != nil || !bytes.Equal(v1[offReserved:offCommit], goldenSalt()[xnonceSize:]) {
+		t.Fatalf("v1 salt bytes: %v", err)
+	}
+	for _, to := range []byte{formatV2, formatV3} {
+		mod := bytes.Clone(v1)
+		mod[4] = to
+		if _, err := Open(func(uint32) (secret.Key, error) { return goldenKey(t), nil }, *goldenCtx(), mod); !errors.Is(err, ErrFormat) {
+			t.Fatalf("v1 relabelled %d: Open = %v, want ErrFormat", to, err)
+		}
+	}
+}
+
+// testReservedBytes checks that a version 2 or 3 single-shot and stream
+// with any reserved header byte set are refused as malformed before any
+// key lookup.
+func testReservedBytes(t *testing.T, single, stream []byte) {
+	t.Helper()
 	looked := false
 	keys := func(uint32) (secret.Key, error) { looked = true; return goldenKey(t), nil }
 	for i := offReserved; i < offCommit; i++ {
@@ -503,11 +528,6 @@ func TestV2ReservedBytes(t *testing.T) {
 	}
 	if looked {
 		t.Fatal("a key was looked up for a malformed header")
-	}
-	// Version 1 has no reserved bytes: the same offsets are salt.
-	v1, _, _ := goldenVectors(t)
-	if _, err := KeyVersion(v1); err != nil || !bytes.Equal(v1[offReserved:offCommit], goldenSalt()[xnonceSize:]) {
-		t.Fatalf("v1 salt bytes: %v", err)
 	}
 }
 

@@ -159,7 +159,7 @@ type reader struct {
 	err     error // sticky; io.EOF after the final segment
 }
 
-// NewReader returns a Reader of the plaintext of a streaming ciphertext (either
+// NewReader returns a Reader of the plaintext of a streaming ciphertext (any
 // format version) read from src. Before returning it reads and checks the
 // header (format, key version lookup, key commitment) and reads and
 // authenticates the first segment, so a wrong key or context and a stream
@@ -192,9 +192,10 @@ func NewReader(src io.Reader, keys KeyFunc, c Context) (io.Reader, error) {
 		in:   make([]byte, encSegmentSize+1),
 		out:  make([]byte, 0, SegmentSize),
 	}
-	// The first segment: in version 2 the context is authenticated by GCM
-	// (as associated data), not by the commitment, so this is where a wrong
-	// context shows; in both versions it keeps NewReader's errors the same.
+	// The first segment: in versions 2 and 3 the context is authenticated
+	// by GCM (as associated data), not by the commitment, so this is where
+	// a wrong context shows; in every version it keeps NewReader's errors
+	// the same.
 	if r.err = r.next(); r.err != nil && r.err != io.EOF {
 		err := r.err
 		r.release()

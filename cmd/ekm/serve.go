@@ -26,7 +26,7 @@ func storeFlags(fs *pflag.FlagSet, c *app.Config) {
 func envelopeFlag(fs *pflag.FlagSet, c *app.Config) {
 	c.EnvelopeWriteVersion = app.DefaultEnvelopeWriteVersion
 	fs.Var((*writeVersionValue)(&c.EnvelopeWriteVersion), "envelope-write-version",
-		"envelope format version of new ciphertexts: 3, or an older one (2, 1) while replicas of a release that cannot read the newer one run (rolling upgrade, rollback; all are always read; docs/OPERATIONS.md)")
+		"envelope format version of new ciphertexts: 3, or an older one (2, 1) while replicas of a release that cannot read the newer one run (rolling upgrade, rollback), or 2 to keep version 2's SHA-256 key commitment; all are always read (docs/OPERATIONS.md)")
 }
 
 // writeVersionValue is the value of --envelope-write-version: 1, 2 or 3,
