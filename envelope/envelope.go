@@ -495,17 +495,23 @@ func deriveXAES(projectKey secret.Key, h *header) (cipher.AEAD, [commitSize]byte
 	buf := make([]byte, 32+commitSize+16) // kx, commitment, scratch
 	defer secret.Wipe(buf)
 	kx, kc := buf[:32], buf[32:32+commitSize]
-	pc := projectCipherOf(projectKey)
-	n := h.raw[offSalt:offReserved]
+	deriveInto(h.version(), projectCipherOf(projectKey), h.raw[offSalt:offReserved], kx, kc, buf[32+commitSize:])
 	var commit [commitSize]byte
-	if h.version() == formatV3 {
-		xaesSubkeyKC(pc, n, kx, kc, buf[32+commitSize:])
-		copy(commit[:], kc)
-	} else {
-		xaesSubkey(pc, n[:12], kx)
-		commit = commitV2(kx)
-	}
+	copy(commit[:], kc)
 	return dataAEAD(kx), commit
+}
+
+// deriveInto computes, under pc, the data key of the 24-byte nonce n into
+// kx and the commitment of version v (2 or 3) into kc, with x (16 bytes)
+// as scratch. The caller wipes kx.
+func deriveInto(v byte, pc *projectCipher, n, kx, kc, x []byte) {
+	if v == formatV3 {
+		xaesSubkeyKC(pc, n, kx, kc, x)
+		return
+	}
+	xaesSubkey(pc, n[:12], kx)
+	c := commitV2(kx)
+	copy(kc, c[:])
 }
 
 // body is what one ciphertext's body is sealed or opened with.
@@ -695,18 +701,6 @@ func newSingleXAES(outLen int, c *Context) singleXAES {
 	}
 }
 
-// derive computes the data key of the nonce n under pc into op.kx and
-// the commitment of version v (2 or 3) into op.kc.
-func (op *singleXAES) derive(v byte, pc *projectCipher, n []byte) {
-	if v == formatV3 {
-		xaesSubkeyKC(pc, n, op.kx, op.kc, op.x)
-		return
-	}
-	xaesSubkey(pc, n[:12], op.kx)
-	c := commitV2(op.kx)
-	copy(op.kc, c[:])
-}
-
 // sealXAES is seal for versions 2 and 3, with xnonce the 24-byte
 // XAES-256-GCM nonce.
 func sealXAES(version byte, key secret.Key, c *Context, plaintext, xnonce []byte) ([]byte, error) {
@@ -718,7 +712,7 @@ func sealXAES(version byte, key secret.Key, c *Context, plaintext, xnonce []byte
 	ct := op.out
 	writePrefix(ct, version, modeSingle, c.KeyVersion)
 	copy(ct[offSalt:offReserved], xnonce) // the reserved bytes stay zero
-	op.derive(version, projectCipherOf(key), xnonce)
+	deriveInto(version, projectCipherOf(key), xnonce, op.kx, op.kc, op.x)
 	aead := dataAEAD(op.kx)
 	secret.Wipe(op.kx)
 	copy(ct[offCommit:], op.kc)
@@ -766,7 +760,7 @@ func openXAES(keys KeyFunc, h *header, c *Context, ciphertext []byte) ([]byte, e
 	ptLen := len(ciphertext) - HeaderSize - TagSize
 	op := newSingleXAES(ptLen, c)
 	xnonce := h.raw[offSalt:offReserved]
-	op.derive(h.version(), projectCipherOf(key), xnonce)
+	deriveInto(h.version(), projectCipherOf(key), xnonce, op.kx, op.kc, op.x)
 	if subtle.ConstantTimeCompare(op.kc, h.commitment()) != 1 {
 		secret.Wipe(op.kx)
 		return nil, ErrAuth
