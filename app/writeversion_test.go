@@ -19,21 +19,8 @@ import (
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/client"
 	"github.com/ekm-dev/ekm/envelope"
+	"github.com/ekm-dev/ekm/envelope/envelopetest"
 )
-
-// keepWriteVersion restores envelope's process-wide write version when t
-// ends, so that a test which opens an App with another
-// Config.EnvelopeWriteVersion cannot leak it into the tests after it. Such
-// tests must not be parallel.
-func keepWriteVersion(t *testing.T) {
-	t.Helper()
-	v := envelope.WriteVersion()
-	t.Cleanup(func() {
-		if err := envelope.SetWriteVersion(v); err != nil {
-			t.Error(err)
-		}
-	})
-}
 
 // adminPost sends an Admin API POST and decodes its 200 answer into out.
 func adminPost(t *testing.T, addr, key, path string, body, out any) {
@@ -63,7 +50,7 @@ func adminPost(t *testing.T, addr, key, path string, body, out any) {
 // and it reads back everything the servers before it wrote, in whichever
 // version.
 func TestEnvelopeWriteVersion(t *testing.T) {
-	keepWriteVersion(t)
+	envelopetest.KeepWriteVersion(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	type written struct {
@@ -176,7 +163,7 @@ func TestEnvelopeWriteVersion(t *testing.T) {
 // Open before it creates or opens anything, and leaves the process-wide
 // setting alone.
 func TestEnvelopeWriteVersionRefused(t *testing.T) {
-	keepWriteVersion(t)
+	envelopetest.KeepWriteVersion(t)
 	before := envelope.WriteVersion()
 	for _, v := range []int{-1, 4, 255} {
 		dir := filepath.Join(t.TempDir(), "data")

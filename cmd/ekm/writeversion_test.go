@@ -18,23 +18,15 @@ import (
 	"github.com/ekm-dev/ekm/app"
 	"github.com/ekm-dev/ekm/client"
 	"github.com/ekm-dev/ekm/envelope"
+	"github.com/ekm-dev/ekm/envelope/envelopetest"
 	"github.com/ekm-dev/ekm/store"
 )
-
-// keepEnvelopeWriteVersion restores envelope's process-wide write version
-// when t ends: every command run here opens an App, which sets it. Tests
-// that use it must not be parallel.
-func keepEnvelopeWriteVersion(t *testing.T) {
-	t.Helper()
-	v := envelope.WriteVersion()
-	t.Cleanup(func() { _ = envelope.SetWriteVersion(v) })
-}
 
 // TestEnvelopeWriteVersionFlag: serve and reencrypt take
 // --envelope-write-version and EKM_ENVELOPE_WRITE_VERSION, and refuse
 // anything but 1, 2 or 3 before creating anything.
 func TestEnvelopeWriteVersionFlag(t *testing.T) {
-	keepEnvelopeWriteVersion(t)
+	envelopetest.KeepWriteVersion(t)
 	for _, cmd := range [][]string{{"serve"}, {"reencrypt"}} {
 		out, _, err := ekmRun(t, append(cmd, "--help")...)
 		if err != nil {
@@ -103,7 +95,7 @@ func wvServe(t *testing.T, dir string) (*app.App, string, func()) {
 // rolling upgrade), and leaves a version 3 file already on the current key
 // version as it is: re-encryption never downgrades.
 func TestReencryptHonoursEnvelopeWriteVersion(t *testing.T) {
-	keepEnvelopeWriteVersion(t)
+	envelopetest.KeepWriteVersion(t)
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
 	a, base, stop := wvServe(t, dir)
